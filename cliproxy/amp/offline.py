@@ -1,0 +1,143 @@
+"""Offline mode: local answers to the Amp CLI's control-plane calls (SPEC §3.1).
+
+Strategy: with no upstream configured, an air-gapped Amp CLI still needs its account and
+thread calls to succeed. ``answer`` maps the few calls the CLI cannot live without to
+small local results; uploaded threads are kept as JSON files so nothing the user did is
+lost; every other management route answers 503 so the CLI reports it plainly.
+
+Amp's internal API is JSON-RPC-like: ``POST /api/internal?<method>`` with the body
+``{"method": <method>, "params": {...}}``, gzip-encoded when large.
+"""
+
+import json
+import logging
+import os
+import re
+import tempfile
+
+from cliproxy.errors import BadRequest, ServiceUnavailable
+from cliproxy.http.codec import decode_body, is_gzip
+from cliproxy.http.headers import Headers
+from cliproxy.http.server import Response
+
+log = logging.getLogger("cliproxy.offline")
+
+# How many uploaded threads are kept on disk; the oldest beyond this are removed.
+MAX_SAVED_THREADS = 1000
+
+LOCAL_USER = {
+    "id": "local-user",
+    "username": "local",
+    "email": "local@cliproxy.invalid",
+    "displayName": "Local user (cliproxy offline mode)",
+    "avatarURL": None,
+    "siteAdmin": False,
+    "features": [],
+}
+
+_EMPTY_FEED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<rss version="2.0"><channel><title>cliproxy (offline)</title>'
+    b"<link>http://localhost/</link><description>No upstream is configured.</description>"
+    b"</channel></rss>\n"
+)
+_THREAD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+
+
+def _json(status, value):
+    body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return Response(status, Headers([("content-type", "application/json")]), body)
+
+
+def internal_method(query, params):
+    """The RPC method name: the query string's first name, else the body's ``method``."""
+    name = query.split("&", 1)[0].split("=", 1)[0]
+    if name:
+        return name
+    method = params.get("method") if isinstance(params, dict) else None
+    return method if isinstance(method, str) else ""
+
+
+def decode_rpc_body(raw, content_encoding, max_bytes):
+    """The JSON object of an internal-API body, decoded when gzip-encoded."""
+    if content_encoding:
+        raw = decode_body(raw, content_encoding, max_bytes)
+    elif is_gzip(raw[:2]):
+        raw = decode_body(raw, "gzip", max_bytes)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest("request body is not valid JSON: %s" % exc)
+
+
+class ThreadStore:
+    """Uploaded threads as ``<dir>/<thread id>.json``, newest ``limit`` kept."""
+
+    def __init__(self, directory, limit=MAX_SAVED_THREADS):
+        self.directory = directory
+        self.limit = limit
+
+    def save(self, thread):
+        """Write ``thread`` atomically, replacing an earlier upload of the same id."""
+        thread_id = thread.get("id") if isinstance(thread, dict) else None
+        if not isinstance(thread_id, str) or not _THREAD_ID.match(thread_id):
+            raise BadRequest("uploadThread: params.thread.id is missing or not a valid id")
+        os.makedirs(self.directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(thread, out, ensure_ascii=False)
+            os.replace(temporary, os.path.join(self.directory, thread_id + ".json"))
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        self._prune()
+        return thread_id
+
+    def _prune(self):
+        entries = []
+        for name in os.listdir(self.directory):
+            if name.endswith(".json"):
+                path = os.path.join(self.directory, name)
+                try:
+                    entries.append((os.stat(path).st_mtime_ns, path))
+                except FileNotFoundError:
+                    continue
+        if len(entries) <= self.limit:
+            return
+        entries.sort()
+        for _, path in entries[: len(entries) - self.limit]:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+async def answer(request, config):
+    """The local ``Response`` for a management route in offline mode."""
+    path = request.path
+    if path in ("/news.rss", "/threads.rss"):
+        feed_type = Headers([("content-type", "application/rss+xml; charset=utf-8")])
+        return Response(200, feed_type, _EMPTY_FEED)
+    if path.startswith(("/api/telemetry", "/api/otel")):
+        await request.body.read(config.limits.max_body_bytes)
+        return Response(204, Headers(), b"")
+    if path == "/api/internal" and request.method == "POST":
+        raw = await request.body.read(config.limits.max_body_bytes)
+        rpc = decode_rpc_body(
+            raw, request.headers.get("content-encoding"), config.limits.max_body_bytes
+        )
+        method = internal_method(request.query, rpc)
+        params = rpc.get("params") if isinstance(rpc, dict) else None
+        if method == "getUserInfo":
+            return _json(200, {"ok": True, "result": LOCAL_USER})
+        if method == "uploadThread":
+            thread = params.get("thread") if isinstance(params, dict) else None
+            store = ThreadStore(os.path.join(config.logs_dir, "threads"))
+            thread_id = store.save(thread)
+            log.info("offline: saved thread", extra={"fields": {"thread": thread_id}})
+            return _json(200, {"ok": True})
+        return _json(200, {"ok": True, "result": None})
+    raise ServiceUnavailable("amp upstream proxy not available")

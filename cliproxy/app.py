@@ -1,0 +1,373 @@
+"""The request handler: one place that sends each request to its route family.
+
+Strategy: ``App.handle`` classifies the path once (``amp.routes.classify``), applies the
+checks every family shares (CORS refusal, client auth), and hands over to one function per
+family. Model calls read and decode the body once, parse its JSON once, ask the router
+for a decision once, and carry that decision out in one code path. Any ``ProxyError``
+becomes a response in the client's protocol shape here and nowhere else.
+
+Per-config state (router, client key set) lives in a ``Runtime`` rebuilt when the config
+store's snapshot changes: a request compares one reference, no locks.
+"""
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from cliproxy.amp import offline
+from cliproxy.amp.auth import KeySet, client_key, is_loopback, strip_credentials
+from cliproxy.amp.routes import Family, classify
+from cliproxy.amp.secrets import UpstreamKeys
+from cliproxy.config.model import Protocol
+from cliproxy.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+    ProxyError,
+    Unauthorized,
+    UpstreamError,
+)
+from cliproxy.http.codec import decode_body
+from cliproxy.http.headers import Headers
+from cliproxy.http.proxy import forward
+from cliproxy.http.server import Response
+from cliproxy.http.websocket import is_websocket_upgrade, pipe, validate_upgrade
+from cliproxy.providers.credentials import CredentialPool
+from cliproxy.providers.executor import Executor, ModelCall
+from cliproxy.providers.outbound import Endpoint
+from cliproxy.routing.router import RouteType, Router, log_fields
+from cliproxy.translate import anthropic, responses
+from cliproxy.translate.anthropic import RewriteContext
+from cliproxy.translate.errors import render_error
+from cliproxy.ops.metrics import Metrics
+
+log = logging.getLogger("cliproxy.app")
+
+_JSON = (("content-type", "application/json"),)
+_HEALTHY = b'{"status":"ok"}'
+
+
+class Runtime:
+    """Everything derived from one config snapshot, built once per snapshot."""
+
+    __slots__ = ("config", "router", "client_keys")
+
+    def __init__(self, config):
+        self.config = config
+        self.router = Router.from_config(config)
+        self.client_keys = KeySet(config.api_keys)
+
+
+@dataclass
+class Exchange:
+    """What the request log and metrics learn about one request as it is handled."""
+
+    route: str = "none"
+    requested_model: Optional[str] = None
+    resolved_model: Optional[str] = None
+    provider: Optional[str] = None
+    protocol: Optional[Protocol] = None
+    notes: dict = field(default_factory=dict)
+
+
+def _json_response(status, value, headers=()):
+    body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return Response(status, Headers(_JSON + tuple(headers)), body)
+
+
+class App:
+    """The handler given to ``http.server.Server``."""
+
+    def __init__(
+        self,
+        store,
+        client,
+        *,
+        clock=time.monotonic,
+        upstream_keys=None,
+        pool=None,
+        metrics=None,
+        management_api=None,
+        request_log=None,
+    ):
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.upstream_keys = upstream_keys or UpstreamKeys(clock=clock)
+        self.pool = pool or CredentialPool(clock=clock)
+        self.metrics = metrics or Metrics()
+        self.executor = Executor(client, self.pool, self.metrics, clock)
+        self.management_api = management_api
+        self.request_log = request_log
+        self._runtime = Runtime(store.current)
+
+    def runtime(self):
+        """The runtime of the current snapshot (rebuilt only when the snapshot changed)."""
+        runtime = self._runtime
+        config = self.store.current
+        if runtime.config is not config:
+            runtime = self._runtime = Runtime(config)
+        return runtime
+
+    async def __call__(self, request):
+        return await self.handle(request)
+
+    async def handle(self, request):
+        runtime = self.runtime()
+        route = classify(request.method, request.path)
+        exchange = Exchange(route=route.family.value)
+        if route.provider is not None:
+            exchange.protocol = route.provider.protocol
+        try:
+            response = await self._dispatch(request, route, runtime, exchange)
+        except ProxyError as error:
+            response = self._error(exchange, error, request)
+        self.metrics.count_request(exchange.route, response.status)
+        if self.request_log is not None:
+            response = self.request_log.observe(request, response, exchange)
+        return response
+
+    def _error(self, exchange, error, request):
+        level = logging.WARNING if error.status >= 500 else logging.INFO
+        log.log(
+            level,
+            "request failed",
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": error.status,
+                    "route": exchange.route,
+                    "reason": error.message,
+                }
+            },
+        )
+        status, headers, body = render_error(exchange.protocol, error)
+        return Response(status, headers, body)
+
+    async def _dispatch(self, request, route, runtime, exchange):
+        family = route.family
+        if family is Family.HEALTH:
+            return Response(200, Headers(_JSON), _HEALTHY)
+        if request.method == "OPTIONS":
+            # No CORS: browsers must not drive this proxy from other origins (SPEC §3.1).
+            raise Forbidden("CORS requests are not allowed")
+        if family is Family.MANAGEMENT_API:
+            if self.management_api is None:
+                raise NotFound("not found")
+            return await self.management_api.handle(request, runtime.config, self.store)
+        if family is Family.NOT_FOUND:
+            raise NotFound("no route for %s %s" % (request.method, request.path))
+        key = client_key(request.headers, request.query)
+        if family is not Family.BROWSER_PAGE:
+            self._authenticate(runtime, key)
+        if family is Family.METRICS:
+            return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), self.metrics.render())
+        if family is Family.PROVIDER:
+            return await self._provider(request, route.provider, runtime, key, exchange)
+        return await self._management(request, runtime, key)
+
+    def _authenticate(self, runtime, key):
+        if not runtime.config.api_keys:
+            return  # the loader allows this only on loopback or when explicitly allowed
+        if not runtime.client_keys.contains(key):
+            raise Unauthorized("missing or invalid API key" if key else "missing API key")
+
+    # ----------------------------------------------------------------- Amp management
+
+    async def _management(self, request, runtime, key):
+        config = runtime.config
+        ampcode = config.ampcode
+        if ampcode.restrict_management_to_localhost and not is_loopback(request.peer[0]):
+            raise Forbidden("management routes are restricted to localhost")
+        websocket = is_websocket_upgrade(request.headers)
+        if websocket:
+            validate_upgrade(request.method, request.headers)
+        if ampcode.upstream_url is None:
+            return await offline.answer(request, config)
+        headers, url = self._upstream_target(request, runtime, key)
+        if websocket:
+            return await self._tunnel(url, headers, config)
+        body = request.body if _has_body(request) else None
+        return await forward(
+            self.client, request.method, url, headers, body, proxy_url=config.proxy_url, limits=config.limits
+        )
+
+    def _upstream_target(self, request, runtime, key):
+        """Headers with the client's credentials replaced by the upstream key, and the URL."""
+        ampcode = runtime.config.ampcode
+        headers, query = strip_credentials(request.headers, request.query)
+        upstream_key = self.upstream_keys.resolve(ampcode, key)
+        if upstream_key:
+            headers.set("authorization", "Bearer " + upstream_key)
+            headers.set("x-api-key", upstream_key)
+        url = ampcode.upstream_url + request.path + ("?" + query if query else "")
+        return headers, url
+
+    async def _tunnel(self, url, headers, config):
+        """Relay a WebSocket upgrade to the upstream and pipe bytes once it answers 101."""
+        head, reader, writer, leftover = await self.client.open_upgrade(
+            url, headers, proxy_url=config.proxy_url, connect_timeout=config.limits.connect_timeout
+        )
+        if head.status != 101:
+            writer.close()
+            body = await _read_quietly(head)
+            return Response(head.status, head.headers.without({"connection", "transfer-encoding"}), body)
+
+        async def relay(client_reader, client_writer, client_leftover):
+            await pipe(client_reader, client_writer, reader, writer, a_to_b=client_leftover, b_to_a=leftover)
+
+        return Response(101, head.headers, b"", on_upgrade=relay)
+
+    # ----------------------------------------------------------------- model calls
+
+    async def _provider(self, request, provider_route, runtime, key, exchange):
+        config = runtime.config
+        protocol = provider_route.protocol
+        if provider_route.is_model_list:
+            return _json_response(200, model_list(runtime, protocol))
+        raw = await request.body.read(config.limits.max_body_bytes)
+        body = _parse_json_body(raw, request.headers.get("content-encoding"), config.limits.max_body_bytes)
+        model = provider_route.model or body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("the request names no model")
+        decision = runtime.router.decide(model, protocol)
+        exchange.route = decision.route.name
+        exchange.requested_model = model
+        self._log_decision(decision, request)
+        if decision.route is RouteType.AMP_CREDITS:
+            headers, url = self._upstream_target(request, runtime, key)
+            return await forward(
+                self.client, request.method, url, headers, raw, proxy_url=config.proxy_url, limits=config.limits
+            )
+        if decision.route is RouteType.NO_PROVIDER:
+            error = PaymentRequired if decision.status == 402 else NotFound
+            raise error(decision.message)
+        first = decision.candidates[0]
+        exchange.resolved_model = first.model
+        exchange.provider = first.served[0].entry.name if first.served else None
+        if provider_route.endpoint is Endpoint.COUNT_TOKENS and not _claude_served(decision):
+            return _token_estimate(body)
+        call = ModelCall(
+            request=request,
+            config=config,
+            decision=decision,
+            protocol=protocol,
+            endpoint=provider_route.endpoint,
+            body=_sanitised(protocol, body),
+            stream=provider_route.stream,
+            query=strip_credentials(request.headers, request.query)[1],
+            thread_id=request.headers.get("x-amp-thread-id"),
+            context=_rewrite_context(protocol, model, body),
+        )
+        return await self.executor.execute(call)
+
+    def _log_decision(self, decision, request):
+        fields = log_fields(decision)
+        fields["path"] = request.path
+        if decision.route in (RouteType.AMP_CREDITS, RouteType.NO_PROVIDER):
+            log.warning("route decision", extra={"fields": fields})
+        else:
+            log.info("route decision", extra={"fields": fields})
+
+
+def _has_body(request):
+    length = request.body.length
+    return length is None or length > 0
+
+
+async def _read_quietly(response):
+    try:
+        return await response.read(1024 * 1024)
+    except ProxyError:
+        return b""
+    finally:
+        await response.aclose()
+
+
+def _parse_json_body(raw, content_encoding, limit):
+    """The request's JSON object, after undoing ``gzip``/``deflate`` (415 for others)."""
+    if content_encoding and content_encoding.strip().lower() != "identity":
+        raw = decode_body(raw, content_encoding.strip().lower(), limit)
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest("request body is not valid JSON: %s" % exc)
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _sanitised(protocol, body):
+    if protocol is Protocol.CLAUDE:
+        return anthropic.sanitize_request(body)
+    if protocol is Protocol.RESPONSES:
+        return responses.sanitize_request(body)
+    return body
+
+
+def _rewrite_context(protocol, requested_model, body):
+    tool_names = anthropic.tool_name_map(body) if protocol is Protocol.CLAUDE else {}
+    return RewriteContext(requested_model=requested_model, tool_names=tool_names)
+
+
+def _claude_served(decision):
+    return any(
+        served.entry.protocol is Protocol.CLAUDE for candidate in decision.candidates for served in candidate.served
+    )
+
+
+def _token_estimate(body):
+    """An estimate for count_tokens when no Anthropic provider can count (about 4 bytes a
+    token for English and code); the ``x-cliproxy-token-count`` header says so."""
+    text = json.dumps([body.get("system"), body.get("messages"), body.get("tools")], ensure_ascii=False)
+    estimate = max(1, len(text.encode("utf-8")) // 4)
+    return _json_response(200, {"input_tokens": estimate}, headers=(("x-cliproxy-token-count", "estimate"),))
+
+
+def model_list(runtime, protocol):
+    """Local models and exact mapping sources, each once, in ``protocol``'s list shape."""
+    names = []
+    seen = set()
+    for model in runtime.router.registry.visible_models():
+        if model.id.lower() not in seen:
+            seen.add(model.id.lower())
+            names.append((model.id, model.owned_by))
+    for mapping in runtime.config.ampcode.model_mappings:
+        if not mapping.regex and mapping.source.lower() not in seen and runtime.router.decide(
+            mapping.source, protocol
+        ).route is RouteType.MODEL_MAPPING:
+            seen.add(mapping.source.lower())
+            names.append((mapping.source, "cliproxy-mapping"))
+    if protocol is Protocol.CLAUDE:
+        data = [
+            {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+            for name, _ in names
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    if protocol is Protocol.GEMINI:
+        return {
+            "models": [
+                {
+                    "name": "models/" + name,
+                    "displayName": name,
+                    "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+                }
+                for name, _ in names
+            ]
+        }
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in names],
+    }
+
+
+__all__ = ["App", "Runtime", "model_list", "UpstreamError"]

@@ -1,0 +1,232 @@
+"""Command line (SPEC §1): serve, ``check``, ``route MODEL`` and ``--version``.
+
+Exit codes: 0 clean, 1 bad config or cannot bind (with a one-line reason), 2 usage error
+(argparse's own).
+"""
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import ssl
+import sys
+
+from cliproxy import __version__
+from cliproxy import log as logsetup
+from cliproxy.config.loader import ConfigError, default_config, find_config, load_file
+from cliproxy.config.model import Protocol
+from cliproxy.config.watcher import ConfigStore, ConfigWatcher, restart_needed
+
+log = logging.getLogger("cliproxy.cli")
+
+_PROTOCOLS = {p.value: p for p in Protocol}
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="cliproxy",
+        description="A proxy between the Amp CLI (or any Anthropic/OpenAI/Gemini client) and model providers.",
+    )
+    parser.add_argument("--version", action="version", version="cliproxy " + __version__)
+    commands = parser.add_subparsers(dest="command")
+    check = commands.add_parser("check", help="validate the config file and exit")
+    check.add_argument("--config", metavar="PATH")
+    route = commands.add_parser("route", help="explain the routing decision for MODEL (sends nothing)")
+    route.add_argument("model", metavar="MODEL")
+    route.add_argument("--config", metavar="PATH")
+    route.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="claude")
+    serve = commands.add_parser("serve", help="run the proxy (the default)")
+    for target in (parser, serve):
+        target.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS)
+        target.add_argument("--host", default=argparse.SUPPRESS)
+        target.add_argument("--port", type=int, default=argparse.SUPPRESS)
+        target.add_argument("--log-level", choices=logsetup.LEVELS, default=argparse.SUPPRESS)
+        target.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    command = args.command or "serve"
+    if command == "check":
+        return check(getattr(args, "config", None))
+    if command == "route":
+        return route(args.model, getattr(args, "config", None), _PROTOCOLS[args.protocol])
+    return serve(args)
+
+
+def _load(cli_path, strict=False):
+    """(config, path, warnings); raises ConfigError for a bad or missing file."""
+    if cli_path is not None and not os.path.exists(cli_path):
+        raise ConfigError(["%s: no such config file" % cli_path])
+    path = find_config(cli_path)
+    if path is None:
+        return default_config(), None, []
+    config, warnings = load_file(path, strict=strict)
+    return config, path, warnings
+
+
+def check(cli_path):
+    try:
+        config, path, warnings = _load(cli_path, strict=True)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print("error: " + error, file=sys.stderr)
+        print("%d error(s) found" % len(exc.errors), file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print("warning: " + warning, file=sys.stderr)
+    print("ok: %s" % (path or "no config file; built-in defaults"))
+    return 0
+
+
+def route(model, cli_path, protocol):
+    from cliproxy.routing.router import Router, explain
+
+    try:
+        config, _, _ = _load(cli_path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print("error: " + error, file=sys.stderr)
+        return 1
+    print(explain(Router.from_config(config).decide(model, protocol)))
+    return 0
+
+
+def _overrides(args):
+    return {name: getattr(args, name) for name in ("host", "port") if hasattr(args, name)}
+
+
+def serve(args):
+    overrides = _overrides(args)
+    try:
+        config, path, warnings = _load(getattr(args, "config", None))
+    except ConfigError as exc:
+        print("cliproxy: bad config: " + "; ".join(exc.errors), file=sys.stderr)
+        return 1
+    config = dataclasses.replace(config, **overrides)
+    level = getattr(args, "log_level", None) or ("debug" if config.debug else "info")
+    logsetup.setup(level, getattr(args, "log_format", "text"))
+    if path is None:
+        log.info(
+            "no config file (--config or ./config.json): running on built-in defaults",
+            extra={"fields": {"listen": "%s:%d" % (config.host, config.port), "upstream": config.ampcode.upstream_url,
+                              "providers": 0}},
+        )
+    else:
+        log.info("cliproxy %s starting" % __version__, extra={"fields": {"config": path}})
+    for warning in warnings:
+        log.warning("config: " + warning)
+    try:
+        return asyncio.run(_serve(config, path, overrides))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _ssl_context(config):
+    if not config.tls.enable:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls.cert, config.tls.key)
+    return context
+
+
+async def _serve(config, path, overrides):
+    from cliproxy.app import App
+    from cliproxy.http.client import HttpClient
+    from cliproxy.http.server import Server
+    from cliproxy.ops.systemd import Notifier
+
+    store = ConfigStore(config)
+    client = HttpClient(ca_bundle=config.ca_bundle)
+    app = _build_app(store, client)
+    try:
+        server = Server(app, limits=lambda: store.current.limits, ssl_context=_ssl_context(config))
+        host, port = await server.start(config.host, config.port)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("cannot listen on %s:%d: %s" % (config.host, config.port, exc))
+        await client.aclose()
+        return 1
+    app.metrics.open_streams = lambda: server.open_streams
+    scheme = "https" if config.tls.enable else "http"
+    log.info("listening", extra={"fields": {"url": "%s://%s:%d" % (scheme, host, port)}})
+    notifier = Notifier()
+    notifier.ready()
+    stop = asyncio.Event()
+    watcher = _watcher(path, store, app, notifier, overrides)
+    _install_signals(stop, watcher, notifier)
+    background = [asyncio.ensure_future(notifier.run_watchdog())]
+    if watcher is not None:
+        background.append(asyncio.ensure_future(watcher.run()))
+    await stop.wait()
+    log.info("shutting down", extra={"fields": {"drain_timeout": store.current.limits.drain_timeout}})
+    notifier.stopping()
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await server.shutdown(store.current.limits.drain_timeout)
+    await client.aclose()
+    log.info("stopped")
+    return 0
+
+
+def _build_app(store, client):
+    from cliproxy.app import App
+
+    management_api = None
+    request_log = None
+    try:
+        from cliproxy.ops.management_api import ManagementApi
+
+        management_api = ManagementApi()
+    except ImportError:
+        pass
+    try:
+        from cliproxy.ops.requestlog import RequestLog
+
+        request_log = RequestLog(lambda: store.current)
+    except ImportError:
+        pass
+    return App(store, client, management_api=management_api, request_log=request_log)
+
+
+def _watcher(path, store, app, notifier, overrides):
+    if path is None:
+        return None
+
+    def loader(file_path):
+        config, warnings = load_file(file_path)
+        return dataclasses.replace(config, **overrides), warnings
+
+    def on_reload(old, new):
+        app.metrics.count_reload(True)
+        for name in restart_needed(old, new):
+            log.warning("config: %s changed; it takes effect after a restart" % name)
+        log.info("config reloaded", extra={"fields": {"config": path}})
+
+    def on_error(errors):
+        app.metrics.count_reload(False, len(errors))
+        for error in errors:
+            log.error("config rejected, keeping the last good one: " + error)
+
+    return ConfigWatcher(
+        path, store, interval=store.current.reload_interval, loader=loader, on_reload=on_reload, on_error=on_error
+    )
+
+
+def _install_signals(stop, watcher, notifier):
+    loop = asyncio.get_event_loop()
+
+    def reload_now():
+        if watcher is None:
+            log.info("SIGHUP: no config file to reload")
+            return
+        notifier.reloading()
+        watcher.reload_now()
+        notifier.ready()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_now)

@@ -1,0 +1,779 @@
+"""Sans-IO HTTP/1.1 parser for requests and responses: bytes in, events out.
+
+Strategy: no sockets and no asyncio. The caller ``feed()``s whatever it read, calls
+``feed_eof()`` when the peer closed, and pulls events with ``next_event()`` until it gets
+``NEED_DATA``. A message is ``RequestHead``/``ResponseHead``, zero or more ``Data``, then
+``EndOfMessage``; pipelined messages follow from the same buffer. Any malformed input raises
+``ProtocolError`` whose ``status`` is the answer a server should give (400, 413, 431, 501,
+505); after that the parser keeps raising and the connection must be closed.
+
+The receive buffer is one ``bytearray``: consumed prefixes are deleted (cheap in CPython),
+and the search for the blank line ending a head or trailer section remembers how far it
+got, so feeding a head one byte at a time stays linear.
+
+Body framing is table-driven, as in h11: the head decides a ``_Framing`` and
+``_READERS`` maps it to a reader class. The reader contract: ``reader.read(buf, eof)``
+consumes from the front of ``buf`` and returns an event, returns ``None`` when it needs more
+bytes, or raises ``ProtocolError`` (including when ``eof`` is true and the message is
+incomplete). A reader returns ``EndOfMessage`` exactly once, as its last event.
+
+Decisions (RFC 9112 leaves them to us):
+- Line endings must be CRLF. A bare LF or bare CR in a head, a chunk line or trailers is a
+  400; a head ended by LF LF is rejected at once instead of waiting for a CRLF CRLF.
+- Leading empty lines (CRLF) before a request line are skipped (RFC 9112 §2.2).
+- A version other than HTTP/1.0 or HTTP/1.1 is 505 (requests and responses alike); a
+  malformed version string is 400.
+- The request target may hold obs-text (bytes 0x80-0xFF, as nginx and h11 accept) but no
+  space, control character or DEL.
+- Requests: ``Transfer-Encoding`` together with ``Content-Length`` is 400; a
+  ``Transfer-Encoding`` other than exactly ``chunked`` is 501; ``Transfer-Encoding`` in an
+  HTTP/1.0 request is 400 (RFC 9112 §6.1: faulty framing).
+- Responses: ``Transfer-Encoding`` other than exactly ``chunked`` is 501 too, because the
+  proxy drops hop-by-hop fields and could not pass on a body still carrying a coding it
+  cannot decode. ``Transfer-Encoding`` with ``Content-Length``: chunked wins and the
+  connection is not reused (RFC 9112 §6.3). Neither: the body ends at EOF.
+- A ``Content-Length`` longer than 18 significant digits is 413.
+- ``ResponseParser``: EOF before the first byte of a response gives ``CONNECTION_CLOSED``
+  (the cue for a client to retry on a fresh connection); 1xx heads other than 101 are
+  returned and parsing goes on to the final head of the same response, with no
+  ``EndOfMessage`` in between.
+"""
+
+import enum
+import re
+
+from cliproxy.errors import ProxyError
+from cliproxy.http.headers import Headers
+
+__all__ = [
+    "CONNECTION_CLOSED",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "Data",
+    "EndOfMessage",
+    "NEED_DATA",
+    "ProtocolError",
+    "RequestHead",
+    "RequestParser",
+    "ResponseHead",
+    "ResponseParser",
+]
+
+# 64 KiB for the request/status line plus fields (and, separately, for trailers). Others:
+# h11 16 KiB, node 16 KiB, nginx 4 x 8 KiB buffers, Go net/http 1 MiB. SDK clients send
+# large cookies and long signed URLs; 64 KiB is generous and still bounded.
+DEFAULT_MAX_HEADER_BYTES = 65536
+
+# A chunk-size line (size plus extensions). Go's net/http/internal/chunked.go uses 4096.
+MAX_CHUNK_LINE_BYTES = 4096
+
+# Content-Length above 10**18 cannot be a real body and would be slow to turn into an int.
+_MAX_LENGTH_DIGITS = 18
+
+
+class ProtocolError(ProxyError):
+    """The peer broke HTTP/1.1 framing or syntax; the connection must be closed.
+
+    ``status`` is the response a server should send: 400 malformed, 413 impossible
+    Content-Length, 431 header block too large, 501 unsupported Transfer-Encoding,
+    505 unsupported HTTP version.
+    """
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, message, status=400):
+        super().__init__(message, status)
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name):
+        self._name = name
+
+    def __repr__(self):
+        return self._name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+"""``next_event()`` needs more bytes (or, after a switch of protocols, has nothing more)."""
+
+CONNECTION_CLOSED = _Sentinel("CONNECTION_CLOSED")
+"""The peer closed cleanly between messages (or before any byte of a response)."""
+
+
+class _Event:
+    __slots__ = ()
+    __hash__ = None
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __repr__(self):
+        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+        return "%s(%s)" % (type(self).__name__, fields)
+
+
+class RequestHead(_Event):
+    """A request line and its fields. ``content_length`` is the declared length, ``None``
+    for a chunked body or no body."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "keep_alive",
+        "expect_continue",
+        "upgrade",
+        "content_length",
+    )
+
+    def __init__(
+        self,
+        method,
+        target,
+        version,
+        headers,
+        keep_alive,
+        expect_continue=False,
+        upgrade=False,
+        content_length=None,
+    ):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.content_length = content_length
+
+
+class ResponseHead(_Event):
+    """A status line and its fields (final or 1xx interim)."""
+
+    __slots__ = ("status", "reason", "version", "headers", "keep_alive")
+
+    def __init__(self, status, reason, version, headers, keep_alive):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+
+
+class Data(_Event):
+    """A piece of de-framed body."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class EndOfMessage(_Event):
+    """The body is complete; ``trailers`` holds chunked trailer fields (usually empty)."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers=None):
+        self.trailers = Headers.from_lowered([]) if trailers is None else trailers
+
+
+# --- head syntax (RFC 9110 §5.6.2, RFC 9112 §3, §4, §5) ---------------------------------
+
+_TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN_RE = re.compile(_TCHAR + "+")
+_REQUEST_LINE_RE = re.compile(
+    r"(%s+) ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])" % _TCHAR
+)
+_STATUS_LINE_RE = re.compile(r"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: (.*))?", re.DOTALL)
+# Control characters other than HTAB; CR and LF are counted separately (only CRLF pairs).
+_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+_VERSIONS = {("1", "1"): "HTTP/1.1", ("1", "0"): "HTTP/1.0"}
+
+# Validated field name -> lowercase name. Most peers send the same few dozen names, so a
+# dict hit replaces a regex match per field. Bounded so hostile peers cannot grow it.
+_NAME_CACHE = {}
+_NAME_CACHE_MAX = 1024
+
+# Fields that decide framing and connection handling.
+_SPECIAL = frozenset(
+    ("connection", "content-length", "transfer-encoding", "host", "expect", "upgrade")
+)
+
+
+def _bad(message):
+    return ProtocolError(message, 400)
+
+
+def _check_chars(text, lines):
+    """Reject bare CR, bare LF and control characters other than HTAB in a block that
+    was split on CRLF into ``lines``."""
+    pairs = len(lines) - 1
+    if text.count("\r") != pairs or text.count("\n") != pairs:
+        raise _bad("bare CR or LF in header section")
+    if _CTL_RE.search(text) is not None:
+        raise _bad("control character in header section")
+
+
+def _parse_fields(lines, first):
+    """Field lines ``lines[first:]`` as a list of (lowercase name, value) pairs.
+
+    Raises ``ProtocolError`` (400) for obs-fold, a missing colon, or a name that is not
+    a token (which includes whitespace before the colon).
+    """
+    items = []
+    cache = _NAME_CACHE
+    for index in range(first, len(lines)):
+        line = lines[index]
+        name, colon, value = line.partition(":")
+        lowered = cache.get(name) if colon else None
+        if lowered is None:
+            if line[:1] in (" ", "\t"):
+                raise _bad("obsolete line folding in header section")
+            if not colon:
+                raise _bad("header line without a colon")
+            if _TOKEN_RE.fullmatch(name) is None:
+                raise _bad("invalid header name %r" % (name[:64],))
+            lowered = name.lower()
+            if len(cache) < _NAME_CACHE_MAX:
+                cache[name] = lowered
+        items.append((lowered, value.strip(" \t")))
+    return items
+
+
+def _specials(items):
+    """The framing-relevant fields of ``items``: lowercase name -> list of values."""
+    found = {}
+    for name, value in items:
+        if name in _SPECIAL:
+            if name in found:
+                found[name].append(value)
+            else:
+                found[name] = [value]
+    return found
+
+
+def _tokens(values):
+    """Comma-separated list elements of ``values``, stripped and lowercased."""
+    out = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip(" \t")
+            if part:
+                out.append(part.lower())
+    return out
+
+
+def _content_length(values):
+    """The one length all ``Content-Length`` values agree on (RFC 9110 §8.6).
+
+    Raises 400 for a non-digit or differing values, 413 for an absurdly long number.
+    """
+    lengths = set()
+    for value in values:
+        for part in value.split(","):
+            part = part.strip(" \t")
+            if _DIGITS_RE.fullmatch(part) is None:
+                raise _bad("invalid Content-Length %r" % (part[:32],))
+            lengths.add(part.lstrip("0") or "0")
+    if len(lengths) != 1:
+        raise _bad("conflicting Content-Length values")
+    digits = lengths.pop()
+    if len(digits) > _MAX_LENGTH_DIGITS:
+        raise ProtocolError("Content-Length too large", 413)
+    return int(digits)
+
+
+def _is_chunked(values):
+    """True for exactly ``Transfer-Encoding: chunked``; raises 400 for an empty coding
+    list and 501 for any other coding."""
+    codings = _tokens(values)
+    if not codings:
+        raise _bad("empty Transfer-Encoding")
+    if codings != ["chunked"]:
+        raise ProtocolError("unsupported Transfer-Encoding %r" % ", ".join(codings)[:64], 501)
+    return True
+
+
+def _keep_alive(version, connection):
+    """RFC 9112 §9.3: 1.1 persists unless ``close``; 1.0 only with ``keep-alive``."""
+    if "close" in connection:
+        return False
+    return version == "HTTP/1.1" or "keep-alive" in connection
+
+
+# --- block scanning ----------------------------------------------------------------------
+
+
+class _BlockScanner:
+    """Finds the blank line ending a head or trailer section, never rescanning bytes."""
+
+    __slots__ = ("_searched", "_limit")
+
+    def __init__(self, limit):
+        self._searched = 0
+        self._limit = limit
+
+    def reset(self):
+        self._searched = 0
+
+    def take(self, buf):
+        """The block before CRLF CRLF, latin-1 decoded, removed from ``buf`` with its
+        terminator; ``None`` if not complete yet. Raises 431 past the limit, 400 for a
+        block ended by bare LFs."""
+        end = buf.find(b"\r\n\r\n", self._searched)
+        if end < 0:
+            if buf.find(b"\n\n", self._searched) >= 0:
+                raise _bad("header section ended by bare LF")
+            if len(buf) >= self._limit:
+                raise ProtocolError("header section too large", 431)
+            self._searched = max(0, len(buf) - 3)
+            return None
+        self._searched = 0
+        if end + 4 > self._limit:
+            raise ProtocolError("header section too large", 431)
+        text = buf[:end].decode("latin-1")
+        del buf[: end + 4]
+        return text
+
+
+# --- body readers (see the reader contract in the module docstring) ---------------------
+
+
+def _closed_mid_message():
+    return _bad("connection closed mid-message")
+
+
+class _Framing(enum.Enum):
+    NONE = "none"
+    CONTENT_LENGTH = "content-length"
+    CHUNKED = "chunked"
+    CLOSE_DELIMITED = "close-delimited"
+
+
+def _take_up_to(buf, limit):
+    """Remove and return at most ``limit`` bytes from the front of ``buf``."""
+    if len(buf) <= limit:
+        data = bytes(buf)
+        buf.clear()
+    else:
+        data = bytes(buf[:limit])
+        del buf[:limit]
+    return data
+
+
+class _NoBodyReader:
+    __slots__ = ()
+
+    def __init__(self, max_header_bytes, length):
+        pass
+
+    def read(self, buf, eof):
+        return EndOfMessage()
+
+
+class _ContentLengthReader:
+    __slots__ = ("_remaining",)
+
+    def __init__(self, max_header_bytes, length):
+        self._remaining = length
+
+    def read(self, buf, eof):
+        remaining = self._remaining
+        if remaining == 0:
+            return EndOfMessage()
+        if not buf:
+            if eof:
+                raise _closed_mid_message()
+            return None
+        data = _take_up_to(buf, remaining)
+        self._remaining = remaining - len(data)
+        return Data(data)
+
+
+class _CloseDelimitedReader:
+    __slots__ = ()
+
+    def __init__(self, max_header_bytes, length):
+        pass
+
+    def read(self, buf, eof):
+        if buf:
+            data = bytes(buf)
+            buf.clear()
+            return Data(data)
+        if eof:
+            return EndOfMessage()
+        return None
+
+
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_BTOKEN = _TCHAR.encode("ascii") + b"+"
+# RFC 9112 §7.1: chunk-size [ chunk-ext ], chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS
+# value ] ). Extensions are accepted and ignored.
+_CHUNK_LINE_RE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
+    + _BTOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _BTOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*[ \t]*"
+)
+
+
+class _ChunkState(enum.Enum):
+    SIZE = 1
+    DATA = 2
+    DATA_END = 3
+    TRAILERS = 4
+
+
+class _ChunkedReader:
+    __slots__ = ("_state", "_remaining", "_searched", "_trailers")
+
+    def __init__(self, max_header_bytes, length):
+        self._state = _ChunkState.SIZE
+        self._remaining = 0
+        self._searched = 0
+        self._trailers = _BlockScanner(max_header_bytes)
+
+    def read(self, buf, eof):
+        while True:
+            state = self._state
+            if state is _ChunkState.DATA:
+                if not buf:
+                    if eof:
+                        raise _closed_mid_message()
+                    return None
+                data = _take_up_to(buf, self._remaining)
+                self._remaining -= len(data)
+                if self._remaining == 0:
+                    self._state = _ChunkState.DATA_END
+                return Data(data)
+            if state is _ChunkState.SIZE:
+                if not self._read_size_line(buf):
+                    if eof:
+                        raise _closed_mid_message()
+                    return None
+            elif state is _ChunkState.DATA_END:
+                if len(buf) < 2:
+                    if buf[:1] not in (b"", b"\r"):
+                        raise _bad("chunk data not followed by CRLF")
+                    if eof:
+                        raise _closed_mid_message()
+                    return None
+                if buf[:2] != b"\r\n":
+                    raise _bad("chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = _ChunkState.SIZE
+            else:
+                return self._read_trailers(buf, eof)
+
+    def _read_size_line(self, buf):
+        """Consume one chunk-size line; False if it is not complete yet."""
+        end = buf.find(b"\r\n", self._searched)
+        if end < 0:
+            if len(buf) > MAX_CHUNK_LINE_BYTES:
+                raise _bad("chunk size line too long")
+            self._searched = max(0, len(buf) - 1)
+            return False
+        self._searched = 0
+        if end > MAX_CHUNK_LINE_BYTES:
+            raise _bad("chunk size line too long")
+        match = _CHUNK_LINE_RE.fullmatch(buf, 0, end)
+        if match is None:
+            raise _bad("invalid chunk size line")
+        size = int(match.group(1), 16)
+        del buf[: end + 2]
+        if size:
+            self._remaining = size
+            self._state = _ChunkState.DATA
+        else:
+            self._state = _ChunkState.TRAILERS
+        return True
+
+    def _read_trailers(self, buf, eof):
+        if buf[:1] == b"\r":
+            if len(buf) < 2:
+                if eof:
+                    raise _closed_mid_message()
+                return None
+            if buf[1:2] != b"\n":
+                raise _bad("bare CR in trailer section")
+            del buf[:2]
+            return EndOfMessage()
+        text = self._trailers.take(buf)
+        if text is None:
+            if eof:
+                raise _closed_mid_message()
+            return None
+        lines = text.split("\r\n")
+        _check_chars(text, lines)
+        return EndOfMessage(Headers.from_lowered(_parse_fields(lines, 0)))
+
+
+_READERS = {
+    _Framing.NONE: _NoBodyReader,
+    _Framing.CONTENT_LENGTH: _ContentLengthReader,
+    _Framing.CHUNKED: _ChunkedReader,
+    _Framing.CLOSE_DELIMITED: _CloseDelimitedReader,
+}
+
+
+# --- parsers -------------------------------------------------------------------------------
+
+
+class _BaseParser:
+    """Buffer, EOF and error bookkeeping shared by both parsers."""
+
+    __slots__ = ("max_header_bytes", "_buf", "_eof", "_error", "_reader", "_scanner")
+
+    def __init__(self, max_header_bytes=DEFAULT_MAX_HEADER_BYTES):
+        self.max_header_bytes = max_header_bytes
+        self._buf = bytearray()
+        self._eof = False
+        self._error = None
+        self._reader = None
+        self._scanner = _BlockScanner(max_header_bytes)
+
+    def feed(self, data):
+        """Append received bytes. Raises ``RuntimeError`` after ``feed_eof()``."""
+        if data:
+            if self._eof:
+                raise RuntimeError("feed() after feed_eof()")
+            self._buf += data
+
+    def feed_eof(self):
+        """Record that the peer closed its side; later events account for it."""
+        self._eof = True
+
+    def take_trailing(self):
+        """Remove and return every buffered, unparsed byte (after a 101 or CONNECT)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._scanner.reset()
+        return data
+
+    @property
+    def has_buffered_data(self):
+        """True when received bytes are waiting to be parsed."""
+        return bool(self._buf)
+
+    def next_event(self):
+        """The next event, ``NEED_DATA`` or ``CONNECTION_CLOSED``.
+
+        Raises ``ProtocolError`` for malformed input, and again on every later call.
+        """
+        if self._error is not None:
+            raise ProtocolError(self._error.message, self._error.status)
+        try:
+            event = self._next()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+        return NEED_DATA if event is None else event
+
+    def _read_body(self):
+        event = self._reader.read(self._buf, self._eof)
+        if type(event) is EndOfMessage:
+            self._reader = None
+            self._message_done()
+        return event
+
+    def _message_done(self):
+        pass
+
+    def _next(self):
+        raise NotImplementedError
+
+
+class RequestParser(_BaseParser):
+    """Parses requests from a client connection, pipelined ones included.
+
+    After a request asking to switch protocols (``upgrade``) or a CONNECT, the caller
+    decides: ``take_trailing()`` if it switched, else ``next_event()`` as usual.
+    """
+
+    __slots__ = ()
+
+    def _next(self):
+        if self._reader is not None:
+            return self._read_body()
+        buf = self._buf
+        # RFC 9112 §2.2: ignore empty lines before the request line.
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        text = self._scanner.take(buf)
+        if text is None:
+            if self._eof:
+                if not buf:
+                    return CONNECTION_CLOSED
+                raise _closed_mid_message()
+            return None
+        head, framing, length = _parse_request_head(text)
+        self._reader = _READERS[framing](self.max_header_bytes, length)
+        return head
+
+
+def _parse_request_head(text):
+    """(RequestHead, framing, length) for a head block; raises ``ProtocolError``."""
+    lines = text.split("\r\n")
+    _check_chars(text, lines)
+    match = _REQUEST_LINE_RE.fullmatch(lines[0])
+    if match is None:
+        raise _bad("invalid request line")
+    method, target, major, minor = match.groups()
+    version = _VERSIONS.get((major, minor))
+    if version is None:
+        raise ProtocolError("unsupported HTTP version %s.%s" % (major, minor), 505)
+    items = _parse_fields(lines, 1)
+    special = _specials(items)
+
+    hosts = special.get("host", ())
+    if len(hosts) > 1:
+        raise _bad("more than one Host field")
+    if not hosts and version == "HTTP/1.1":
+        raise _bad("HTTP/1.1 request without Host")
+
+    connection = _tokens(special.get("connection", ()))
+    keep_alive = _keep_alive(version, connection)
+    upgrade = "upgrade" in connection and "upgrade" in special
+    expect_continue = version == "HTTP/1.1" and "100-continue" in _tokens(
+        special.get("expect", ())
+    )
+
+    transfer = special.get("transfer-encoding")
+    lengths = special.get("content-length")
+    length = None
+    if transfer is not None:
+        if lengths is not None:
+            raise _bad("both Transfer-Encoding and Content-Length")
+        if version == "HTTP/1.0":
+            raise _bad("Transfer-Encoding in an HTTP/1.0 request")
+        _is_chunked(transfer)
+        framing = _Framing.CHUNKED
+    elif lengths is not None:
+        length = _content_length(lengths)
+        framing = _Framing.CONTENT_LENGTH
+    else:
+        framing = _Framing.NONE
+    head = RequestHead(
+        method,
+        target,
+        version,
+        Headers.from_lowered(items),
+        keep_alive,
+        expect_continue,
+        upgrade,
+        length,
+    )
+    return head, framing, length
+
+
+class _ResponseState(enum.Enum):
+    IDLE = 1  # waiting for start()
+    HEAD = 2  # waiting for a status line
+    BODY = 3  # a reader is active
+    SWITCHED = 4  # after 101 or a 2xx to CONNECT: no more HTTP on this connection
+
+
+class ResponseParser(_BaseParser):
+    """Parses responses from an upstream connection; call ``start(method)`` before each.
+
+    After a 101, or a 2xx answer to CONNECT, the events are the head and
+    ``EndOfMessage``; then ``next_event()`` returns ``NEED_DATA`` for good and the bytes
+    that follow are had with ``take_trailing()``.
+    """
+
+    __slots__ = ("_state", "_method", "_interim_seen")
+
+    def __init__(self, max_header_bytes=DEFAULT_MAX_HEADER_BYTES):
+        super().__init__(max_header_bytes)
+        self._state = _ResponseState.IDLE
+        self._method = None
+        self._interim_seen = False
+
+    def start(self, request_method):
+        """Expect the response to a request with ``request_method``. Raises
+        ``RuntimeError`` while a previous response is incomplete or after a switch."""
+        if self._state is not _ResponseState.IDLE:
+            raise RuntimeError("start() while a response is in progress")
+        self._method = request_method.upper()
+        self._interim_seen = False
+        self._state = _ResponseState.HEAD
+
+    def _message_done(self):
+        if self._state is not _ResponseState.SWITCHED:
+            self._state = _ResponseState.IDLE
+
+    def _next(self):
+        if self._reader is not None:
+            return self._read_body()
+        state = self._state
+        if state is _ResponseState.SWITCHED:
+            return None
+        if state is _ResponseState.IDLE:
+            raise RuntimeError("next_event() before start()")
+        text = self._scanner.take(self._buf)
+        if text is None:
+            if self._eof:
+                if not self._buf and not self._interim_seen:
+                    return CONNECTION_CLOSED
+                raise _closed_mid_message()
+            return None
+        head, framing, length = _parse_response_head(text, self._method)
+        if head.status < 200 and head.status != 101:
+            self._interim_seen = True
+            return head
+        if framing is None:
+            self._state = _ResponseState.SWITCHED
+            framing = _Framing.NONE
+        else:
+            self._state = _ResponseState.BODY
+        self._reader = _READERS[framing](self.max_header_bytes, length)
+        return head
+
+
+def _parse_response_head(text, method):
+    """(head, framing, length) for a status block; framing ``None`` means the connection
+    switches protocols. Raises ``ProtocolError``."""
+    lines = text.split("\r\n")
+    _check_chars(text, lines)
+    match = _STATUS_LINE_RE.fullmatch(lines[0])
+    if match is None:
+        raise _bad("invalid status line")
+    major, minor, code, reason = match.groups()
+    version = _VERSIONS.get((major, minor))
+    if version is None:
+        raise ProtocolError("unsupported HTTP version %s.%s" % (major, minor), 505)
+    status = int(code)
+    if status < 100:
+        raise _bad("invalid status code %d" % status)
+    items = _parse_fields(lines, 1)
+    special = _specials(items)
+    keep_alive = _keep_alive(version, _tokens(special.get("connection", ())))
+    head = ResponseHead(status, reason or "", version, Headers.from_lowered(items), keep_alive)
+    if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+        head.keep_alive = False
+        return head, None, None
+    if status < 200 or status in (204, 304) or method == "HEAD":
+        return head, _Framing.NONE, None
+    transfer = special.get("transfer-encoding")
+    lengths = special.get("content-length")
+    if transfer is not None:
+        _is_chunked(transfer)
+        if lengths is not None or version == "HTTP/1.0":
+            # RFC 9112 §6.1, §6.3: chunked wins, but do not trust the connection after it.
+            head.keep_alive = False
+        return head, _Framing.CHUNKED, None
+    if lengths is not None:
+        return head, _Framing.CONTENT_LENGTH, _content_length(lengths)
+    head.keep_alive = False
+    return head, _Framing.CLOSE_DELIMITED, None

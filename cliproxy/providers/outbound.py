@@ -1,0 +1,257 @@
+"""Building the request sent to a provider entry: its URL, its headers, its proxy.
+
+Strategy: pure functions of (entry, client headers, endpoint); the executor calls them and
+sends. Three rules carry the whole module:
+
+URLs (SPEC §2 "base-url with or without a trailing /v1", §3.2 "Gemini on v1beta"):
+- Anthropic endpoints: the base with any trailing ``/v1`` removed, then ``/v1/messages``.
+- OpenAI-style endpoints (Chat Completions, Completions, Responses, and the model list of
+  OpenAI-style kinds): when the base's path has a version segment anywhere (``/v1``,
+  ``/v4``, ``/api/v3``, ``/v1beta/openai``), the endpoint is appended to the base as
+  given; otherwise ``/v1`` is added first (``http://127.0.0.1:11434`` works like
+  ``http://127.0.0.1:11434/v1``). A server that has no version segment and does not answer
+  under ``/v1`` cannot be described; none of the common ones (OpenAI, Ollama, vLLM,
+  llama.cpp, LM Studio, OpenRouter, Groq, DeepSeek, Gemini's OpenAI layer) is like that.
+- Gemini endpoints: the base with any trailing version (``/v1``, ``/v1beta``) removed, then
+  ``/v1beta/models/{model}:{method}``, whatever version the client used.
+A query in the base URL is kept and the endpoint's own (``alt=sse``) appended to it.
+
+Headers: the client's headers are the starting point so that protocol options travel
+(``anthropic-beta``, ``anthropic-version``, ``user-agent``), minus what must not reach a
+third party or would be wrong there:
+- every client credential (``amp.auth.strip_credentials``), cookies, and headers tied to
+  the client's own account (``openai-organization``, ``openai-project``,
+  ``x-goog-user-project``): the request goes out under the entry's credential only;
+- Amp's own headers (``x-amp-*``, the thread id included): they describe the user's Amp
+  session and are for ampcode.com, not for model providers;
+- hop-by-hop fields, ``host``, ``content-length``, ``content-encoding`` and ``expect``: the
+  caller sends a body it re-encoded itself; forwarding headers (``forwarded``,
+  ``x-forwarded-*``, ``x-real-ip``) so the user's network does not leak;
+- ``accept-encoding``, replaced by ``identity``: the proxy must read the answer's JSON and
+  SSE to rewrite them, and an absent field would allow any coding (RFC 9110 §12.5.3);
+- when the client spoke another protocol than the provider's, the client protocol's
+  option headers (``anthropic-*``, ``openai-*``, ``x-goog-*``), meaningless there;
+- ``context-1m-2025-08-07`` from ``anthropic-beta`` (SPEC §3.2).
+Then the entry's credential, in its kind's native form, and last the entry's ``headers``,
+which override anything before them.
+
+Proxy: the entry's ``proxy-url``, else the top-level one, else None (environment).
+"""
+
+import enum
+import re
+from typing import Optional
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from cliproxy.amp.auth import strip_credentials
+from cliproxy.config.model import Config, Protocol, ProviderEntry, ProviderKind
+from cliproxy.http.headers import Headers, strip_hop_by_hop
+
+ANTHROPIC_VERSION = "2023-06-01"
+DROPPED_ANTHROPIC_BETAS = frozenset(("context-1m-2025-08-07",))
+
+
+class Endpoint(enum.Enum):
+    MESSAGES = "messages"  # Anthropic POST /v1/messages
+    COUNT_TOKENS = "count_tokens"  # Anthropic POST /v1/messages/count_tokens
+    CHAT_COMPLETIONS = "chat_completions"  # OpenAI POST /v1/chat/completions
+    COMPLETIONS = "completions"  # OpenAI POST /v1/completions
+    RESPONSES = "responses"  # OpenAI POST /v1/responses
+    GEMINI_GENERATE = "generateContent"
+    GEMINI_STREAM = "streamGenerateContent"
+    GEMINI_COUNT_TOKENS = "countTokens"
+    MODELS = "models"  # GET the model list, in the entry kind's own shape
+
+
+_ANTHROPIC_PATHS = {
+    Endpoint.MESSAGES: "/v1/messages",
+    Endpoint.COUNT_TOKENS: "/v1/messages/count_tokens",
+}
+_OPENAI_PATHS = {
+    Endpoint.CHAT_COMPLETIONS: "/chat/completions",
+    Endpoint.COMPLETIONS: "/completions",
+    Endpoint.RESPONSES: "/responses",
+}
+_GEMINI_METHODS = (Endpoint.GEMINI_GENERATE, Endpoint.GEMINI_STREAM, Endpoint.GEMINI_COUNT_TOKENS)
+
+_VERSION_SEGMENT = re.compile(r"^v\d+[a-z0-9]*$")  # v1, v4, v1beta, v1alpha2
+_TRAILING_VERSION = re.compile(r"/v\d+[a-z0-9]*$")
+
+
+def _split_base(base_url: str):
+    """(scheme, netloc, path without trailing slashes, query) of ``base_url``."""
+    parts = urlsplit(base_url.strip())
+    return parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query
+
+
+def _join(base_url: str, path_of, extra_query: str = "") -> str:
+    scheme, netloc, path, query = _split_base(base_url)
+    full_query = "&".join(q for q in (query, extra_query) if q)
+    return urlunsplit((scheme, netloc, path_of(path), full_query, ""))
+
+
+def _anthropic_path(path: str, suffix: str) -> str:
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return path + suffix
+
+
+def _openai_path(path: str, suffix: str) -> str:
+    if any(_VERSION_SEGMENT.match(segment) for segment in path.split("/")):
+        return path + suffix
+    return path + "/v1" + suffix
+
+
+def _gemini_path(path: str, suffix: str) -> str:
+    return _TRAILING_VERSION.sub("", path) + "/v1beta" + suffix
+
+
+def _gemini_model(model: Optional[str]) -> str:
+    if not model:
+        raise ValueError("a Gemini endpoint needs a model name")
+    if model.startswith("models/"):
+        model = model[len("models/") :]
+    return quote(model, safe="-._~")
+
+
+def provider_url(
+    entry: ProviderEntry,
+    endpoint: Endpoint,
+    model: Optional[str] = None,
+    stream: bool = False,
+) -> str:
+    """The URL of ``endpoint`` at ``entry.base_url`` (rules in the module docstring).
+
+    ``model`` is the upstream model name, needed by Gemini endpoints only (they carry it in
+    the path); ``stream`` is unused by the others, whose bodies say whether they stream.
+    Raises ``ValueError`` when a Gemini endpoint has no model (a caller's bug).
+    """
+    base = entry.base_url
+    if endpoint in _ANTHROPIC_PATHS:
+        return _join(base, lambda p: _anthropic_path(p, _ANTHROPIC_PATHS[endpoint]))
+    if endpoint in _OPENAI_PATHS:
+        return _join(base, lambda p: _openai_path(p, _OPENAI_PATHS[endpoint]))
+    if endpoint in _GEMINI_METHODS:
+        if stream and endpoint is Endpoint.GEMINI_GENERATE:
+            endpoint = Endpoint.GEMINI_STREAM
+        suffix = "/models/%s:%s" % (_gemini_model(model), endpoint.value)
+        sse = "alt=sse" if endpoint is Endpoint.GEMINI_STREAM else ""
+        return _join(base, lambda p: _gemini_path(p, suffix), sse)
+    return _models_url(entry)
+
+
+def _models_url(entry: ProviderEntry) -> str:
+    if entry.kind is ProviderKind.CLAUDE:
+        return _join(entry.base_url, lambda p: _anthropic_path(p, "/v1/models"))
+    if entry.kind is ProviderKind.GEMINI:
+        return _join(entry.base_url, lambda p: _gemini_path(p, "/models"))
+    return _join(entry.base_url, lambda p: _openai_path(p, "/models"))
+
+
+# -- headers ------------------------------------------------------------------------------
+
+_ALWAYS_DROPPED = frozenset(
+    (
+        "host",
+        "content-length",
+        "content-encoding",
+        "accept-encoding",
+        "expect",
+        "cookie",
+        "openai-organization",
+        "openai-project",
+        "x-goog-user-project",
+        "x-management-key",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+    )
+)
+_DROPPED_PREFIXES = ("x-amp-", "x-ampcode-")
+
+# Option headers that belong to one protocol family.
+_PROTOCOL_PREFIXES = {
+    Protocol.CLAUDE: ("anthropic-",),
+    Protocol.OPENAI: ("openai-",),
+    Protocol.RESPONSES: ("openai-",),
+    Protocol.GEMINI: ("x-goog-",),
+}
+
+
+def _family(protocol: Optional[Protocol]):
+    # Chat Completions and Responses share OpenAI's headers.
+    return Protocol.OPENAI if protocol is Protocol.RESPONSES else protocol
+
+
+def _forwardable(headers: Headers, client_protocol: Optional[Protocol], provider: Protocol):
+    """The client's fields that may go to the provider, as a new ``Headers``."""
+    foreign = ()
+    if _family(client_protocol) is not _family(provider):
+        foreign = _PROTOCOL_PREFIXES.get(client_protocol, ())
+    dropped_prefixes = _DROPPED_PREFIXES + foreign
+    return Headers.from_lowered(
+        [
+            (name, value)
+            for name, value in headers
+            if name not in _ALWAYS_DROPPED and not name.startswith(dropped_prefixes)
+        ]
+    )
+
+
+def _without_dropped_betas(headers: Headers) -> None:
+    values = headers.get_all("anthropic-beta")
+    if not values:
+        return
+    betas = [
+        part.strip()
+        for value in values
+        for part in value.split(",")
+        if part.strip() and part.strip().lower() not in DROPPED_ANTHROPIC_BETAS
+    ]
+    headers.remove("anthropic-beta")
+    if betas:
+        headers.add("anthropic-beta", ",".join(betas))
+
+
+def _inject_credential(headers: Headers, entry: ProviderEntry) -> None:
+    key = entry.api_key
+    if entry.kind is ProviderKind.CLAUDE:
+        if key:
+            headers.set("x-api-key", key)
+        if "anthropic-version" not in headers:
+            headers.set("anthropic-version", ANTHROPIC_VERSION)
+    elif entry.kind is ProviderKind.GEMINI:
+        if key:
+            headers.set("x-goog-api-key", key)
+    elif key:  # OpenAI-style; local servers often have no key at all
+        headers.set("authorization", "Bearer " + key)
+
+
+def provider_headers(
+    entry: ProviderEntry,
+    client_headers: Headers,
+    client_protocol: Optional[Protocol] = None,
+) -> Headers:
+    """The headers for a request to ``entry``, built from ``client_headers`` as the module
+    docstring says; ``client_protocol`` is the protocol the client spoke (None: not a
+    model call, e.g. a model list). The result carries ``entry``'s credential and no
+    client credential (unless ``entry.headers`` itself configures one). The caller adds
+    ``content-length`` and, when it sends a body, ``content-type``."""
+    stripped, _ = strip_credentials(strip_hop_by_hop(client_headers), "")
+    headers = _forwardable(stripped, client_protocol, entry.protocol)
+    _without_dropped_betas(headers)
+    headers.set("accept-encoding", "identity")
+    _inject_credential(headers, entry)
+    for name, value in entry.headers:
+        headers.set(name, value)
+    return headers
+
+
+def proxy_for(entry: ProviderEntry, config: Config) -> Optional[str]:
+    """The outbound proxy for ``entry``: its own ``proxy-url`` (``"direct"`` included),
+    else the top-level ``proxy-url``, else None (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    from the environment, decided by the HTTP client)."""
+    return entry.proxy_url or config.proxy_url or None

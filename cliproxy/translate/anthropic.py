@@ -1,0 +1,269 @@
+"""Anthropic Messages: request sanitising, response and SSE rewriting (SPEC §3.2).
+
+Strategy: pure functions over the decoded JSON body, applied only to requests served by a
+local provider (LOCAL_PROVIDER, MODEL_MAPPING); AMP_CREDITS traffic is never touched.
+
+Requests (``sanitize_request``): Amp replays thinking blocks other providers produced
+without a valid signature, signs ``tool_use`` blocks, and marks more than the API's four
+``cache_control`` breakpoints; each of those is a 400 from Anthropic, so they are fixed
+here. Breakpoints are counted in the order the API reads the prompt prefix (tools, system,
+messages, blocks in order, a ``tool_result``'s nested blocks before the ``tool_result``
+itself), not in the order of the keys in the JSON object.
+
+Responses (``rewrite_response``, ``rewrite_raw``, ``StreamRewriter``): the model name goes
+back to the string the client asked for, ``tool_use`` and ``thinking`` blocks get the
+``signature`` field Amp expects, tool names get back the casing the client declared.
+
+Streams run per SSE event on the hot path: an event is parsed only when its name says it
+may need a change (``message_start``, ``content_block_start``) and a substring check cannot
+rule the change out; every other event is sent as the exact bytes received.
+"""
+
+from typing import Dict, List, Optional
+
+from cliproxy.translate.context import (
+    RewriteContext,
+    dumps,
+    encode_json_value,
+    has_value,
+    loads_object,
+    reencode,
+)
+
+__all__ = [
+    "CANONICAL_TOOL_NAMES",
+    "CONTEXT_1M_BETA",
+    "MAX_CACHE_CONTROL",
+    "RewriteContext",
+    "StreamRewriter",
+    "clean_beta_header",
+    "rewrite_raw",
+    "rewrite_response",
+    "sanitize_request",
+    "tool_name_map",
+]
+
+# The Messages API accepts at most four cache breakpoints per request.
+MAX_CACHE_CONTROL = 4
+
+# A beta providers other than Anthropic's own long-context tier reject.
+CONTEXT_1M_BETA = "context-1m-2025-08-07"
+
+# Amp's built-in tools, in the casing the Amp CLI dispatches on; used when a provider
+# answers with a tool name the request's own tools do not account for.
+CANONICAL_TOOL_NAMES = ("Bash", "Read", "Grep", "glob", "Task", "Check")
+
+_MESSAGE_START = "message_start"
+_BLOCK_START = "content_block_start"
+
+
+def sanitize_request(body: dict) -> dict:
+    """Fix what Anthropic would reject in a request body, in place; returns ``body``.
+
+    - drops assistant ``thinking`` blocks whose ``signature`` is missing, empty or not a
+      string (``redacted_thinking`` blocks carry ``data`` instead and are kept);
+    - removes ``signature`` from ``tool_use`` blocks;
+    - keeps at most ``MAX_CACHE_CONTROL`` ``cache_control`` markers: the last ones in the
+      API's prefix order, removing the earliest.
+
+    Parts of unexpected types are left alone. Never raises.
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                _sanitize_message(message)
+    markers = _cache_control_holders(body)
+    for holder in markers[: max(0, len(markers) - MAX_CACHE_CONTROL)]:
+        del holder["cache_control"]
+    return body
+
+
+def _sanitize_message(message: dict) -> None:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return
+    if message.get("role") == "assistant":
+        content[:] = [block for block in content if not _unsigned_thinking(block)]
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            block.pop("signature", None)
+
+
+def _unsigned_thinking(block) -> bool:
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not (isinstance(signature, str) and signature)
+
+
+def _cache_control_holders(body: dict) -> List[dict]:
+    """Every dict carrying a ``cache_control`` marker, in the API's prefix order."""
+    holders = []  # type: List[dict]
+    for key in ("tools", "system"):
+        _collect_blocks(body.get(key), holders)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                _collect_blocks(message.get("content"), holders)
+    return holders
+
+
+def _collect_blocks(blocks, holders: List[dict]) -> None:
+    if not isinstance(blocks, list):
+        return
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_result":
+            # Nested blocks sit inside the tool_result, so before its own breakpoint.
+            _collect_blocks(block.get("content"), holders)
+        if block.get("cache_control") is not None:
+            holders.append(block)
+
+
+def clean_beta_header(value: Optional[str]) -> Optional[str]:
+    """An ``Anthropic-Beta`` value without ``context-1m-2025-08-07``; the other betas keep
+    their order. ``None`` when nothing is left (the caller then drops the header)."""
+    if value is None:
+        return None
+    kept = [
+        part.strip()
+        for part in value.split(",")
+        if part.strip() and part.strip().lower() != CONTEXT_1M_BETA
+    ]
+    return ",".join(kept) if kept else None
+
+
+def tool_name_map(body: dict) -> Dict[str, str]:
+    """Lowercase tool name → the casing to restore: the request's ``tools`` first, then
+    ``CANONICAL_TOOL_NAMES`` for names the request does not declare."""
+    names = {name.lower(): name for name in CANONICAL_TOOL_NAMES}
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for tool in tools:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            if isinstance(name, str):
+                names[name.lower()] = name
+    return names
+
+
+def rewrite_response(body: dict, ctx: RewriteContext) -> dict:
+    """Rewrite a non-streaming Messages response in place; returns ``body``.
+
+    ``model`` becomes ``ctx.requested_model``; ``tool_use`` and ``thinking`` blocks get
+    ``"signature": ""`` when they have no string signature; tool names are cased by
+    ``ctx.tool_names``; when a ``tool_use`` block is present, ``thinking`` blocks are
+    dropped. Never raises.
+    """
+    if isinstance(body.get("model"), str):
+        body["model"] = ctx.requested_model
+    content = body.get("content")
+    if not isinstance(content, list):
+        return body
+    has_tool_use = False
+    for block in content:
+        if isinstance(block, dict):
+            _fix_block(block, ctx.tool_names)
+            has_tool_use = has_tool_use or block.get("type") == "tool_use"
+    if has_tool_use:
+        content[:] = [
+            block
+            for block in content
+            if not (isinstance(block, dict) and block.get("type") == "thinking")
+        ]
+    return body
+
+
+def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
+    """``rewrite_response`` over a raw body: parsed once, written once. A body that is not
+    a JSON object (an upstream error page, say) is returned unchanged."""
+    body = loads_object(data)
+    if body is None:
+        return data
+    return dumps(rewrite_response(body, ctx)).encode("utf-8")
+
+
+def _fix_block(block: dict, tool_names: Dict[str, str]) -> bool:
+    """Give ``block`` its signature and tool-name casing; True when it changed."""
+    kind = block.get("type")
+    if kind != "tool_use" and kind != "thinking":
+        return False
+    changed = False
+    if not isinstance(block.get("signature"), str):
+        block["signature"] = ""
+        changed = True
+    name = block.get("name")
+    if kind == "tool_use" and isinstance(name, str):
+        cased = tool_names.get(name.lower())
+        if cased is not None and cased != name:
+            block["name"] = cased
+            changed = True
+    return changed
+
+
+class StreamRewriter:
+    """Rewrites an Anthropic Messages SSE stream event by event.
+
+    ``message_start`` gets the requested model; a ``content_block_start`` opening a
+    ``tool_use`` or ``thinking`` block gets its signature and tool-name casing. Every
+    other event (deltas, pings, stops, errors) is returned as ``ev.raw``, the same bytes
+    object. Streaming responses keep their thinking blocks (they are already sent when a
+    later ``tool_use`` appears).
+    """
+
+    def __init__(self, ctx: RewriteContext):
+        self._ctx = ctx
+        self._model_json = encode_json_value(ctx.requested_model)
+
+    def event(self, ev) -> bytes:
+        """The bytes to send for ``ev`` (a ``cliproxy.http.sse.Event``). Never raises."""
+        data = ev.data
+        if not data:
+            return ev.raw
+        name = ev.event
+        if name is None:
+            name = self._name_from_data(data)
+        if name == _MESSAGE_START:
+            return self._message_start(ev, data)
+        if name == _BLOCK_START:
+            return self._block_start(ev, data)
+        return ev.raw
+
+    @staticmethod
+    def _name_from_data(data: str) -> Optional[str]:
+        # Some Anthropic-compatible providers send only ``data:`` lines; the JSON's
+        # ``type`` names the event. A quoted name inside a string value is escaped, so
+        # a match here is the ``type`` value (confirmed after parsing).
+        if '"%s"' % _MESSAGE_START in data:
+            return _MESSAGE_START
+        if '"%s"' % _BLOCK_START in data:
+            return _BLOCK_START
+        return None
+
+    def _message_start(self, ev, data: str) -> bytes:
+        if has_value(data, "model", self._model_json):
+            return ev.raw
+        obj = loads_object(data)
+        if obj is None or obj.get("type", _MESSAGE_START) != _MESSAGE_START:
+            return ev.raw
+        message = obj.get("message")
+        if not isinstance(message, dict):
+            return ev.raw
+        model = message.get("model")
+        if not isinstance(model, str) or model == self._ctx.requested_model:
+            return ev.raw
+        message["model"] = self._ctx.requested_model
+        return reencode(ev, obj)
+
+    def _block_start(self, ev, data: str) -> bytes:
+        if '"tool_use"' not in data and '"thinking"' not in data:
+            return ev.raw
+        obj = loads_object(data)
+        if obj is None or obj.get("type", _BLOCK_START) != _BLOCK_START:
+            return ev.raw
+        block = obj.get("content_block")
+        if not isinstance(block, dict) or not _fix_block(block, self._ctx.tool_names):
+            return ev.raw
+        return reencode(ev, obj)

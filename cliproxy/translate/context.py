@@ -1,0 +1,103 @@
+"""What every response rewriter needs, and the one JSON encoding they all write.
+
+Strategy: a ``RewriteContext`` is built once per request (by the executor, from the model
+string the client sent and the request's tools) and handed to the protocol's rewriter.
+Rewriters re-encode only what they change, always with ``dumps`` (compact, UTF-8 kept), and
+decide whether to parse an SSE event with cheap substring checks first: most events of a
+stream are deltas that pass through as the exact bytes received.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from cliproxy.http.sse import encode_event
+
+
+@dataclass(frozen=True)
+class RewriteContext:
+    """``requested_model``: the model string exactly as the client sent it (suffix
+    included); ``tool_names``: lowercase tool name → the casing to give back (Anthropic
+    only, see ``anthropic.tool_name_map``)."""
+
+    requested_model: str
+    tool_names: Dict[str, str] = field(default_factory=dict)
+
+
+def dumps(obj) -> str:
+    """``obj`` as compact JSON text, non-ASCII kept as is (the wire is UTF-8)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads_object(text) -> Optional[dict]:
+    """``text`` (str or bytes) parsed as a JSON object, or ``None`` when it is not valid
+    JSON or not an object. Never raises: upstream bodies are passed through untouched
+    when they cannot be understood."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def loads_any(text):
+    """``text`` parsed as JSON, or ``None`` when it is not valid JSON. Never raises."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None
+
+
+def has_value(data: str, key: str, value_json: str) -> bool:
+    """True when ``data`` (a JSON text) certainly holds ``key`` once, with the value whose
+    JSON encoding is ``value_json``.
+
+    A key inside a JSON string value has its quotes escaped, so ``"key":`` in the raw text
+    is a real key; a second occurrence (a nested object) makes the answer "not certain"
+    and the caller parses. Used to pass an event through without parsing it.
+    """
+    needle = '"%s"' % key
+    if data.count(needle) != 1:
+        return False
+    return (needle + ":" + value_json) in data or (needle + ": " + value_json) in data
+
+
+def encode_json_value(value: str) -> str:
+    """The JSON encoding of a string, as ``dumps`` writes it."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+class TopLevelFieldRewriter:
+    """Rewrites one top-level string field of each JSON SSE event to a fixed value.
+
+    Used by OpenAI Chat Completions (``model``) and Gemini (``modelVersion``) streams,
+    where every chunk carries the field. Events without the field, ``[DONE]``, events
+    already carrying the value and anything that is not a JSON object pass through as the
+    exact bytes received.
+    """
+
+    def __init__(self, key: str, value: str):
+        self._key = key
+        self._value = value
+        self._value_json = encode_json_value(value)
+        self._needle = '"%s"' % key
+
+    def event(self, ev) -> bytes:
+        """The bytes to send for ``ev`` (an ``cliproxy.http.sse.Event``)."""
+        data = ev.data
+        if not data or self._needle not in data:
+            return ev.raw
+        if has_value(data, self._key, self._value_json):
+            return ev.raw
+        obj = loads_object(data)
+        if obj is None or not isinstance(obj.get(self._key), str):
+            return ev.raw
+        if obj[self._key] == self._value:
+            return ev.raw
+        obj[self._key] = self._value
+        return reencode(ev, obj)
+
+
+def reencode(ev, obj) -> bytes:
+    """``obj`` written as the SSE event ``ev`` was: same event name and id."""
+    return encode_event(dumps(obj), event=ev.event, id=ev.id)

@@ -1,0 +1,46 @@
+"""Gemini generateContent: response and SSE rewriting (SPEC §3.2).
+
+Strategy: a Gemini answer names its model in ``modelVersion``; it goes back to the exact
+string the client asked for. ``generateContent`` answers one object,
+``streamGenerateContent`` without ``alt=sse`` one JSON array of them, and with ``alt=sse``
+one object per ``data:`` event; each carries ``modelVersion``. Events that already carry
+the requested value, or none, pass through as the exact bytes received. ``countTokens``
+answers have no ``modelVersion`` and come back unchanged.
+"""
+
+from cliproxy.translate.context import (
+    RewriteContext,
+    TopLevelFieldRewriter,
+    dumps,
+    loads_any,
+)
+
+__all__ = ["RewriteContext", "StreamRewriter", "rewrite_raw", "rewrite_response"]
+
+_MODEL_KEY = "modelVersion"
+
+
+def rewrite_response(body, ctx: RewriteContext):
+    """Set ``modelVersion`` (when present) to ``ctx.requested_model`` in one response
+    object, or in each object of a streamed JSON array; in place, returns ``body``.
+    Never raises."""
+    for item in body if isinstance(body, list) else (body,):
+        if isinstance(item, dict) and isinstance(item.get(_MODEL_KEY), str):
+            item[_MODEL_KEY] = ctx.requested_model
+    return body
+
+
+def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
+    """``rewrite_response`` over a raw body (object or array); a body that is neither is
+    returned unchanged."""
+    body = loads_any(data)
+    if not isinstance(body, (dict, list)):
+        return data
+    return dumps(rewrite_response(body, ctx)).encode("utf-8")
+
+
+class StreamRewriter(TopLevelFieldRewriter):
+    """Rewrites each ``alt=sse`` chunk's ``modelVersion``; ``event(ev) -> bytes``."""
+
+    def __init__(self, ctx: RewriteContext):
+        super().__init__(_MODEL_KEY, ctx.requested_model)
