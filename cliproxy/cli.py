@@ -17,7 +17,6 @@ from cliproxy import __version__
 from cliproxy import log as logsetup
 from cliproxy.config.loader import ConfigError, default_config, find_config, load_file
 from cliproxy.config.model import Protocol
-from cliproxy.config.watcher import ConfigStore, ConfigWatcher, restart_needed
 
 log = logging.getLogger("cliproxy.cli")
 
@@ -125,106 +124,40 @@ def serve(args):
         return 0
 
 
-def _ssl_context(config):
-    if not config.tls.enable:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls.cert, config.tls.key)
-    return context
-
-
 async def _serve(config, path, overrides):
-    from cliproxy.app import App
-    from cliproxy.http.client import HttpClient
-    from cliproxy.http.server import Server
     from cliproxy.ops.systemd import Notifier
+    from cliproxy.service import Service
 
-    store = ConfigStore(config)
-    client = HttpClient(ca_bundle=config.ca_bundle)
-    app = _build_app(store, client)
+    service = Service(config, path, overrides=overrides)
     try:
-        server = Server(app, limits=lambda: store.current.limits, ssl_context=_ssl_context(config))
-        host, port = await server.start(config.host, config.port)
+        host, port = await service.start()
     except (OSError, ssl.SSLError) as exc:
         log.error("cannot listen on %s:%d: %s" % (config.host, config.port, exc))
-        await client.aclose()
+        await service.stop()
         return 1
-    app.metrics.open_streams = lambda: server.open_streams
     scheme = "https" if config.tls.enable else "http"
     log.info("listening", extra={"fields": {"url": "%s://%s:%d" % (scheme, host, port)}})
     notifier = Notifier()
     notifier.ready()
     stop = asyncio.Event()
-    watcher = _watcher(path, store, app, notifier, overrides)
-    _install_signals(stop, watcher, notifier)
-    background = [asyncio.ensure_future(notifier.run_watchdog())]
-    if watcher is not None:
-        background.append(asyncio.ensure_future(watcher.run()))
+    _install_signals(stop, service, notifier)
+    watchdog = asyncio.ensure_future(notifier.run_watchdog())
     await stop.wait()
-    log.info("shutting down", extra={"fields": {"drain_timeout": store.current.limits.drain_timeout}})
+    log.info("shutting down", extra={"fields": {"drain_timeout": service.store.current.limits.drain_timeout}})
     notifier.stopping()
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
-    await server.shutdown(store.current.limits.drain_timeout)
-    await client.aclose()
+    watchdog.cancel()
+    await asyncio.gather(watchdog, return_exceptions=True)
+    await service.stop()
     log.info("stopped")
     return 0
 
 
-def _build_app(store, client):
-    from cliproxy.app import App
-
-    management_api = None
-    request_log = None
-    try:
-        from cliproxy.ops.management_api import ManagementApi
-
-        management_api = ManagementApi()
-    except ImportError:
-        pass
-    try:
-        from cliproxy.ops.requestlog import RequestLog
-
-        request_log = RequestLog(lambda: store.current)
-    except ImportError:
-        pass
-    return App(store, client, management_api=management_api, request_log=request_log)
-
-
-def _watcher(path, store, app, notifier, overrides):
-    if path is None:
-        return None
-
-    def loader(file_path):
-        config, warnings = load_file(file_path)
-        return dataclasses.replace(config, **overrides), warnings
-
-    def on_reload(old, new):
-        app.metrics.count_reload(True)
-        for name in restart_needed(old, new):
-            log.warning("config: %s changed; it takes effect after a restart" % name)
-        log.info("config reloaded", extra={"fields": {"config": path}})
-
-    def on_error(errors):
-        app.metrics.count_reload(False, len(errors))
-        for error in errors:
-            log.error("config rejected, keeping the last good one: " + error)
-
-    return ConfigWatcher(
-        path, store, interval=store.current.reload_interval, loader=loader, on_reload=on_reload, on_error=on_error
-    )
-
-
-def _install_signals(stop, watcher, notifier):
+def _install_signals(stop, service, notifier):
     loop = asyncio.get_event_loop()
 
     def reload_now():
-        if watcher is None:
-            log.info("SIGHUP: no config file to reload")
-            return
         notifier.reloading()
-        watcher.reload_now()
+        service.reload_now()
         notifier.ready()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

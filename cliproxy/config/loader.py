@@ -213,19 +213,20 @@ def _is_http_url(text):
 
 
 def _proxy_url(ctx, value, path):
-    """``""`` → None (environment proxies), ``"direct"``, or an http proxy URL."""
+    """``""`` → None (environment proxies), ``"direct"``, or ``http://[user:pass@]host[:port]``
+    (port 80 when omitted), the only form ``cliproxy.http.client`` speaks to a proxy."""
     text = _text(ctx, value, path)
     if text is _BAD or text in ("", "direct"):
         return None if text == "" else text
     expected = 'must be "", "direct" or http://[user:pass@]host:port'
     try:
         parts = urlsplit(text)
-        port = parts.port
+        parts.port  # raises ValueError on a malformed port
     except ValueError:
         return ctx.error(path, expected)
-    if parts.scheme.startswith("socks"):
+    if parts.scheme.startswith("socks") or parts.scheme == "https":
         return ctx.error(path, "only http proxies are supported")
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+    if parts.scheme != "http" or not parts.hostname:
         return ctx.error(path, expected)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         return ctx.error(path, expected)
@@ -354,6 +355,15 @@ def _read_object(
 # converted values.
 
 
+def _into(cls):
+    """The builder of a section that maps one to one onto a model dataclass."""
+
+    def build(ctx, values, path):
+        return cls(**values)
+
+    return build
+
+
 def _build_tls(ctx, values, path):
     """Certificate and key are checked only when TLS is on, so a disabled block may keep
     paths that do not exist on this host."""
@@ -375,10 +385,6 @@ def _provider_builder(kind):
     return build
 
 
-def _build_model(ctx, values, path):
-    return ModelEntry(**values)
-
-
 def _build_compat(ctx, values, path):
     """One openai-compatibility block → one ProviderEntry per api-key entry."""
     keys = values.pop("api_key_entries", ())
@@ -397,11 +403,7 @@ def _build_compat(ctx, values, path):
 
 
 def _build_key_entry(ctx, values, path):
-    return values
-
-
-def _build_upstream_keys(ctx, values, path):
-    return UpstreamKeyMapping(**values)
+    return values  # expanded by _build_compat
 
 
 def _targets(ctx, value, path):
@@ -465,21 +467,9 @@ def _model_mappings(ctx, value, path):
     return tuple(mappings)
 
 
-def _build_ampcode(ctx, values, path):
-    return AmpCode(**values)
-
-
-def _build_limits(ctx, values, path):
-    return Limits(**values)
-
-
-def _build_remote(ctx, values, path):
-    return RemoteManagement(**values)
-
-
 _MODEL = _section(
     (_Field("name", _nonempty, True), _Field("alias", _optional, False)),
-    _build_model,
+    _into(ModelEntry),
 )
 
 _PROVIDER_FIELDS = (
@@ -524,7 +514,7 @@ _AMPCODE = _section(
                         _Field("upstream-api-key", _nonempty, True),
                         _Field("api-keys", _list(_nonempty, nonempty=True), True),
                     ),
-                    _build_upstream_keys,
+                    _into(UpstreamKeyMapping),
                 )
             ),
             False,
@@ -534,7 +524,7 @@ _AMPCODE = _section(
         _Field("paid-fallback", _choice(PaidFallback), False),
         _Field("model-mappings", _model_mappings, False),
     ),
-    _build_ampcode,
+    _into(AmpCode),
 )
 
 _PROVIDER_KEYS = (ProviderKind.CLAUDE, ProviderKind.GEMINI, ProviderKind.CODEX)
@@ -570,7 +560,7 @@ _TOP_FIELDS = (
                 _Field("idle-timeout", _positive_number, False),
                 _Field("drain-timeout", _positive_number, False),
             ),
-            _build_limits,
+            _into(Limits),
         ),
         False,
     ),
@@ -583,7 +573,7 @@ _TOP_FIELDS = (
         "remote-management",
         _section(
             (_Field("allow-remote", _bool, False), _Field("secret-key", _optional, False)),
-            _build_remote,
+            _into(RemoteManagement),
         ),
         False,
     ),
@@ -655,6 +645,8 @@ def parse_document(
         _check_open_access(ctx, values)
     if ctx.errors:
         raise ConfigError(ctx.errors)
+    # The default logs directory follows the config file like an explicit one would.
+    values.setdefault("logs_dir", ctx.resolve_path(Config.logs_dir))
     return _build_config(values, copy.deepcopy(doc), source_path), ctx.warnings
 
 

@@ -338,6 +338,11 @@ class ClientResponse:
             pass
         self._abort()
 
+    def close(self):
+        """Drop the connection now unless the body already ended (synchronous, for
+        callbacks and cleanup paths that cannot await). Idempotent."""
+        self._abort()
+
     async def __aenter__(self):
         return self
 
@@ -482,7 +487,8 @@ class HttpClient:
 
     @staticmethod
     def _encode_head(method, target, proxy, headers, body):
-        """The request head bytes: Host, framing and proxy credentials added as needed."""
+        """The request head bytes: Host, framing and proxy credentials added as needed.
+        Raises ``UpstreamError`` for a head the writer refuses (injection attempt)."""
         headers = headers.copy()
         if "host" not in headers:
             headers.add("host", target.authority)
@@ -498,7 +504,10 @@ class HttpClient:
             request_target = "http://%s%s" % (target.authority, target.target)
             if proxy.authorization is not None:
                 headers.set("proxy-authorization", proxy.authorization)
-        return encode_request_head(method, request_target, headers)
+        try:
+            return encode_request_head(method, request_target, headers)
+        except ValueError as exc:  # CR/LF or a control character: never written
+            raise UpstreamError("refusing to send an invalid request head: %s" % exc)
 
     # -- connections --------------------------------------------------------------------
 
@@ -514,7 +523,7 @@ class HttpClient:
 
     def _release(self, conn):
         """Put a connection whose response ended cleanly back into the pool."""
-        if self._closed or conn.key is None or conn.parser.take_trailing():
+        if self._closed or conn.key is None or conn.parser.has_buffered_data:
             conn.close()
             return
         connections = self._idle.setdefault(conn.key, [])

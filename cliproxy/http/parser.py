@@ -32,7 +32,8 @@ Decisions (RFC 9112 leaves them to us):
   proxy drops hop-by-hop fields and could not pass on a body still carrying a coding it
   cannot decode. ``Transfer-Encoding`` with ``Content-Length``: chunked wins and the
   connection is not reused (RFC 9112 §6.3). Neither: the body ends at EOF.
-- A ``Content-Length`` longer than 18 significant digits is 413.
+- A ``Content-Length`` longer than 18 significant digits is 413. A request with neither
+  ``Content-Length`` nor ``Transfer-Encoding`` has no body: ``content_length`` 0.
 - ``ResponseParser``: EOF before the first byte of a response gives ``CONNECTION_CLOSED``
   (the cue for a client to retry on a fresh connection); 1xx heads other than 101 are
   returned and parsing goes on to the final head of the same response, with no
@@ -116,8 +117,8 @@ class _Event:
 
 
 class RequestHead(_Event):
-    """A request line and its fields. ``content_length`` is the declared length, ``None``
-    for a chunked body or no body."""
+    """A request line and its fields. ``content_length`` is the body length: declared, or
+    0 when the request has no body; ``None`` for a chunked body."""
 
     __slots__ = (
         "method",
@@ -190,8 +191,8 @@ _REQUEST_LINE_RE = re.compile(
     r"(%s+) ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])" % _TCHAR
 )
 _STATUS_LINE_RE = re.compile(r"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: (.*))?", re.DOTALL)
-# Control characters other than HTAB; CR and LF are counted separately (only CRLF pairs).
-_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Bytes a start line or field line may hold (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text.
+_FIELD_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _DIGITS_RE = re.compile(r"[0-9]+")
 
 _VERSIONS = {("1", "1"): "HTTP/1.1", ("1", "0"): "HTTP/1.0"}
@@ -211,26 +212,40 @@ def _bad(message):
     return ProtocolError(message, 400)
 
 
-def _check_chars(text, lines):
-    """Reject bare CR, bare LF and control characters other than HTAB in a block that
-    was split on CRLF into ``lines``."""
-    pairs = len(lines) - 1
-    if text.count("\r") != pairs or text.count("\n") != pairs:
-        raise _bad("bare CR or LF in header section")
-    if _CTL_RE.search(text) is not None:
-        raise _bad("control character in header section")
+def _split_block(block):
+    """The lines of a head or trailer block (``bytes`` without its blank line) as
+    latin-1 ``str``. Raises 400 for a bare CR, a bare LF or a control character."""
+    lines = block.decode("latin-1").split("\r\n")
+    # Deleting every byte a field may hold leaves exactly the CRLF pairs between lines,
+    # unless there is a bare CR, a bare LF or a control character: one pass in C.
+    if len(block.translate(None, _FIELD_BYTES)) != 2 * len(lines) - 2:
+        raise _bad("bare CR or LF, or a control character, in header section")
+    return lines
 
 
-def _parse_fields(lines, first):
-    """Field lines ``lines[first:]`` as a list of (lowercase name, value) pairs.
+def _parse_fields(lines):
+    """Field lines as a list of (lowercase name, value) pairs.
 
     Raises ``ProtocolError`` (400) for obs-fold, a missing colon, or a name that is not
     a token (which includes whitespace before the colon).
     """
+    cache = _NAME_CACHE
+    try:
+        # Hot path: every name already validated; a miss or a line without a colon
+        # falls through to the checking loop.
+        return [
+            (cache[pair[0]], pair[1].strip(" \t"))
+            for pair in [line.split(":", 1) for line in lines]
+        ]
+    except (KeyError, IndexError):
+        return _check_fields(lines)
+
+
+def _check_fields(lines):
+    """``_parse_fields`` for lines whose names are not all cached yet."""
     items = []
     cache = _NAME_CACHE
-    for index in range(first, len(lines)):
-        line = lines[index]
+    for line in lines:
         name, colon, value = line.partition(":")
         lowered = cache.get(name) if colon else None
         if lowered is None:
@@ -250,12 +265,11 @@ def _parse_fields(lines, first):
 def _specials(items):
     """The framing-relevant fields of ``items``: lowercase name -> list of values."""
     found = {}
-    for name, value in items:
-        if name in _SPECIAL:
-            if name in found:
-                found[name].append(value)
-            else:
-                found[name] = [value]
+    for name, value in [item for item in items if item[0] in _SPECIAL]:
+        if name in found:
+            found[name].append(value)
+        else:
+            found[name] = [value]
     return found
 
 
@@ -275,6 +289,11 @@ def _content_length(values):
 
     Raises 400 for a non-digit or differing values, 413 for an absurdly long number.
     """
+    if len(values) == 1:
+        value = values[0]
+        # Hot path: one plain number.
+        if value.isdigit() and value.isascii() and len(value) <= _MAX_LENGTH_DIGITS:
+            return int(value)
     lengths = set()
     for value in values:
         for part in value.split(","):
@@ -324,13 +343,18 @@ class _BlockScanner:
         self._searched = 0
 
     def take(self, buf):
-        """The block before CRLF CRLF, latin-1 decoded, removed from ``buf`` with its
-        terminator; ``None`` if not complete yet. Raises 431 past the limit, 400 for a
-        block ended by bare LFs."""
-        end = buf.find(b"\r\n\r\n", self._searched)
+        """The block before CRLF CRLF, removed from ``buf`` with its terminator;
+        ``None`` if not complete yet. Raises 431 past the limit, 400 for a block ended by
+        bare LFs."""
+        searched = self._searched
+        end = buf.find(b"\r\n\r\n", searched)
+        # LF LF (RFC 9112 §2.2 lets us refuse bare LF) is looked for in the same stretch,
+        # and only counts within the limit, so the outcome never depends on how the bytes
+        # were split into reads.
+        lf_end = buf.find(b"\n\n", searched, len(buf) if end < 0 else end) + 2
+        if 2 <= lf_end <= self._limit:
+            raise _bad("header section ended by bare LF")
         if end < 0:
-            if buf.find(b"\n\n", self._searched) >= 0:
-                raise _bad("header section ended by bare LF")
             if len(buf) >= self._limit:
                 raise ProtocolError("header section too large", 431)
             self._searched = max(0, len(buf) - 3)
@@ -338,9 +362,9 @@ class _BlockScanner:
         self._searched = 0
         if end + 4 > self._limit:
             raise ProtocolError("header section too large", 431)
-        text = buf[:end].decode("latin-1")
+        block = bytes(buf[:end])
         del buf[: end + 4]
-        return text
+        return block
 
 
 # --- body readers (see the reader contract in the module docstring) ---------------------
@@ -509,14 +533,13 @@ class _ChunkedReader:
                 raise _bad("bare CR in trailer section")
             del buf[:2]
             return EndOfMessage()
-        text = self._trailers.take(buf)
-        if text is None:
+        block = self._trailers.take(buf)
+        if block is None:
             if eof:
                 raise _closed_mid_message()
             return None
-        lines = text.split("\r\n")
-        _check_chars(text, lines)
-        return EndOfMessage(Headers.from_lowered(_parse_fields(lines, 0)))
+        lines = _split_block(block)
+        return EndOfMessage(Headers.from_lowered(_parse_fields(lines)))
 
 
 _READERS = {
@@ -531,7 +554,8 @@ _READERS = {
 
 
 class _BaseParser:
-    """Buffer, EOF and error bookkeeping shared by both parsers."""
+    """Buffer, EOF and error bookkeeping shared by both parsers; a subclass provides
+    ``_next()``, returning an event, ``None`` for need-more-data, or raising."""
 
     __slots__ = ("max_header_bytes", "_buf", "_eof", "_error", "_reader", "_scanner")
 
@@ -588,10 +612,7 @@ class _BaseParser:
         return event
 
     def _message_done(self):
-        pass
-
-    def _next(self):
-        raise NotImplementedError
+        """Hook run after each ``EndOfMessage``."""
 
 
 class RequestParser(_BaseParser):
@@ -610,22 +631,21 @@ class RequestParser(_BaseParser):
         # RFC 9112 §2.2: ignore empty lines before the request line.
         while buf[:2] == b"\r\n":
             del buf[:2]
-        text = self._scanner.take(buf)
-        if text is None:
+        block = self._scanner.take(buf)
+        if block is None:
             if self._eof:
                 if not buf:
                     return CONNECTION_CLOSED
                 raise _closed_mid_message()
             return None
-        head, framing, length = _parse_request_head(text)
+        head, framing, length = _parse_request_head(block)
         self._reader = _READERS[framing](self.max_header_bytes, length)
         return head
 
 
-def _parse_request_head(text):
+def _parse_request_head(block):
     """(RequestHead, framing, length) for a head block; raises ``ProtocolError``."""
-    lines = text.split("\r\n")
-    _check_chars(text, lines)
+    lines = _split_block(block)
     match = _REQUEST_LINE_RE.fullmatch(lines[0])
     if match is None:
         raise _bad("invalid request line")
@@ -633,7 +653,7 @@ def _parse_request_head(text):
     version = _VERSIONS.get((major, minor))
     if version is None:
         raise ProtocolError("unsupported HTTP version %s.%s" % (major, minor), 505)
-    items = _parse_fields(lines, 1)
+    items = _parse_fields(lines[1:])
     special = _specials(items)
 
     hosts = special.get("host", ())
@@ -663,6 +683,8 @@ def _parse_request_head(text):
         length = _content_length(lengths)
         framing = _Framing.CONTENT_LENGTH
     else:
+        # No framing field: the request has no body (RFC 9112 §6.3), so its length is 0.
+        length = 0
         framing = _Framing.NONE
     head = RequestHead(
         method,
@@ -686,6 +708,9 @@ class _ResponseState(enum.Enum):
 
 class ResponseParser(_BaseParser):
     """Parses responses from an upstream connection; call ``start(method)`` before each.
+
+    Until ``start()`` is called, ``next_event()`` returns ``NEED_DATA`` (bytes stay
+    buffered, see ``has_buffered_data``), or ``CONNECTION_CLOSED`` after a clean EOF.
 
     After a 101, or a 2xx answer to CONNECT, the events are the head and
     ``EndOfMessage``; then ``next_event()`` returns ``NEED_DATA`` for good and the bytes
@@ -720,15 +745,16 @@ class ResponseParser(_BaseParser):
         if state is _ResponseState.SWITCHED:
             return None
         if state is _ResponseState.IDLE:
-            raise RuntimeError("next_event() before start()")
-        text = self._scanner.take(self._buf)
-        if text is None:
+            # No response is expected: bytes wait for start(); EOF is a clean close.
+            return CONNECTION_CLOSED if self._eof and not self._buf else None
+        block = self._scanner.take(self._buf)
+        if block is None:
             if self._eof:
                 if not self._buf and not self._interim_seen:
                     return CONNECTION_CLOSED
                 raise _closed_mid_message()
             return None
-        head, framing, length = _parse_response_head(text, self._method)
+        head, framing, length = _parse_response_head(block, self._method)
         if head.status < 200 and head.status != 101:
             self._interim_seen = True
             return head
@@ -741,11 +767,10 @@ class ResponseParser(_BaseParser):
         return head
 
 
-def _parse_response_head(text, method):
+def _parse_response_head(block, method):
     """(head, framing, length) for a status block; framing ``None`` means the connection
     switches protocols. Raises ``ProtocolError``."""
-    lines = text.split("\r\n")
-    _check_chars(text, lines)
+    lines = _split_block(block)
     match = _STATUS_LINE_RE.fullmatch(lines[0])
     if match is None:
         raise _bad("invalid status line")
@@ -756,7 +781,7 @@ def _parse_response_head(text, method):
     status = int(code)
     if status < 100:
         raise _bad("invalid status code %d" % status)
-    items = _parse_fields(lines, 1)
+    items = _parse_fields(lines[1:])
     special = _specials(items)
     keep_alive = _keep_alive(version, _tokens(special.get("connection", ())))
     head = ResponseHead(status, reason or "", version, Headers.from_lowered(items), keep_alive)

@@ -27,13 +27,13 @@ from cliproxy.http.headers import Headers, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
 from cliproxy.http.sse import SSEParser
-from cliproxy.providers.credentials import FailureKind, classify, parse_retry_after
+from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
 from cliproxy.providers.outbound import Endpoint, provider_headers, provider_url, proxy_for
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
 from cliproxy.translate.anthropic import RewriteContext
 from cliproxy.translate.errors import error_event
-from cliproxy.translate.thinking import apply_suffix
+from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
 
 log = logging.getLogger("cliproxy.executor")
 
@@ -53,8 +53,6 @@ _RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SE
 MAX_ERROR_BODY = 256 * 1024
 # Response headers never relayed from a provider: framing we redo, state we do not share.
 _DROPPED_RESPONSE_HEADERS = frozenset(("content-length", "content-encoding", "set-cookie"))
-# Nested request fields a thinking suffix may change: copied per attempt, not shared.
-_THINKING_FIELDS = ("thinking", "generationConfig", "reasoning")
 
 
 @dataclass
@@ -125,7 +123,7 @@ class Executor:
         if call.protocol is Protocol.GEMINI and call.query:
             url += ("&" if "?" in url else "?") + _without_alt(call.query)
             url = url.rstrip("?&")
-        headers = provider_headers(entry, call.request.headers, entry.protocol)
+        headers = provider_headers(entry, call.request.headers, call.protocol)
         headers.set("content-type", "application/json")
         body = _provider_body(call, candidate, served)
         started = self.clock()
@@ -184,7 +182,7 @@ class Executor:
             self.pool.success(served, candidate.model, call.thread_id)
             headers = _client_headers(upstream.headers)
             return Response(upstream.status, headers, data)
-        retry_after = parse_retry_after(upstream.headers.get("retry-after"), time.time())
+        retry_after = retry_after_from_headers(upstream.headers, time.time())
         error = _provider_failure(served, upstream.status, kind, data, retry_after)
         return self._failed(call, candidate, served, kind, error, retry_after, upstream.status)
 
@@ -254,7 +252,7 @@ def _provider_body(call, candidate, served):
     if call.protocol is not Protocol.GEMINI:
         body["model"] = served.upstream_model
     if candidate.suffix is not None:
-        for name in _THINKING_FIELDS:
+        for name in MUTATED_FIELDS:  # copied per attempt: the body is shared
             if name in body:
                 body[name] = copy.deepcopy(body[name])
         body = apply_suffix(call.protocol, body, candidate.suffix, served.upstream_model)

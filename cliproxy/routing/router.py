@@ -47,6 +47,8 @@ STATUS_PAYMENT_REQUIRED = 402
 # The provider name logged for calls forwarded to the Amp upstream.
 AMP_UPSTREAM_NAME = "ampcode"
 
+_MAPS_LOCALLY = "maps it to a locally served model"
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -110,9 +112,9 @@ class RouteDecision:
                 _advice(self.hint),
             )
         if self.route is RouteType.AMP_CREDITS:
-            return 'model "%s" is not served locally; forwarding it to the Amp upstream (uses Amp credits). %s' % (
-                self.requested,
-                _advice(self.hint),
+            return (
+                'model "%s" is not served locally; forwarding it to the Amp upstream '
+                "(uses Amp credits). %s" % (self.requested, _advice(self.hint))
             )
         return None
 
@@ -163,7 +165,7 @@ class Router:
         if mapped and self.force_model_mappings:
             return decision(
                 RouteType.MODEL_MAPPING, mapped, mapping,
-                reason="force-model-mappings: %s maps it to a locally served model" % _mapping_path(mapping),
+                reason="force-model-mappings: %s %s" % (_mapping_path(mapping), _MAPS_LOCALLY),
             )
         if local:
             return decision(
@@ -173,7 +175,7 @@ class Router:
         if mapped:
             return decision(
                 RouteType.MODEL_MAPPING, mapped, mapping,
-                reason="no local provider serves it; %s maps it to a locally served model" % _mapping_path(mapping),
+                reason="no local provider serves it; %s %s" % (_mapping_path(mapping), _MAPS_LOCALLY),
             )
         unserved = _unserved_reason(mapping)
         hint = self._hint(base, protocol)
@@ -250,9 +252,9 @@ def _mapping_json(mapping: ModelMapping) -> str:
 def _unserved_reason(mapping: Optional[ModelMapping]) -> str:
     if mapping is None:
         return "no local provider serves it and no model-mappings entry matches"
-    return "no local provider serves it and %s matches but none of its targets (%s) is served locally" % (
-        _mapping_path(mapping),
-        ", ".join(mapping.targets),
+    return (
+        "no local provider serves it and %s matches but none of its targets (%s) is served "
+        "locally" % (_mapping_path(mapping), ", ".join(mapping.targets))
     )
 
 
@@ -276,7 +278,8 @@ def explain(decision: RouteDecision) -> str:
         "client protocol: %s" % decision.protocol.value,
     ]
     if decision.mapping is not None:
-        lines.append("mapping: %s %s" % (_mapping_path(decision.mapping), _mapping_json(decision.mapping)))
+        mapping = decision.mapping
+        lines.append("mapping: %s %s" % (_mapping_path(mapping), _mapping_json(mapping)))
     for number, candidate in enumerate(decision.candidates, 1):
         lines.extend(_explain_candidate(number, candidate, decision.protocol))
     lines.extend(_explain_skipped(decision))

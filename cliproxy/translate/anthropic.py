@@ -55,6 +55,8 @@ CANONICAL_TOOL_NAMES = ("Bash", "Read", "Grep", "glob", "Task", "Check")
 
 _MESSAGE_START = "message_start"
 _BLOCK_START = "content_block_start"
+_QUOTED_MESSAGE_START = '"%s"' % _MESSAGE_START
+_QUOTED_BLOCK_START = '"%s"' % _BLOCK_START
 
 
 def sanitize_request(body: dict) -> dict:
@@ -236,9 +238,9 @@ class StreamRewriter:
         # Some Anthropic-compatible providers send only ``data:`` lines; the JSON's
         # ``type`` names the event. A quoted name inside a string value is escaped, so
         # a match here is the ``type`` value (confirmed after parsing).
-        if '"%s"' % _MESSAGE_START in data:
+        if _QUOTED_MESSAGE_START in data:
             return _MESSAGE_START
-        if '"%s"' % _BLOCK_START in data:
+        if _QUOTED_BLOCK_START in data:
             return _BLOCK_START
         return None
 

@@ -1,0 +1,751 @@
+#!/usr/bin/env python3
+"""Benchmark: wrk -> nginx straight, and wrk -> cliproxy -> nginx, side by side in one run.
+
+Strategy: nginx (one worker, canned answers) is the upstream and wrk (one thread, a Lua
+script for the POST) the load generator, both native code so that on a 2-core machine the
+proxy is the bottleneck being measured and not the harness. Every scenario runs twice, one
+after the other: straight to nginx, then through cliproxy serving a locally configured
+Anthropic model (the body is parsed for the model, the credentials are swapped). For the
+proxied run the proxy's CPU time (utime + stime from /proc/<pid>/stat) is read before and
+after and divided by the requests wrk completed; its memory is read from
+/proc/<pid>/status (VmRSS now, VmHWM the peak). A 1 GB body is then streamed through an
+Amp management route with http.client while the proxy's RSS is sampled every 100 MB.
+
+The numbers are printed as measured, targets marked PASS or MISS; a proxied scenario whose
+responses are not 2xx is reported as such, with the first error body. Results also go to
+bench/out/results.json. Linux only (/proc); standard library only; only 127.0.0.1.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEFAULT_PYZ = os.path.join(ROOT, "dist", "cliproxy.pyz")
+DEFAULT_OUT = os.path.join(HERE, "out")
+
+CLIENT_KEY = "sk-bench"
+UPSTREAM_KEY = "sk-upstream"
+AMP_KEY = "amp-bench"
+JSON_MODEL = "claude-sonnet-4-5-20250929"
+SSE_MODEL = "claude-sse-bench"
+PROXY_PATH = "/api/provider/anthropic/v1/messages"
+BIG_PROXY_PATH = "/api/threads/big"
+BIG_DIRECT_PATH = "/big"
+
+SSE_EVENTS = 200
+CHUNK = 64 * 1024
+MB = 1024 * 1024
+SAMPLE_EVERY = 100 * MB
+# The loops that wait for a server to listen or to exit are bounded by these.
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+# Reference figures of the issue (2 cores, same method), printed under the table.
+REFERENCES = [
+    ("nginx as a reverse proxy", "0.42-0.51x", "19 us"),
+    ("Go net/http/httputil.ReverseProxy", "0.16x", "80 us"),
+    ("proxy.py", "0.05x", "360 us"),
+    ("LiteLLM", "0.001x", "~10 ms (385 MB RSS)"),
+    ("bare 60-line asyncio relay, no parsing", "0.40x", "28 us (22 MB RSS)"),
+]
+
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    direct_path: str
+    body_file: str
+    connections: int
+    stream: bool
+
+
+@dataclasses.dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_us: float
+    p99_us: float
+    non_2xx: int
+    socket_errors: int
+
+
+@dataclasses.dataclass
+class ProxyRun:
+    wrk: WrkResult
+    cpu_us_per_request: Optional[float]
+    rss_mb: float
+
+
+@dataclasses.dataclass
+class Probe:
+    """One request sent with http.client before a proxied run: does the route work?"""
+    status: int
+    events: int
+    body_prefix: str
+
+
+@dataclasses.dataclass
+class ScenarioResult:
+    scenario: Scenario
+    direct: WrkResult
+    proxy: Optional[ProxyRun]
+    probe: Probe
+
+    @property
+    def ratio(self):
+        if self.proxy is None or not self.direct.rps:
+            return None
+        return self.proxy.wrk.rps / self.direct.rps
+
+
+@dataclasses.dataclass
+class StreamResult:
+    megabytes: int
+    direct_mb_s: float
+    proxy_mb_s: Optional[float]
+    rss_before_mb: Optional[float]
+    rss_samples_mb: List[float]
+    error: Optional[str]
+
+    @property
+    def growth_mb(self):
+        if not self.rss_samples_mb:
+            return None
+        return max(self.rss_samples_mb) - min(self.rss_samples_mb)
+
+
+class BenchError(Exception):
+    """The harness itself cannot run (missing tool, a server that does not start)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Canned bodies, generated deterministically.
+
+_WORDS = ("the proxy reads the model from the body swaps the credentials and relays "
+          "each event as soon as it arrives so that the agent sees tokens without delay").split()
+
+
+def _text(n_chars, seed):
+    """Deterministic English-looking text of exactly ``n_chars`` characters."""
+    words = []
+    size = 0
+    i = seed
+    while size < n_chars:
+        word = _WORDS[(i * 7 + seed) % len(_WORDS)]
+        words.append(word)
+        size += len(word) + 1
+        i += 1
+    return " ".join(words)[:n_chars]
+
+
+_TOOL = {
+    "name": "Read",
+    "description": "Read a file from the workspace. Returns the file's content with line numbers.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "description": "Absolute path of the file to read."},
+            "read_range": {"type": "array", "items": {"type": "integer"},
+                           "description": "Optional [start, end] line range."},
+        },
+        "required": ["path"],
+    },
+}
+
+
+def request_body(model, stream, turns, text_chars):
+    """An Anthropic Messages request like Amp's: system prompt, a tool, ``turns`` exchanges
+    of user text / assistant tool_use / user tool_result, then a final user question."""
+    messages = []
+    for turn in range(turns):
+        messages.append({"role": "user", "content": [
+            {"type": "text", "text": _text(text_chars, turn)}]})
+        tool_id = "toolu_%024d" % turn
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": _text(text_chars // 4, turn + 1)},
+            {"type": "tool_use", "id": tool_id, "name": "Read",
+             "input": {"path": "/work/src/module_%d.py" % turn}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": tool_id,
+             "content": _text(text_chars, turn + 2)}]})
+    messages.append({"role": "user", "content": [
+        {"type": "text", "text": "Summarise what you found.",
+         "cache_control": {"type": "ephemeral"}}]})
+    return {
+        "model": model,
+        "max_tokens": 8192,
+        "stream": stream,
+        "system": [{"type": "text", "text": "You are Amp, a coding agent. " + _text(600, 99),
+                    "cache_control": {"type": "ephemeral"}}],
+        "tools": [_TOOL],
+        "messages": messages,
+    }
+
+
+def encode(document):
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def small_request(model, stream):
+    """About 2 KB."""
+    return encode(request_body(model, stream, turns=1, text_chars=320))
+
+
+def large_request(model, stream):
+    """About 60 KB: a long conversation, the size a real Amp turn sends."""
+    return encode(request_body(model, stream, turns=30, text_chars=780))
+
+
+def canned_json():
+    """The ~600-byte Messages answer nginx returns (no ', $ or \\: it sits in nginx.conf)."""
+    document = {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+        "model": JSON_MODEL,
+        "content": [{"type": "text", "text": _text(330, 5)}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 512, "output_tokens": 96,
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    }
+    text = json.dumps(document, separators=(",", ":"))
+    assert not set(text) & set("'$\\"), "canned JSON must not need nginx escaping"
+    return text
+
+
+def _sse_event(kind, data):
+    return "event: %s\ndata: %s\n\n" % (kind, json.dumps(data, separators=(",", ":")))
+
+
+def canned_sse():
+    """A 200-event Anthropic stream: message_start, content_block_start, 195 deltas,
+    content_block_stop, message_delta, message_stop."""
+    events = [_sse_event("message_start", {"type": "message_start", "message": {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+        "model": JSON_MODEL, "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 512, "output_tokens": 1}}})]
+    events.append(_sse_event("content_block_start", {
+        "type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
+    for i in range(SSE_EVENTS - 5):
+        events.append(_sse_event("content_block_delta", {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": _WORDS[i % len(_WORDS)] + " "}}))
+    events.append(_sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(_sse_event("message_delta", {
+        "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": SSE_EVENTS - 5}}))
+    events.append(_sse_event("message_stop", {"type": "message_stop"}))
+    assert len(events) == SSE_EVENTS
+    return "".join(events)
+
+
+# ---------------------------------------------------------------------------------------
+# Processes.
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_listening(port, process, name, log_path):
+    """Return once 127.0.0.1:port accepts; raise BenchError if the process exits or the
+    bounded wait ends first."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError("%s exited with %s: %s" % (name, process.returncode, _tail(log_path)))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError("%s did not listen on port %d within %.0f s" % (name, port, START_TIMEOUT))
+
+
+def _tail(path, limit=800):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()[-limit:].decode("utf-8", "replace").strip()
+    except OSError:
+        return "(no log)"
+
+
+def stop(process):
+    """SIGTERM, a bounded wait, then SIGKILL: never leave a server behind."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
+
+
+def start_nginx(prefix, port, big_bytes):
+    with open(os.path.join(HERE, "nginx.conf.tmpl"), encoding="utf-8") as handle:
+        template = handle.read()
+    # nginx started by root drops its worker to "nobody", which cannot read a 0700 temp dir.
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = (template.replace("{{USER}}", user).replace("{{PREFIX}}", prefix)
+            .replace("{{PORT}}", str(port)).replace("{{JSON}}", canned_json()))
+    conf_path = os.path.join(prefix, "nginx.conf")
+    with open(conf_path, "w", encoding="utf-8") as handle:
+        handle.write(conf)
+    with open(os.path.join(prefix, "sse.txt"), "w", encoding="utf-8") as handle:
+        handle.write(canned_sse())
+    with open(os.path.join(prefix, "big.bin"), "wb") as handle:
+        handle.truncate(big_bytes)  # sparse: no disk space used
+    log_path = os.path.join(prefix, "nginx.stderr")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [nginx, "-p", prefix, "-e", os.path.join(prefix, "error.log"), "-c", conf_path],
+            stdout=log, stderr=subprocess.STDOUT)
+    wait_listening(port, process, "nginx", log_path)
+    return process
+
+
+def proxy_config(proxy_port, nginx_port):
+    upstream = "http://127.0.0.1:%d" % nginx_port
+    return {
+        "host": "127.0.0.1",
+        "port": proxy_port,
+        "api-keys": [CLIENT_KEY],
+        "claude-api-key": [
+            {"api-key": UPSTREAM_KEY, "base-url": upstream,
+             "models": [{"name": JSON_MODEL}]},
+            {"api-key": UPSTREAM_KEY, "base-url": upstream + "/sse",
+             "models": [{"name": SSE_MODEL}]},
+        ],
+        "ampcode": {"upstream-url": upstream, "upstream-api-key": AMP_KEY},
+    }
+
+
+def start_proxy(pyz, workdir, proxy_port, nginx_port):
+    config_path = os.path.join(workdir, "cliproxy.json")
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(proxy_config(proxy_port, nginx_port), handle, indent=2)
+    log_path = os.path.join(workdir, "cliproxy.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, pyz, "--config", config_path, "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    wait_listening(proxy_port, process, "cliproxy", log_path)
+    return process, log_path
+
+
+# ---------------------------------------------------------------------------------------
+# /proc readings.
+
+_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_us(pid):
+    """utime + stime of ``pid`` (all its threads), in microseconds."""
+    with open("/proc/%d/stat" % pid, "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    # After "pid (comm)": state is field 3, utime field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) * _TICK_US
+
+
+def memory_mb(pid, key):
+    """VmRSS / VmHWM of ``pid`` in MiB."""
+    with open("/proc/%d/status" % pid, encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise BenchError("%s missing from /proc/%d/status" % (key, pid))
+
+
+# ---------------------------------------------------------------------------------------
+# wrk.
+
+_LUA = """
+local f = assert(io.open("%(body)s", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+wrk.headers["anthropic-version"] = "2023-06-01"
+%(accept)s
+-- Machine-readable summary for bench.py (latencies in microseconds).
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH-JSON {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"p50\\":%%d,\\"p99\\":%%d," ..
+    "\\"status\\":%%d,\\"connect\\":%%d,\\"read\\":%%d,\\"write\\":%%d,\\"timeout\\":%%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+def write_lua(workdir, scenario):
+    path = os.path.join(workdir, scenario.name + ".lua")
+    accept = 'wrk.headers["Accept"] = "text/event-stream"' if scenario.stream else ""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(_LUA % {"body": scenario.body_file, "key": CLIENT_KEY, "accept": accept})
+    return path
+
+
+def run_wrk(url, script, connections, seconds):
+    """One wrk run; raises BenchError when wrk fails or prints no summary."""
+    command = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, "--latency",
+               "--timeout", "10s", "-s", script, url]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=seconds + 60)
+    output = done.stdout.decode("utf-8", "replace")
+    for line in output.splitlines():
+        if line.startswith("BENCH-JSON "):
+            data = json.loads(line[len("BENCH-JSON "):])
+            duration = data["duration_us"] / 1e6
+            return WrkResult(
+                requests=data["requests"], duration_s=duration,
+                rps=data["requests"] / duration if duration else 0.0,
+                p50_us=float(data["p50"]), p99_us=float(data["p99"]),
+                non_2xx=data["status"],
+                socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"])
+    raise BenchError("wrk printed no summary (exit %d): %s" % (done.returncode, output[-800:]))
+
+
+# ---------------------------------------------------------------------------------------
+# http.client checks.
+
+def probe(port, path, body, stream):
+    """Send the scenario's request once; status, SSE event count, start of the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + CLIENT_KEY,
+                   "anthropic-version": "2023-06-01"}
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return Probe(status=0, events=0, body_prefix="%s: %s" % (type(exc).__name__, exc))
+    finally:
+        connection.close()
+    events = data.count(b"\n\n") if stream else 0
+    return Probe(status=response.status, events=events,
+                 body_prefix=data[:400].decode("utf-8", "replace"))
+
+
+def stream_big(port, path, total, pid=None):
+    """GET ``path`` in 64 KiB reads; (MB/s, RSS samples of ``pid`` every 100 MB)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    samples = []
+    try:
+        connection.request("GET", path, headers={"Authorization": "Bearer " + CLIENT_KEY})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise BenchError("GET %s answered %d: %s" % (
+                path, response.status, response.read(400).decode("utf-8", "replace")))
+        received = 0
+        next_sample = SAMPLE_EVERY
+        started = time.monotonic()
+        # Bounded: at most total / CHUNK reads plus the short reads of the socket.
+        while received < total:
+            chunk = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
+            if not chunk:
+                break
+            received += len(chunk)
+            if pid is not None and received >= next_sample:
+                samples.append(memory_mb(pid, "VmRSS"))
+                next_sample += SAMPLE_EVERY
+        elapsed = time.monotonic() - started
+    finally:
+        connection.close()
+    if received != total:
+        raise BenchError("GET %s ended after %d of %d bytes" % (path, received, total))
+    return received / MB / elapsed, samples
+
+
+# ---------------------------------------------------------------------------------------
+# The run.
+
+def build_pyz(pyz):
+    if os.path.exists(pyz):
+        return
+    subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", pyz],
+                   check=True, timeout=120)
+
+
+def scenarios(workdir):
+    """The four scenarios; their bodies are written into ``workdir``."""
+    bodies = {
+        "json-2k": small_request(JSON_MODEL, False),
+        "sse-2k": small_request(SSE_MODEL, True),
+        "json-60k": large_request(JSON_MODEL, False),
+    }
+    files = {}
+    for name, data in bodies.items():
+        files[name] = os.path.join(workdir, name + ".json")
+        with open(files[name], "wb") as handle:
+            handle.write(data)
+    return [
+        Scenario("json 2KB c=1", "/v1/messages", files["json-2k"], 1, False),
+        Scenario("json 2KB c=32", "/v1/messages", files["json-2k"], 32, False),
+        Scenario("sse 200ev c=8", "/sse/v1/messages", files["sse-2k"], 8, True),
+        Scenario("json 60KB c=8", "/v1/messages", files["json-60k"], 8, False),
+    ]
+
+
+def run_scenario(scenario, nginx_port, proxy_port, proxy_pid, args, workdir):
+    script = write_lua(workdir, scenario)
+    with open(scenario.body_file, "rb") as handle:
+        body = handle.read()
+    direct_url = "http://127.0.0.1:%d%s" % (nginx_port, scenario.direct_path)
+    proxy_url = "http://127.0.0.1:%d%s" % (proxy_port, PROXY_PATH)
+    label = scenario.name
+    print("[bench] %-15s direct ..." % label, flush=True)
+    if args.warmup:
+        run_wrk(direct_url, script, scenario.connections, args.warmup)
+    direct = run_wrk(direct_url, script, scenario.connections, args.duration)
+    checked = probe(proxy_port, PROXY_PATH, body, scenario.stream)
+    print("[bench] %-15s proxy (probe: HTTP %d) ..." % (label, checked.status), flush=True)
+    if args.warmup:
+        run_wrk(proxy_url, script, scenario.connections, args.warmup)
+    before = cpu_us(proxy_pid)
+    result = run_wrk(proxy_url, script, scenario.connections, args.duration)
+    spent = cpu_us(proxy_pid) - before
+    per_request = spent / result.requests if result.requests else None
+    proxied = ProxyRun(wrk=result, cpu_us_per_request=per_request,
+                       rss_mb=memory_mb(proxy_pid, "VmRSS"))
+    return ScenarioResult(scenario=scenario, direct=direct, proxy=proxied, probe=checked)
+
+
+def run_stream(nginx_port, proxy_port, proxy_pid, megabytes):
+    total = megabytes * MB
+    direct_rate, _ = stream_big(nginx_port, BIG_DIRECT_PATH, total)
+    before = memory_mb(proxy_pid, "VmRSS")
+    try:
+        rate, samples = stream_big(proxy_port, BIG_PROXY_PATH, total, proxy_pid)
+    except (BenchError, OSError, http.client.HTTPException) as exc:
+        return StreamResult(megabytes, direct_rate, None, before, [], str(exc))
+    return StreamResult(megabytes, direct_rate, rate, before, samples, None)
+
+
+# ---------------------------------------------------------------------------------------
+# Report.
+
+def _ms(us):
+    return "%.2f" % (us / 1000.0)
+
+
+def _mark(ok):
+    return "PASS" if ok else "MISS"
+
+
+def targets(results, stream, peak_mb):
+    """[(description, measured, ok)] for the issue's targets."""
+    by_name = {r.scenario.name: r for r in results}
+    rows = []
+    c32 = by_name.get("json 2KB c=32")
+    if c32 is not None:
+        ok = c32.ratio is not None and c32.proxy.wrk.non_2xx == 0 and c32.ratio >= 0.30
+        rows.append(("throughput >= 0.30x direct at c=32", _ratio_text(c32), ok))
+        cpu = c32.proxy.cpu_us_per_request if c32.proxy else None
+        rows.append(("CPU <= 40 us/request at c=32",
+                     "n/a" if cpu is None else "%.0f us" % cpu,
+                     cpu is not None and c32.proxy.wrk.non_2xx == 0 and cpu <= 40))
+    sse = by_name.get("sse 200ev c=8")
+    if sse is not None:
+        events_ok = sse.probe.status == 200 and sse.probe.events == SSE_EVENTS
+        ok = (sse.ratio is not None and sse.proxy.wrk.non_2xx == 0 and events_ok
+              and sse.ratio >= 0.25)
+        measured = "%s, %d/%d events relayed" % (_ratio_text(sse), sse.probe.events, SSE_EVENTS)
+        rows.append(("SSE >= 0.25x direct, event by event", measured, ok))
+    rows.append(("peak RSS <= 30 MB", "%.1f MB" % peak_mb, peak_mb <= 30))
+    if stream is not None:
+        growth = stream.growth_mb
+        if stream.error or growth is None:
+            rows.append(("memory flat while streaming %d MB" % stream.megabytes,
+                         "failed: %s" % (stream.error or "no samples"), False))
+        else:
+            rows.append(("memory flat while streaming %d MB (growth <= 4 MB)" % stream.megabytes,
+                         "%.1f MB growth" % growth, growth <= 4))
+    return rows
+
+
+def _ratio_text(result):
+    if result.ratio is None:
+        return "n/a"
+    text = "%.2fx" % result.ratio
+    if result.proxy.wrk.non_2xx:
+        text += " (non-2xx!)"
+    return text
+
+
+def table(results):
+    header = ("scenario", "direct req/s", "proxy req/s", "ratio", "direct p50/p99 ms",
+              "proxy p50/p99 ms", "proxy CPU us/req", "proxy RSS MB", "proxy errors")
+    rows = [header]
+    for r in results:
+        proxy = r.proxy.wrk
+        errors = []
+        if proxy.non_2xx:
+            errors.append("%d non-2xx" % proxy.non_2xx)
+        if proxy.socket_errors:
+            errors.append("%d socket" % proxy.socket_errors)
+        if r.probe.status != 200:
+            errors.append("probe HTTP %d" % r.probe.status)
+        rows.append((
+            r.scenario.name,
+            "%.0f" % r.direct.rps,
+            "%.0f" % proxy.rps,
+            "n/a" if r.ratio is None else "%.2fx" % r.ratio,
+            "%s / %s" % (_ms(r.direct.p50_us), _ms(r.direct.p99_us)),
+            "%s / %s" % (_ms(proxy.p50_us), _ms(proxy.p99_us)),
+            "n/a" if r.proxy.cpu_us_per_request is None else "%.0f" % r.proxy.cpu_us_per_request,
+            "%.1f" % r.proxy.rss_mb,
+            ", ".join(errors) or "none",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report(results, stream, peak_mb, peak_before_stream_mb, machine):
+    print()
+    print("cliproxy bench, %s" % machine)
+    print(table(results))
+    print()
+    print("peak RSS of the proxy (VmHWM): %.1f MB after the load runs, %.1f MB at the end"
+          % (peak_before_stream_mb, peak_mb))
+    if stream is not None:
+        if stream.error:
+            print("%d MB stream: direct %.0f MB/s; through cliproxy FAILED: %s"
+                  % (stream.megabytes, stream.direct_mb_s, stream.error))
+        else:
+            samples = stream.rss_samples_mb
+            print("%d MB stream via %s: direct %.0f MB/s, through cliproxy %.0f MB/s; proxy RSS "
+                  "%.1f MB before, %.1f-%.1f MB during (%d samples, every 100 MB)"
+                  % (stream.megabytes, BIG_PROXY_PATH, stream.direct_mb_s, stream.proxy_mb_s,
+                     stream.rss_before_mb, min(samples or [0]), max(samples or [0]), len(samples)))
+    failures = [r for r in results if r.probe.status != 200 or r.proxy.wrk.non_2xx]
+    for r in failures:
+        print("FAILED through cliproxy: %s: probe HTTP %d, %d non-2xx in the run; first body: %s"
+              % (r.scenario.name, r.probe.status, r.proxy.wrk.non_2xx, r.probe.body_prefix))
+    print()
+    print("targets:")
+    for description, measured, ok in targets(results, stream, peak_mb):
+        print("  [%s] %-50s %s" % (_mark(ok), description, measured))
+    print()
+    print("reference (issue, same method, 2 cores): ratio to direct at c=32, CPU per request")
+    for name, ratio, cpu in REFERENCES:
+        print("  %-40s %-11s %s" % (name, ratio, cpu))
+
+
+def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args):
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "duration_s": args.duration,
+        "scenarios": [{
+            "name": r.scenario.name,
+            "connections": r.scenario.connections,
+            "request_bytes": os.path.getsize(r.scenario.body_file),
+            "direct": dataclasses.asdict(r.direct),
+            "proxy": dataclasses.asdict(r.proxy),
+            "ratio": r.ratio,
+            "probe": dataclasses.asdict(r.probe),
+        } for r in results],
+        "peak_rss_mb": peak_mb,
+        "peak_rss_before_stream_mb": peak_before_stream_mb,
+        "stream": None if stream is None else dict(dataclasses.asdict(stream),
+                                                   growth_mb=stream.growth_mb),
+        "targets": [{"target": d, "measured": m, "pass": ok}
+                    for d, m, ok in targets(results, stream, peak_mb)],
+    }
+
+
+def machine_line():
+    python = subprocess.run([sys.executable, "--version"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT).stdout.decode().strip()
+    nginx = subprocess.run(["nginx", "-v"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT).stdout.decode().strip()
+    wrk = subprocess.run(["wrk", "-v"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT).stdout.decode().split("\n")[0].strip()
+    return "%s, %d cores, %s, %s, %s" % (
+        datetime.date.today().isoformat(), os.cpu_count() or 0, python,
+        nginx.replace("nginx version: ", ""), " ".join(wrk.split()[:2]))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="wrk -> nginx vs wrk -> cliproxy -> nginx")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of discarded warm-up")
+    parser.add_argument("--stream-mb", type=int, default=1024,
+                        help="size of the memory-flat stream (0 skips it)")
+    parser.add_argument("--pyz", default=DEFAULT_PYZ)
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only scenarios whose name contains this (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
+            print("bench: %s not found; run bench/run.sh (installs it)" % tool, file=sys.stderr)
+            return 1
+    build_pyz(args.pyz)
+    workdir = tempfile.mkdtemp(prefix="cliproxy-bench-")
+    nginx = proxy = None
+    try:
+        nginx_port, proxy_port = free_port(), free_port()
+        nginx = start_nginx(workdir, nginx_port, max(args.stream_mb, 1) * MB)
+        proxy, proxy_log = start_proxy(args.pyz, workdir, proxy_port, nginx_port)
+        machine = machine_line()
+        chosen = [s for s in scenarios(workdir)
+                  if not args.only or any(o in s.name for o in args.only)]
+        results = [run_scenario(s, nginx_port, proxy_port, proxy.pid, args, workdir)
+                   for s in chosen]
+        peak_before_stream = memory_mb(proxy.pid, "VmHWM")
+        stream = None
+        if args.stream_mb:
+            print("[bench] %d MB stream ..." % args.stream_mb, flush=True)
+            stream = run_stream(nginx_port, proxy_port, proxy.pid, args.stream_mb)
+        peak = memory_mb(proxy.pid, "VmHWM")
+        if proxy.poll() is not None:
+            raise BenchError("cliproxy died during the run: %s" % _tail(proxy_log))
+        report(results, stream, peak, peak_before_stream, machine)
+        os.makedirs(args.out, exist_ok=True)
+        out_path = os.path.join(args.out, "results.json")
+        with open(out_path, "w", encoding="utf-8") as handle:
+            json.dump(to_json(results, stream, peak, peak_before_stream, machine, args),
+                      handle, indent=2)
+        print("\nresults written to %s" % os.path.relpath(out_path))
+        warnings = _tail(proxy_log, 2000)
+        if warnings and warnings != "(no log)":
+            print("\ncliproxy log (tail):\n" + warnings)
+        return 0
+    except BenchError as exc:
+        print("bench: %s" % exc, file=sys.stderr)
+        return 1
+    finally:
+        stop(proxy)
+        stop(nginx)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

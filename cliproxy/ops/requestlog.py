@@ -1,0 +1,162 @@
+"""``request-log``: one line per request, and a file per failed request (SPEC §3.4).
+
+Strategy: ``observe`` wraps the response body so the line is written when the last byte
+left (or the client went away), with the true total time and byte count. A request that
+failed (status >= 500) is also written in full to ``logs-dir`` (headers masked, bodies
+capped), keeping only the newest ``error-logs-max-files``. Nothing here runs unless
+``request-log`` is on.
+"""
+
+import json
+import logging
+import os
+import time
+
+from cliproxy.http.server import Response
+from cliproxy.masking import mask_headers
+
+log = logging.getLogger("cliproxy.requests")
+
+# How much of each body an error file keeps.
+BODY_CAP = 64 * 1024
+ERROR_FILE_PREFIX = "error-"
+
+
+class RequestLog:
+    def __init__(self, config_fn, clock=time.monotonic, wall=time.time):
+        self.config_fn = config_fn
+        self.clock = clock
+        self.wall = wall
+
+    def observe(self, request, response, exchange):
+        """``response``, wrapped to log when it completes (unchanged when logging is off)."""
+        config = self.config_fn()
+        if not config.request_log:
+            return response
+        record = _Record(self, config, request, response, exchange)
+        if isinstance(response.body, (bytes, bytearray)):
+            record.sent(len(response.body), bytes(response.body[:BODY_CAP]))
+            record.finish()
+            return response
+        return Response(response.status, response.headers, record.wrap(response.body), response.on_upgrade)
+
+
+class _Record:
+    """The facts of one request, written once when its response is done."""
+
+    def __init__(self, owner, config, request, response, exchange):
+        self.owner = owner
+        self.config = config
+        self.request = request
+        self.response = response
+        self.exchange = exchange
+        self.head_at = owner.clock()
+        self.bytes_out = 0
+        self.captured = b""
+        self.failed_mid_stream = None
+
+    def sent(self, count, chunk):
+        self.bytes_out += count
+        if len(self.captured) < BODY_CAP:
+            self.captured += chunk[: BODY_CAP - len(self.captured)]
+
+    async def wrap(self, body):
+        try:
+            async for chunk in body:
+                self.sent(len(chunk), chunk)
+                yield chunk
+        except BaseException as exc:
+            self.failed_mid_stream = type(exc).__name__
+            raise
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.finish()
+
+    def finish(self):
+        owner = self.owner
+        now = owner.clock()
+        request = self.request
+        fields = {
+            "arrived": _iso(owner.wall() - (now - request.arrived)),
+            "method": request.method,
+            "path": request.path,
+            "status": self.response.status,
+            "route": self.exchange.route,
+            "requested_model": self.exchange.requested_model,
+            "resolved_model": self.exchange.resolved_model,
+            "provider": self.exchange.provider,
+            "ttfb_ms": round((self.head_at - request.arrived) * 1000, 1),
+            "total_ms": round((now - request.arrived) * 1000, 1),
+            "bytes_in": request.body.length,
+            "bytes_out": self.bytes_out,
+            "aborted": self.failed_mid_stream,
+        }
+        log.info("request", extra={"fields": fields})
+        if self.response.status >= 500:
+            self._write_error_file(fields)
+
+    def _write_error_file(self, fields):
+        directory = self.config.logs_dir
+        try:
+            os.makedirs(directory, exist_ok=True)
+            name = "%s%s-%d.json" % (
+                ERROR_FILE_PREFIX,
+                time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.owner.wall())),
+                id(self) % 1000000,
+            )
+            document = {
+                "request": {
+                    "method": self.request.method,
+                    "target": _masked_target(self.request),
+                    "headers": mask_headers(self.request.headers),
+                    "body": _text(self.exchange.notes.get("request_body", b"")),
+                },
+                "response": {
+                    "status": self.response.status,
+                    "headers": mask_headers(self.response.headers),
+                    "body": _text(self.captured),
+                },
+                "summary": fields,
+            }
+            with open(os.path.join(directory, name), "w", encoding="utf-8") as out:
+                json.dump(document, out, ensure_ascii=False, indent=2)
+            _prune(directory, self.config.error_logs_max_files)
+        except OSError as exc:
+            log.warning("cannot write error log file: %s", exc)
+
+
+def _masked_target(request):
+    """The path and query with credential parameters masked."""
+    if not request.query:
+        return request.path
+    parts = []
+    for part in request.query.split("&"):
+        name = part.split("=", 1)[0]
+        parts.append(name + "=***" if name in ("key", "auth_token") else part)
+    return request.path + "?" + "&".join(parts)
+
+
+def _text(data):
+    if len(data) > BODY_CAP:
+        data = data[:BODY_CAP]
+    return data.decode("utf-8", "replace")
+
+
+def _iso(wall):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + ".%03dZ" % int((wall % 1) * 1000)
+
+
+def _prune(directory, keep):
+    """Remove the oldest error files beyond ``keep`` (0 keeps all)."""
+    if keep <= 0:
+        return
+    files = sorted(
+        name for name in os.listdir(directory) if name.startswith(ERROR_FILE_PREFIX) and name.endswith(".json")
+    )
+    for name in files[: max(0, len(files) - keep)]:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass

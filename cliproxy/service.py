@@ -1,0 +1,100 @@
+"""The running proxy: config store, watcher, outbound client, app and listening server.
+
+Strategy: ``Service`` wires the parts together once, for the command line and for the
+tests alike, so what the tests start is exactly what a user runs. Signals and systemd are
+the command line's business (``cli.py``); this module only starts, reloads and stops.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import ssl
+import time
+
+from cliproxy.app import App
+from cliproxy.config.loader import load_file
+from cliproxy.config.watcher import ConfigStore, ConfigWatcher, restart_needed
+from cliproxy.http.client import HttpClient
+from cliproxy.http.server import Server
+from cliproxy.ops.management_api import ManagementApi
+from cliproxy.ops.requestlog import RequestLog
+
+log = logging.getLogger("cliproxy.service")
+
+
+def ssl_context_for(config):
+    """The server TLS context of ``config``, or None when TLS is off."""
+    if not config.tls.enable:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls.cert, config.tls.key)
+    return context
+
+
+class Service:
+    """One proxy instance. ``overrides`` (command-line ``host``/``port``) apply to every
+    config the watcher loads, so a reload never undoes them."""
+
+    def __init__(self, config, path=None, *, overrides=None, clock=time.monotonic, app_options=None):
+        self.path = path
+        self.overrides = dict(overrides or {})
+        self.store = ConfigStore(dataclasses.replace(config, **self.overrides))
+        self.client = HttpClient(ca_bundle=config.ca_bundle)
+        options = dict(app_options or {})
+        options.setdefault("management_api", ManagementApi())
+        options.setdefault("request_log", RequestLog(lambda: self.store.current))
+        self.app = App(self.store, self.client, clock=clock, **options)
+        self.server = None
+        self.address = None
+        self.watcher = None
+        self._watch_task = None
+        self.on_reload = None  # extra callbacks (systemd) set by the command line
+
+    async def start(self):
+        """Bind and serve; returns the bound (host, port). Raises OSError/SSLError."""
+        config = self.store.current
+        self.server = Server(self.app, limits=lambda: self.store.current.limits, ssl_context=ssl_context_for(config))
+        self.address = await self.server.start(config.host, config.port)
+        self.app.metrics.open_streams = lambda: self.server.open_streams
+        if self.path is not None:
+            self.watcher = ConfigWatcher(
+                self.path,
+                self.store,
+                interval=config.reload_interval,
+                loader=self._load,
+                on_reload=self._reloaded,
+                on_error=self._rejected,
+            )
+            self._watch_task = asyncio.ensure_future(self.watcher.run())
+        return self.address
+
+    def reload_now(self):
+        """Re-read the config file at once (SIGHUP); returns the watcher's poll result."""
+        if self.watcher is None:
+            log.info("no config file to reload")
+            return None
+        return self.watcher.reload_now()
+
+    async def stop(self):
+        """Stop accepting, drain in-flight requests (bounded), close everything."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+        if self.server is not None:
+            await self.server.shutdown(self.store.current.limits.drain_timeout)
+        await self.client.aclose()
+
+    def _load(self, path):
+        config, warnings = load_file(path)
+        return dataclasses.replace(config, **self.overrides), warnings
+
+    def _reloaded(self, old, new):
+        self.app.metrics.count_reload(True)
+        for name in restart_needed(old, new):
+            log.warning("config: %s changed; it takes effect after a restart" % name)
+        log.info("config reloaded", extra={"fields": {"config": self.path}})
+
+    def _rejected(self, errors):
+        self.app.metrics.count_reload(False, len(errors))
+        for error in errors:
+            log.error("config rejected, keeping the last good one: " + error)

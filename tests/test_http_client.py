@@ -1,0 +1,592 @@
+"""Tests for cliproxy.http.client against tiny real upstreams and proxies on 127.0.0.1."""
+
+import asyncio
+import base64
+import os
+import socket
+import ssl
+
+import pytest
+
+from cliproxy.errors import UpstreamError, UpstreamTimeout
+from cliproxy.http.client import HttpClient
+from cliproxy.http.headers import Headers
+
+CERTS = os.path.join(os.path.dirname(__file__), "support", "certs")
+CERT = os.path.join(CERTS, "server.pem")
+KEY = os.path.join(CERTS, "server.key")
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    """The runner's own proxy settings must not leak into these tests."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name == "REQUEST_METHOD":
+            monkeypatch.delenv(name)
+
+
+def server_ssl_context():
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(CERT, KEY)
+    return context
+
+
+async def read_request(reader):
+    """(head text, body bytes) of one request; decodes content-length and chunked."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lower = head.lower()
+    if "transfer-encoding: chunked" in lower:
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += data[:-2]
+        return head, body
+    for line in lower.split("\r\n"):
+        if line.startswith("content-length:"):
+            return head, await reader.readexactly(int(line.split(":", 1)[1]))
+    return head, b""
+
+
+class Upstream:
+    """A raw asyncio server; ``handler(reader, writer, index)`` per connection."""
+
+    def __init__(self, handler, ssl_context=None):
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.accepted = 0
+        self.requests = []
+        self.tasks = []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(
+            self._on_connect, "127.0.0.1", 0, ssl=self.ssl_context
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Since 3.12 wait_closed() also waits for the accepted connections to close.
+        await self.server.wait_closed()
+
+    async def _on_connect(self, reader, writer):
+        self.tasks.append(asyncio.current_task())
+        index = self.accepted
+        self.accepted += 1
+        try:
+            await self.handler(self, reader, writer, index)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the test is over or the client left: both are expected endings
+        finally:
+            writer.close()
+
+    def url(self, path="/", scheme="http", host="127.0.0.1"):
+        return "%s://%s:%d%s" % (scheme, host, self.port, path)
+
+
+async def keep_alive_ok(upstream, reader, writer, index):
+    while True:
+        head, body = await read_request(reader)
+        upstream.requests.append((index, head, body))
+        writer.write(OK)
+        await writer.drain()
+
+
+def test_keep_alive_reuses_one_connection():
+    async def main():
+        client = HttpClient()
+        async with Upstream(keep_alive_ok) as up:
+            for _ in range(3):
+                response = await client.request("GET", up.url("/a?b=1"), Headers())
+                assert response.status == 200
+                assert await response.read() == b"ok"
+            assert up.accepted == 1
+            assert [r[0] for r in up.requests] == [0, 0, 0]
+            assert up.requests[0][1].startswith("GET /a?b=1 HTTP/1.1\r\n")
+            assert "host: 127.0.0.1:%d\r\n" % up.port in up.requests[0][1]
+        await client.aclose()
+
+    run(main())
+
+
+def test_unread_body_is_not_reused_but_complete_one_is():
+    async def main():
+        client = HttpClient()
+        big = b"x" * 300000
+
+        async def handler(upstream, reader, writer, index):
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big) + big)
+                await writer.drain()
+
+        async with Upstream(handler) as up:
+            response = await client.request("GET", up.url(), Headers())
+            await response.__anext__()
+            await response.aclose()
+            await response.aclose()  # idempotent
+            response = await client.request("GET", up.url(), Headers())
+            assert await response.read() == big
+            response = await client.request("GET", up.url(), Headers())
+            assert await response.read() == big
+            assert up.accepted == 2
+        await client.aclose()
+
+    run(main())
+
+
+def test_dead_pooled_connection_is_retried_once():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            head, _ = await read_request(reader)
+            upstream.requests.append((index, head))
+            if index == 0:
+                writer.write(OK)
+                await writer.drain()
+                # Read the next request, then die without answering (a server that timed
+                # the connection out just as the request arrived).
+                head, _ = await read_request(reader)
+                upstream.requests.append((index, head))
+                writer.transport.abort()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh")
+            await writer.drain()
+
+        async with Upstream(handler) as up:
+            assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
+            response = await client.request("POST", up.url("/p"), Headers(), b"payload")
+            assert await response.read() == b"fresh"
+            assert up.accepted == 2
+            assert [i for i, _ in up.requests] == [0, 0, 1]
+        await client.aclose()
+
+    run(main())
+
+
+def test_dead_pooled_connection_with_streamed_body_is_not_replayed():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")
+            writer.transport.abort()
+
+        async def body():
+            yield b"once"
+
+        async with Upstream(handler) as up:
+            await (await client.request("GET", up.url(), Headers())).read()
+            with pytest.raises(UpstreamError, match="reused connection"):
+                await client.request("POST", up.url(), Headers(), body())
+            assert up.accepted == 1
+        await client.aclose()
+
+    run(main())
+
+
+def test_idle_connection_closed_by_server_is_not_reused():
+    async def main():
+        client = HttpClient()
+        closed = asyncio.Event()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            if index == 0:
+                writer.close()
+                closed.set()
+                return
+            await asyncio.sleep(5)
+
+        async with Upstream(handler) as up:
+            assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
+            await closed.wait()
+            await asyncio.sleep(0.05)  # let the FIN reach the client's reader
+            assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
+            assert up.accepted == 2
+        await client.aclose()
+
+    run(main())
+
+
+def test_chunked_response_and_chunked_request_body():
+    async def main():
+        client = HttpClient()
+        seen = []
+
+        async def handler(upstream, reader, writer, index):
+            head, body = await read_request(reader)
+            seen.append((head, body))
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+            writer.write(b"6\r\n world\r\n0\r\n\r\n")
+            await writer.drain()
+            await read_request(reader)  # keeps the connection open
+
+        async def body():
+            yield b"part one, "
+            yield b""
+            yield b"part two"
+
+        async with Upstream(handler) as up:
+            response = await client.request("PUT", up.url("/up"), Headers([("X-A", "1")]), body())
+            assert await response.read() == b"hello world"
+            head, received = seen[0]
+            assert "transfer-encoding: chunked\r\n" in head
+            assert "x-a: 1\r\n" in head
+            assert received == b"part one, part two"
+        await client.aclose()
+
+    run(main())
+
+
+def test_streamed_body_with_content_length_is_sent_raw():
+    async def main():
+        client = HttpClient()
+        seen = []
+
+        async def handler(upstream, reader, writer, index):
+            seen.append(await read_request(reader))
+            writer.write(OK)
+            await writer.drain()
+
+        async def body():
+            yield b"abc"
+            yield b"de"
+
+        async with Upstream(handler) as up:
+            headers = Headers([("content-length", "5")])
+            await (await client.request("POST", up.url(), headers, body())).read()
+            head, received = seen[0]
+            assert "transfer-encoding" not in head
+            assert received == b"abcde"
+        await client.aclose()
+
+    run(main())
+
+
+def test_close_delimited_response_is_read_to_eof_and_not_pooled():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ")
+            await writer.drain()
+            writer.write(b"the end")
+            await writer.drain()
+
+        async with Upstream(handler) as up:
+            for _ in range(2):
+                response = await client.request("GET", up.url(), Headers())
+                assert await response.read() == b"until the end"
+            assert up.accepted == 2
+        await client.aclose()
+
+    run(main())
+
+
+def test_first_byte_timeout():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            await asyncio.sleep(5)
+
+        async with Upstream(handler) as up:
+            with pytest.raises(UpstreamTimeout, match="did not answer within 0.2s"):
+                await client.request("GET", up.url(), Headers(), first_byte_timeout=0.2)
+        await client.aclose()
+
+    run(main())
+
+
+def test_read_timeout_between_body_chunks():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            await writer.drain()
+            await asyncio.sleep(5)
+
+        async with Upstream(handler) as up:
+            response = await client.request("GET", up.url(), Headers(), read_timeout=0.2)
+            assert await response.__anext__() == b"abc"
+            with pytest.raises(UpstreamTimeout, match="sent nothing for 0.2s"):
+                await response.__anext__()
+        await client.aclose()
+
+    run(main())
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused():
+    async def main():
+        port = free_port()
+        with pytest.raises(UpstreamError, match="127.0.0.1:%d: connection refused" % port):
+            await HttpClient().request("GET", "http://127.0.0.1:%d/" % port, Headers())
+
+    run(main())
+
+
+def test_reset_before_head_on_fresh_connection_is_upstream_error():
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.transport.abort()
+
+        async with Upstream(handler) as up:
+            with pytest.raises(UpstreamError, match="closed the connection before answering"):
+                await HttpClient().request("GET", up.url(), Headers())
+
+    run(main())
+
+
+def test_malformed_response_is_upstream_error():
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            await writer.drain()
+
+        async with Upstream(handler) as up:
+            with pytest.raises(UpstreamError, match="invalid response"):
+                await HttpClient().request("GET", up.url(), Headers())
+
+    run(main())
+
+
+def test_tls_with_ca_bundle_and_verification_failure_without():
+    async def main():
+        async with Upstream(keep_alive_ok, server_ssl_context()) as up:
+            client = HttpClient(ca_bundle=CERT)
+            for host in ("localhost", "127.0.0.1"):
+                response = await client.request("GET", up.url(scheme="https", host=host), Headers())
+                assert await response.read() == b"ok"
+            response = await client.request("GET", up.url(scheme="https"), Headers())
+            assert await response.read() == b"ok"
+            assert up.accepted == 2  # one per origin key (host differs), then reused
+            await client.aclose()
+            with pytest.raises(UpstreamError, match="TLS certificate verification failed"):
+                await HttpClient().request("GET", up.url(scheme="https"), Headers())
+
+    run(main())
+
+
+class ConnectProxy:
+    """A test HTTP proxy: CONNECT tunnels (or a canned refusal) and absolute-form GETs."""
+
+    def __init__(self, refuse=None):
+        self.refuse = refuse
+        self.heads = []
+
+    async def __aenter__(self):
+        self.upstream = Upstream(self._handle)
+        await self.upstream.__aenter__()
+        self.port = self.upstream.port
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.upstream.__aexit__(*exc)
+
+    async def _handle(self, upstream, reader, writer, index):
+        head, _ = await read_request(reader)
+        self.heads.append(head)
+        if not head.startswith("CONNECT "):
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied")
+            await writer.drain()
+            return
+        if self.refuse:
+            writer.write(self.refuse)
+            await writer.drain()
+            return
+        host, port = head.split(" ")[1].rsplit(":", 1)
+        target_reader, target_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+        async def pipe(src, dst):
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, target_writer), pipe(target_reader, writer))
+
+
+def test_https_through_connect_proxy_with_credentials():
+    async def main():
+        async with Upstream(keep_alive_ok, server_ssl_context()) as up, ConnectProxy() as proxy:
+            client = HttpClient(ca_bundle=CERT)
+            proxy_url = "http://us%%40er:pa%%20ss@127.0.0.1:%d" % proxy.port
+            for _ in range(2):
+                response = await client.request(
+                    "GET", up.url("/t", scheme="https"), Headers(), proxy_url=proxy_url
+                )
+                assert await response.read() == b"ok"
+            head = proxy.heads[0]
+            assert head.startswith("CONNECT 127.0.0.1:%d HTTP/1.1\r\n" % up.port)
+            token = base64.b64encode(b"us@er:pa ss").decode()
+            assert "proxy-authorization: Basic %s\r\n" % token in head
+            assert len(proxy.heads) == 1  # the tunnel is pooled like any connection
+            assert up.requests[0][1].startswith("GET /t HTTP/1.1\r\n")
+            assert "proxy-authorization" not in up.requests[0][1]
+            await client.aclose()
+
+    run(main())
+
+
+def test_connect_refused_by_proxy_names_status_not_credentials():
+    async def main():
+        refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n"
+        async with ConnectProxy(refuse=refusal) as proxy:
+            proxy_url = "http://user:s3cret@127.0.0.1:%d" % proxy.port
+            with pytest.raises(UpstreamError) as info:
+                await HttpClient().request(
+                    "GET", "https://127.0.0.1:1/", Headers(), proxy_url=proxy_url
+                )
+            assert "407" in info.value.message
+            assert "s3cret" not in info.value.message and "user" not in info.value.message
+
+    run(main())
+
+
+def test_http_through_explicit_proxy_uses_absolute_form():
+    async def main():
+        async with ConnectProxy() as proxy:
+            client = HttpClient()
+            response = await client.request(
+                "GET",
+                "http://example.invalid/x?y=1",
+                Headers(),
+                proxy_url="http://u:p@127.0.0.1:%d" % proxy.port,
+            )
+            assert await response.read() == b"proxied"
+            head = proxy.heads[0]
+            assert head.startswith("GET http://example.invalid/x?y=1 HTTP/1.1\r\n")
+            assert "host: example.invalid\r\n" in head
+            assert "proxy-authorization: Basic %s\r\n" % base64.b64encode(b"u:p").decode() in head
+            await client.aclose()
+
+    run(main())
+
+
+def test_http_proxy_env_and_no_proxy_bypass(monkeypatch):
+    async def main():
+        async with ConnectProxy() as proxy, Upstream(keep_alive_ok) as up:
+            monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:%d" % proxy.port)
+            client = HttpClient()
+            response = await client.request("GET", up.url("/e"), Headers())
+            assert await response.read() == b"proxied"
+            assert proxy.heads[0].startswith("GET http://127.0.0.1:%d/e " % up.port)
+            assert up.accepted == 0
+
+            monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+            response = await client.request("GET", up.url("/e"), Headers())
+            assert await response.read() == b"ok"
+            assert up.accepted == 1 and len(proxy.heads) == 1
+
+            monkeypatch.delenv("NO_PROXY")
+            response = await client.request("GET", up.url("/e"), Headers(), proxy_url="direct")
+            assert await response.read() == b"ok"
+            assert len(proxy.heads) == 1
+            await client.aclose()
+
+    run(main())
+
+
+def test_read_limit_and_context_manager():
+    async def main():
+        client = HttpClient()
+        async with Upstream(keep_alive_ok) as up:
+            async with await client.request("GET", up.url(), Headers()) as response:
+                with pytest.raises(UpstreamError, match="exceeds 1 bytes"):
+                    await response.read(limit=1)
+            async with await client.request("GET", up.url(), Headers()) as response:
+                assert response.headers.get("content-length") == "2"
+                assert response.first_byte_at > 0
+            # Both bodies had arrived whole, so the connection was clean and went back to
+            # the pool, even unread.
+            await (await client.request("GET", up.url(), Headers())).read()
+            assert up.accepted == 1
+        await client.aclose()
+
+    run(main())
+
+
+def test_open_upgrade_returns_streams_and_leftover():
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            head, _ = await read_request(reader)
+            upstream.requests.append(head)
+            if "upgrade: websocket" not in head:
+                writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 4\r\n\r\nnope")
+                await writer.drain()
+                return
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                b"connection: upgrade\r\n\r\nearly"
+            )
+            await writer.drain()
+            writer.write(await reader.readexactly(4))
+            await writer.drain()
+
+        async with Upstream(handler) as up:
+            client = HttpClient()
+            headers = Headers([("upgrade", "websocket"), ("connection", "upgrade")])
+            response, reader, writer, leftover = await client.open_upgrade(up.url("/ws"), headers)
+            assert response.status == 101
+            assert leftover == b"early"
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+
+            response, reader, writer, leftover = await client.open_upgrade(up.url("/ws"), Headers())
+            assert response.status == 400 and leftover == b""
+            assert await response.read() == b"nope"
+            await response.aclose()
+
+    run(main())
+
+
+def test_invalid_header_value_is_refused_before_sending():
+    async def main():
+        with pytest.raises(UpstreamError, match="invalid request head"):
+            await HttpClient().request(
+                "GET", "http://127.0.0.1:1/", Headers([("x-a", "v\r\nx-injected: 1")])
+            )
+
+    run(main())

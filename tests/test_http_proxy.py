@@ -1,0 +1,407 @@
+"""Tests for cliproxy.http.proxy: forward() against tiny real upstreams on 127.0.0.1, and
+end to end through cliproxy.http.server for client disconnects."""
+
+import asyncio
+import gzip
+import os
+import socket
+import zlib
+
+import pytest
+
+from cliproxy.config.model import Limits
+from cliproxy.errors import UpstreamError, UpstreamTimeout
+from cliproxy.http.client import HttpClient
+from cliproxy.http.headers import Headers
+from cliproxy.http.proxy import forward, is_event_stream
+from cliproxy.http.server import Server
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name == "REQUEST_METHOD":
+            monkeypatch.delenv(name)
+
+
+async def read_request(reader):
+    """(head text, body bytes) of one request (content-length bodies only)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    for line in head.lower().split("\r\n"):
+        if line.startswith("content-length:"):
+            return head, await reader.readexactly(int(line.split(":", 1)[1]))
+    return head, b""
+
+
+def chunk(data):
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Upstream:
+    """A raw asyncio server running ``handler(upstream, reader, writer)`` per connection."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.requests = []
+        self.tasks = []
+        self.saw_close = asyncio.Event()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Since 3.12 wait_closed() also waits for the accepted connections to close.
+        await self.server.wait_closed()
+
+    async def _on_connect(self, reader, writer):
+        self.tasks.append(asyncio.current_task())
+        try:
+            self.requests.append(await read_request(reader))
+            # Watch for the proxy closing its side while the handler writes.
+            watch = asyncio.ensure_future(self.wait_for_close(reader))
+            self.tasks.append(watch)
+            await self.handler(self, reader, writer)
+            await watch
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def wait_for_close(self, reader):
+        """Record when the proxy closes its side (EOF or reset) of this connection."""
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        self.saw_close.set()
+
+    def url(self, path="/"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+
+def respond(raw):
+    async def handler(upstream, reader, writer):
+        writer.write(raw)
+        await writer.drain()
+
+    return handler
+
+
+async def collect(body):
+    if isinstance(body, bytes):
+        return body
+    pieces = []
+    async for piece in body:
+        pieces.append(piece)
+    await body.aclose()
+    return b"".join(pieces)
+
+
+def test_is_event_stream_compares_media_type_only():
+    assert is_event_stream(Headers([("content-type", "text/event-stream")]))
+    assert is_event_stream(Headers([("content-type", "Text/Event-Stream ; charset=utf-8")]))
+    assert not is_event_stream(Headers([("content-type", "application/stream+json")]))
+    assert not is_event_stream(Headers([("content-type", "text/event-streamed")]))
+    assert not is_event_stream(Headers())
+
+
+def test_hop_by_hop_dropped_both_ways_and_host_set():
+    async def main():
+        raw = (
+            b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
+            b"connection: keep-alive, x-resp-hop\r\nkeep-alive: timeout=5\r\n"
+            b"x-resp-hop: 1\r\nproxy-authenticate: Basic\r\nx-kept: yes\r\n"
+            b"content-length: 2\r\n\r\n{}"
+        )
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            headers = Headers(
+                [
+                    ("Host", "proxy.local:8317"),
+                    ("Connection", "keep-alive, X-Req-Hop"),
+                    ("X-Req-Hop", "secret-ish"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("TE", "trailers"),
+                    ("Trailer", "x-t"),
+                    ("Upgrade", "h2c"),
+                    ("Proxy-Authorization", "Basic abc"),
+                    ("Proxy-Foo", "1"),
+                    ("Authorization", "Bearer upstream-key"),
+                    ("X-Kept-Req", "1"),
+                ]
+            )
+            response = await forward(client, "POST", up.url("/api/x?q=1"), headers, b'{"a":1}')
+            assert response.status == 201
+            assert await collect(response.body) == b"{}"
+            names = [name for name, _ in response.headers]
+            assert "x-kept" in names and "content-type" in names
+            for dropped in ("connection", "keep-alive", "x-resp-hop", "proxy-authenticate"):
+                assert dropped not in names
+            head, body = up.requests[0]
+            lines = head.lower().split("\r\n")
+            assert lines[0] == "post /api/x?q=1 http/1.1"
+            assert "host: 127.0.0.1:%d" % up.port in lines
+            assert "x-kept-req: 1" in lines and "authorization: bearer upstream-key" in lines
+            for dropped in ("connection", "x-req-hop", "keep-alive", "te", "trailer", "upgrade",
+                            "proxy-authorization", "proxy-foo"):
+                assert not any(line.startswith(dropped + ":") for line in lines), dropped
+            assert body == b'{"a":1}'
+            # The original headers object is not changed.
+            assert headers.get("host") == "proxy.local:8317"
+            await client.aclose()
+
+    run(main())
+
+
+def sse_handler(events, gzipped=False, content_type=b"text/event-stream"):
+    """An upstream that sends each of ``events`` as one chunk, waiting for ``go`` between."""
+
+    async def handler(upstream, reader, writer):
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type + b"\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        for index, event in enumerate(events):
+            if index:
+                await upstream.go.wait()
+                upstream.go.clear()
+            if gzipped:
+                event = compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            writer.write(chunk(event))
+            await writer.drain()
+        if gzipped:
+            writer.write(chunk(compressor.flush()))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return handler
+
+
+async def check_one_by_one(up, body, events):
+    """Each event arrives before the upstream was allowed to send the next one."""
+    for index, event in enumerate(events):
+        received = b""
+        while len(received) < len(event):
+            received += await body.__anext__()
+        assert received == event
+        if index + 1 < len(events):
+            assert not up.go.is_set()
+            up.go.set()
+    with pytest.raises(StopAsyncIteration):
+        await body.__anext__()
+    await body.aclose()
+
+
+EVENTS = [b"event: a\ndata: {\"n\":1}\n\n", b"data: {\"n\":2}\n\n", b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_sse_events_arrive_one_by_one(gzipped):
+    async def main():
+        async with Upstream(sse_handler(EVENTS, gzipped)) as up:
+            up.go = asyncio.Event()
+            client = HttpClient()
+            response = await forward(client, "GET", up.url("/stream"), Headers(), None)
+            assert response.status == 200
+            assert "content-length" not in response.headers
+            await check_one_by_one(up, response.body, EVENTS)
+            await client.aclose()
+
+    run(main())
+
+
+def test_gzip_without_content_encoding_is_decompressed_with_exact_length():
+    async def main():
+        payload = b'{"threads": [' + b'{"id": "T-1"},' * 500 + b"{}]}"
+        packed = gzip.compress(payload)
+        raw = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(packed)
+        ) + packed
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            assert response.body == payload
+            assert response.headers.get("content-length") == str(len(payload))
+            assert "content-encoding" not in response.headers
+            await client.aclose()
+
+    run(main())
+
+
+def test_chunked_gzip_body_read_whole_and_length_set():
+    async def main():
+        payload = b"hello gzip " * 1000
+        packed = gzip.compress(payload)
+        half = len(packed) // 2
+        raw = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        ) + chunk(packed[:half]) + chunk(packed[half:]) + b"0\r\n\r\n"
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            assert response.body == payload
+            assert response.headers.get("content-length") == str(len(payload))
+            await client.aclose()
+
+    run(main())
+
+
+def test_gzip_larger_than_limit_streams_decompressed_without_length():
+    async def main():
+        payload = os.urandom(20000).hex().encode()
+        packed = gzip.compress(payload)
+        raw = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+            b"content-length: %d\r\n\r\n" % len(packed)
+        ) + packed
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            limits = Limits(max_body_bytes=1000)
+            response = await forward(client, "GET", up.url(), Headers(), None, limits=limits)
+            assert "content-length" not in response.headers
+            assert await collect(response.body) == payload
+            await client.aclose()
+
+    run(main())
+
+
+def test_gzip_with_content_encoding_and_plain_bodies_pass_untouched():
+    async def main():
+        packed = gzip.compress(b"already declared")
+        raw = (
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n" % len(packed)
+        ) + packed
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            assert await collect(response.body) == packed
+            assert response.headers.get("content-length") == str(len(packed))
+        fake = b"\x1f\x8bnot really gzip"
+        raw = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(fake) + fake
+        async with Upstream(respond(raw)) as up:
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            assert await collect(response.body) == fake
+            assert response.headers.get("content-length") == str(len(fake))
+            await client.aclose()
+
+    run(main())
+
+
+def test_ndjson_named_stream_is_not_treated_as_sse_but_still_streams():
+    async def main():
+        events = [b'{"n":1}\n', b'{"n":2}\n']
+        handler = sse_handler(events, content_type=b"application/x-ndjson-stream")
+        async with Upstream(handler) as up:
+            up.go = asyncio.Event()
+            client = HttpClient()
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            await check_one_by_one(up, response.body, events)
+            await client.aclose()
+
+    run(main())
+
+
+def test_relay_body_aclose_closes_upstream_at_once():
+    async def main():
+        async with Upstream(sse_handler(EVENTS)) as up:
+            up.go = asyncio.Event()
+            client = HttpClient()
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            assert await response.body.__anext__() == EVENTS[0]
+            await response.body.aclose()
+            await asyncio.wait_for(up.saw_close.wait(), 2)
+            await client.aclose()
+
+    run(main())
+
+
+def test_client_disconnect_mid_stream_closes_upstream_end_to_end():
+    async def main():
+        async with Upstream(sse_handler(EVENTS)) as up:
+            up.go = asyncio.Event()
+            client = HttpClient()
+
+            async def handler(request):
+                return await forward(client, request.method, up.url(request.target),
+                                     request.headers, None)
+
+            server = Server(handler)
+            host, port = await server.start("127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = b""
+            while b"data: {\"n\":1}" not in received:
+                received += await reader.read(65536)
+            assert b"text/event-stream" in received.lower()
+            writer.transport.abort()  # the client goes away mid-stream
+            await asyncio.wait_for(up.saw_close.wait(), 2)
+            assert not up.go.is_set()
+            await server.shutdown(1)
+            await client.aclose()
+
+    run(main())
+
+
+def test_upstream_down_and_first_byte_timeout():
+    async def main():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        client = HttpClient()
+        with pytest.raises(UpstreamError, match="connection refused"):
+            await forward(client, "GET", "http://127.0.0.1:%d/" % port, Headers(), None)
+
+        async def silent(upstream, reader, writer):
+            await asyncio.sleep(5)
+
+        async with Upstream(silent) as up:
+            with pytest.raises(UpstreamTimeout):
+                await forward(client, "GET", up.url(), Headers(), None,
+                              limits=Limits(read_timeout=0.2))
+        await client.aclose()
+
+    run(main())
+
+
+def test_client_closing_event_abandons_the_upstream_wait():
+    async def main():
+        async def silent(upstream, reader, writer):
+            pass
+
+        async with Upstream(silent) as up:
+            client = HttpClient()
+            closing = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.05, closing.set)
+            with pytest.raises(UpstreamError, match="client closed"):
+                await forward(client, "GET", up.url(), Headers(), None, client_closing=closing)
+            await asyncio.wait_for(up.saw_close.wait(), 2)
+            await client.aclose()
+
+    run(main())
+
+
+def test_head_and_no_content_responses_have_no_body():
+    async def main():
+        raw = b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n"
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            response = await forward(client, "DELETE", up.url(), Headers(), None)
+            assert response.status == 204 and response.body == b""
+            await client.aclose()
+
+    run(main())

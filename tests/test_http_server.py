@@ -1,0 +1,731 @@
+"""Tests for cliproxy.http.server against real sockets on 127.0.0.1 port 0.
+
+Clients are written here with raw asyncio streams, and responses are parsed by the small
+reader below (not by cliproxy's parser), so the server is checked against an independent
+reading of the wire. Timeouts are made tiny (0.2 s) instead of injecting a clock: they are
+socket timeouts inside asyncio.
+"""
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import ssl
+from pathlib import Path
+
+from cliproxy import errors
+from cliproxy.config.model import Limits
+from cliproxy.http.headers import Headers
+from cliproxy.http.server import Response, Server
+
+CERTS = Path(__file__).parent / "support" / "certs"
+
+
+def run(coro, timeout=10.0):
+    """Run ``coro`` in a fresh event loop, failing the test if it hangs."""
+
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+@contextlib.asynccontextmanager
+async def serving(handler, ssl_context=None, **limit_values):
+    server = Server(handler, lambda: Limits(**limit_values), ssl_context=ssl_context)
+    host, port = await server.start("127.0.0.1", 0)
+    assert host == "127.0.0.1" and port > 0
+    try:
+        yield server, port
+    finally:
+        await server.shutdown(1.0)
+
+
+async def connect(port, ssl_context=None):
+    if ssl_context is None:
+        return await asyncio.open_connection("127.0.0.1", port)
+    return await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context, server_hostname="localhost")
+
+
+class Reply:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+
+async def read_head(reader):
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    version, status = lines[0].split(" ")[:2]
+    assert version == "HTTP/1.1"
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            assert name.lower() not in headers, "repeated field %s" % name
+            headers[name.lower()] = value.strip()
+    return int(status), headers
+
+
+async def read_chunk(reader):
+    """One chunk's data; ``b""`` for the last chunk (trailers must be empty)."""
+    size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+    if size == 0:
+        assert await reader.readexactly(2) == b"\r\n"
+        return b""
+    data = await reader.readexactly(size)
+    assert await reader.readexactly(2) == b"\r\n"
+    return data
+
+
+async def read_response(reader, method="GET"):
+    status, headers = await read_head(reader)
+    if method == "HEAD" or status in (204, 304) or status < 200:
+        body = b""
+    elif "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            chunk = await read_chunk(reader)
+            if not chunk:
+                break
+            parts.append(chunk)
+        body = b"".join(parts)
+    else:
+        body = await reader.read()
+    return Reply(status, headers, body)
+
+
+async def assert_closed(reader):
+    assert await asyncio.wait_for(reader.read(), 3) == b""
+
+
+def get(path="/", extra=""):
+    return ("GET %s HTTP/1.1\r\nHost: t\r\n%s\r\n" % (path, extra)).encode("latin-1")
+
+
+async def echo_path(request):
+    return Response(200, Headers([("content-type", "text/plain")]), request.target.encode())
+
+
+def open_fds():
+    # Sockets of earlier tests' clients may still wait for the garbage collector.
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settle():
+    """Let callbacks scheduled by closing transports run."""
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+# -- keep-alive and pipelining ---------------------------------------------------------
+
+
+def test_keep_alive_reuses_the_connection():
+    peers = []
+
+    async def handler(request):
+        peers.append(request.peer)
+        assert request.method == "GET" and request.path == "/a/b" and request.query == "x=1&y"
+        assert request.version == "HTTP/1.1" and not request.tls
+        return Response(200, body=b"hi")
+
+    async def main():
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            for _ in range(2):
+                writer.write(get("/a/b?x=1&y"))
+                reply = await read_response(reader)
+                assert reply.status == 200 and reply.body == b"hi"
+                assert reply.headers["content-length"] == "2"
+                assert "connection" not in reply.headers
+            assert server.open_connections == 1
+            writer.close()
+
+    run(main())
+    assert len(peers) == 2 and peers[0] == peers[1] and peers[0][0] == "127.0.0.1"
+
+
+def test_pipelined_requests_are_answered_in_order():
+    log = []
+
+    async def handler(request):
+        log.append("start " + request.path)
+        if request.path == "/slow":
+            await asyncio.sleep(0.05)
+        body = await request.body.read(100)
+        log.append("end " + request.path)
+        return Response(200, body=request.path.encode() + b":" + body)
+
+    async def main():
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(
+                b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+                + get("/fast")
+                + b"POST /third HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n"
+            )
+            bodies = [(await read_response(reader)).body for _ in range(3)]
+            assert bodies == [b"/slow:abc", b"/fast:", b"/third:z"]
+            writer.close()
+
+    run(main())
+    assert log == ["start /slow", "end /slow", "start /fast", "end /fast", "start /third", "end /third"]
+
+
+# -- request bodies ----------------------------------------------------------------------
+
+
+def test_chunked_request_body_is_streamed_with_async_for():
+    async def main():
+        first = asyncio.Event()
+        seen = {}
+
+        async def handler(request):
+            seen["length"] = request.body.length
+            chunks = []
+            async for chunk in request.body:
+                chunks.append(chunk)
+                first.set()
+            return Response(200, body=b"|".join(chunks))
+
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            # The handler sees the first chunk before the client has sent the second.
+            await asyncio.wait_for(first.wait(), 3)
+            writer.write(b"6\r\n world\r\n0\r\n\r\n")
+            reply = await read_response(reader)
+            assert reply.status == 200 and reply.body == b"hello| world"
+            writer.close()
+        assert seen["length"] is None
+
+    run(main())
+
+
+def test_read_over_limit_is_413_and_closes():
+    async def handler(request):
+        await request.body.read(10)
+        return Response(200)
+
+    async def main():
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
+            reply = await read_response(reader)
+            assert reply.status == 413
+            assert reply.json()["error"]["type"] == "request_too_large"
+            assert reply.headers["connection"] == "close"
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_content_length_over_max_is_413_before_the_body_is_read():
+    calls = []
+
+    async def handler(request):
+        calls.append(request)
+        return Response(200)
+
+    async def main():
+        async with serving(handler, max_body_bytes=100) as (_, port):
+            reader, writer = await connect(port)
+            # No body is sent: the answer must come from the head alone.
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+            reply = await read_response(reader)
+            assert reply.status == 413 and reply.headers["connection"] == "close"
+            assert reply.json()["error"]["type"] == "request_too_large"
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+    assert calls == []
+
+
+def test_100_continue_is_sent_only_when_the_body_is_read():
+    async def reads(request):
+        return Response(200, body=await request.body.read(100))
+
+    async def ignores(request):
+        return Response(200, body=b"no thanks")
+
+    head = b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+
+    async def main():
+        async with serving(reads) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(head)
+            assert await reader.readexactly(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            reply = await read_response(reader)
+            assert reply.status == 200 and reply.body == b"hello"
+            assert "connection" not in reply.headers
+            writer.close()
+        async with serving(ignores) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(head)
+            reply = await read_response(reader)  # the first bytes are the final response
+            assert reply.status == 200 and reply.body == b"no thanks"
+            # The client may still send the body or not: the connection cannot be reused.
+            assert reply.headers["connection"] == "close"
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_small_unread_body_is_discarded_and_the_connection_kept():
+    async def main():
+        async with serving(echo_path) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(b"POST /one HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789")
+            reply = await read_response(reader)
+            assert reply.status == 200 and "connection" not in reply.headers
+            writer.write(get("/two"))
+            assert (await read_response(reader)).body == b"/two"
+            writer.close()
+
+    run(main())
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+def test_streaming_response_body_is_chunked_and_aclosed():
+    closed = []
+
+    async def main():
+        async def handler(request):
+            async def body():
+                try:
+                    yield b"one"
+                    yield b""
+                    yield b"two"
+                finally:
+                    closed.append(True)
+
+            # The handler's own transfer-encoding and connection fields are replaced.
+            headers = Headers([("transfer-encoding", "gzip"), ("connection", "foo"), ("x-a", "1")])
+            return Response(200, headers, body())
+
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(get())
+            reply = await read_response(reader)
+            assert reply.headers["transfer-encoding"] == "chunked"
+            assert "content-length" not in reply.headers and "connection" not in reply.headers
+            assert reply.headers["x-a"] == "1"
+            assert reply.body == b"onetwo"
+            writer.write(get("/again"))
+            assert (await read_response(reader)).status == 200
+            assert server.open_streams == 0
+            writer.close()
+
+    run(main())
+    assert closed == [True, True]
+
+
+def test_streaming_response_to_http10_is_close_delimited():
+    async def handler(request):
+        async def body():
+            yield b"abc"
+            yield b"def"
+
+        return Response(200, body=body())
+
+    async def main():
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers = await read_head(reader)
+            assert status == 200 and headers["connection"] == "close"
+            assert "transfer-encoding" not in headers and "content-length" not in headers
+            assert await reader.read() == b"abcdef"
+            writer.close()
+
+    run(main())
+
+
+def test_head_response_has_no_body():
+    async def main():
+        async with serving(echo_path) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n")
+            reply = await read_response(reader, method="HEAD")
+            assert reply.status == 200 and reply.headers["content-length"] == "2"
+            # Had body bytes followed the HEAD answer, this response would not parse.
+            writer.write(get("/next"))
+            reply = await read_response(reader)
+            assert reply.status == 200 and reply.body == b"/next"
+            writer.close()
+
+    run(main())
+
+
+def test_handler_errors_become_json_responses():
+    async def handler(request):
+        if request.path == "/boom":
+            raise RuntimeError("secret internals")
+        raise errors.Forbidden("not you", headers=[("x-why", "test")])
+
+    async def main():
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(get("/boom"))
+            reply = await read_response(reader)
+            assert reply.status == 500 and reply.json()["error"]["type"] == "api_error"
+            assert b"secret" not in reply.body
+            writer.write(get("/denied"))
+            reply = await read_response(reader)
+            assert reply.status == 403 and reply.headers["x-why"] == "test"
+            assert reply.json() == {"error": {"type": "permission_error", "message": "not you"}}
+            writer.close()
+
+    run(main())
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+async def expect_error_and_close(port, data, status):
+    reader, writer = await connect(port)
+    writer.write(data)
+    reply = await read_response(reader)
+    assert reply.status == status
+    assert reply.headers["connection"] == "close"
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    await assert_closed(reader)
+    writer.close()
+
+
+def test_malformed_request_is_400_and_closes():
+    async def main():
+        async with serving(echo_path) as (_, port):
+            await expect_error_and_close(port, b"GARBAGE\r\n\r\n", 400)
+
+    run(main())
+
+
+def test_header_block_too_large_is_431():
+    async def main():
+        async with serving(echo_path, max_header_bytes=1024) as (_, port):
+            await expect_error_and_close(port, get("/", "x-big: %s\r\n" % ("a" * 2000)), 431)
+
+    run(main())
+
+
+def test_content_length_with_transfer_encoding_is_400_and_closes():
+    async def main():
+        async with serving(echo_path) as (_, port):
+            data = (
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            await expect_error_and_close(port, data, 400)
+
+    run(main())
+
+
+def test_bad_chunk_framing_is_400_and_closes():
+    async def handler(request):
+        await request.body.read(1000)
+        return Response(200)
+
+    async def main():
+        async with serving(handler) as (_, port):
+            data = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+            await expect_error_and_close(port, data, 400)
+
+    run(main())
+
+
+# -- timeouts -------------------------------------------------------------------------
+
+
+def test_idle_keep_alive_connection_is_closed_quietly():
+    async def main():
+        async with serving(echo_path, idle_timeout=0.2) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(get())
+            assert (await read_response(reader)).status == 200
+            # Nothing more is sent: the server closes without writing anything.
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_slow_request_head_gets_408_and_close():
+    async def main():
+        async with serving(echo_path, read_timeout=0.2) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            reply = await read_response(reader)
+            assert reply.status == 408 and reply.headers["connection"] == "close"
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_slow_request_body_gets_408():
+    async def handler(request):
+        return Response(200, body=await request.body.read(100))
+
+    async def main():
+        async with serving(handler, read_timeout=0.2) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+            reply = await read_response(reader)
+            assert reply.status == 408 and reply.headers["connection"] == "close"
+            assert reply.json()["error"]["type"] == "timeout_error"
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+# -- client going away ----------------------------------------------------------------
+
+
+async def leak_baseline():
+    await settle()
+    return set(asyncio.all_tasks()), open_fds()
+
+
+async def assert_no_leaks(baseline):
+    await settle()
+    tasks, fds = baseline
+    assert set(asyncio.all_tasks()) == tasks
+    assert open_fds() == fds
+
+
+def test_client_disconnect_cancels_a_waiting_handler():
+    async def main():
+        baseline = await leak_baseline()
+        started = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def handler(request):
+            started.set()
+            try:
+                await asyncio.sleep(30)  # stands for awaiting an upstream
+            finally:
+                cancelled.set()
+            return Response(200)
+
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(get())
+            await asyncio.wait_for(started.wait(), 3)
+            assert server.in_flight == 1
+            writer.close()
+            await asyncio.wait_for(cancelled.wait(), 3)
+            await settle()
+            assert server.in_flight == 0 and server.open_connections == 0
+        await assert_no_leaks(baseline)
+
+    run(main())
+
+
+def test_client_disconnect_mid_stream_acloses_the_body():
+    async def main():
+        baseline = await leak_baseline()
+        closed = asyncio.Event()
+
+        async def handler(request):
+            async def body():
+                try:
+                    while True:
+                        yield b"tick"
+                        await asyncio.sleep(0.01)
+                finally:
+                    closed.set()
+
+            return Response(200, body=body())
+
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(get())
+            status, headers = await read_head(reader)
+            assert status == 200 and await read_chunk(reader) == b"tick"
+            assert server.open_streams == 1
+            writer.close()
+            await asyncio.wait_for(closed.wait(), 3)
+            await settle()
+            assert server.open_streams == 0 and server.open_connections == 0
+        await assert_no_leaks(baseline)
+
+    run(main())
+
+
+# -- shutdown -------------------------------------------------------------------------
+
+
+def test_graceful_shutdown_lets_a_stream_finish():
+    async def main():
+        baseline = await leak_baseline()
+        release = asyncio.Event()
+
+        async def handler(request):
+            async def body():
+                yield b"first"
+                await release.wait()
+                yield b"last"
+
+            if request.path == "/idle":
+                return Response(200)
+            return Response(200, body=body())
+
+        server = Server(handler, Limits)
+        _, port = await server.start("127.0.0.1", 0)
+        idle_reader, idle_writer = await connect(port)
+        idle_writer.write(get("/idle"))
+        assert (await read_response(idle_reader)).status == 200
+        reader, writer = await connect(port)
+        writer.write(get())
+        await read_head(reader)
+        assert await read_chunk(reader) == b"first"
+
+        stopping = asyncio.ensure_future(server.shutdown(5.0))
+        await asyncio.sleep(0.05)
+        try:
+            await connect(port)
+        except ConnectionRefusedError:
+            pass
+        else:
+            raise AssertionError("a new connection was accepted during shutdown")
+        await assert_closed(idle_reader)  # idle keep-alive connections are closed at once
+        assert not stopping.done() and server.in_flight == 1
+
+        release.set()
+        assert await read_chunk(reader) == b"last"
+        assert await read_chunk(reader) == b""
+        await assert_closed(reader)
+        await asyncio.wait_for(stopping, 3)
+        assert server.open_connections == 0
+        writer.close()
+        idle_writer.close()
+        await assert_no_leaks(baseline)
+
+    run(main())
+
+
+def test_shutdown_cancels_a_stream_that_outlives_the_drain_timeout():
+    async def main():
+        baseline = await leak_baseline()
+        closed = asyncio.Event()
+
+        async def handler(request):
+            async def body():
+                try:
+                    yield b"first"
+                    await asyncio.Event().wait()
+                finally:
+                    closed.set()
+
+            return Response(200, body=body())
+
+        server = Server(handler, Limits)
+        _, port = await server.start("127.0.0.1", 0)
+        reader, writer = await connect(port)
+        writer.write(get())
+        await read_head(reader)
+        assert await read_chunk(reader) == b"first"
+        await asyncio.wait_for(server.shutdown(0.2), 3)
+        assert closed.is_set()
+        # Cut short: EOF without the last chunk.
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+        await assert_no_leaks(baseline)
+
+    run(main())
+
+
+# -- upgrade and TLS ------------------------------------------------------------------
+
+
+def test_upgrade_hands_the_socket_to_on_upgrade():
+    async def main():
+        ended = asyncio.Event()
+
+        async def echo(reader, writer, leftover):
+            try:
+                writer.write(leftover)
+                while True:
+                    data = await reader.read(1024)
+                    if not data:
+                        break
+                    writer.write(data)
+                    await writer.drain()
+            finally:
+                ended.set()
+
+        async def handler(request):
+            assert request.headers.get("upgrade") == "echo"
+            return Response(101, Headers([("upgrade", "echo"), ("connection", "upgrade")]), on_upgrade=echo)
+
+        server = Server(handler, lambda: Limits(idle_timeout=0.1, read_timeout=0.1))
+        _, port = await server.start("127.0.0.1", 0)
+        reader, writer = await connect(port)
+        writer.write(get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n") + b"early")
+        status, headers = await read_head(reader)
+        assert status == 101 and headers["upgrade"] == "echo" and headers["connection"] == "upgrade"
+        assert await reader.readexactly(5) == b"early"
+        await asyncio.sleep(0.3)  # longer than both timeouts: tunnels are exempt
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        assert server.open_tunnels == 1 and server.in_flight == 0
+        # The tunnel does not hold the drain; shutdown closes it.
+        await asyncio.wait_for(server.shutdown(5.0), 2)
+        assert ended.is_set()
+        await assert_closed(reader)
+        writer.close()
+
+    run(main())
+
+
+def test_tls_request():
+    seen = []
+
+    async def handler(request):
+        seen.append(request.tls)
+        return Response(200, body=b"secure")
+
+    async def main():
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(str(CERTS / "server.pem"), str(CERTS / "server.key"))
+        client_ctx = ssl.create_default_context(cafile=str(CERTS / "server.pem"))
+        async with serving(handler, ssl_context=server_ctx) as (_, port):
+            reader, writer = await connect(port, client_ctx)
+            writer.write(get())
+            reply = await read_response(reader)
+            assert reply.status == 200 and reply.body == b"secure"
+            writer.close()
+
+    run(main())
+    assert seen == [True]
+
+
+def test_protocol_errors_are_logged_without_traceback(caplog):
+    async def main():
+        async with serving(echo_path) as (_, port):
+            await expect_error_and_close(port, b"GARBAGE\r\n\r\n", 400)
+
+    with caplog.at_level(logging.INFO, logger="cliproxy.http.server"):
+        run(main())
+    records = [r for r in caplog.records if r.name == "cliproxy.http.server"]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert "invalid request line" in records[0].getMessage()

@@ -1,0 +1,272 @@
+"""Tests for cliproxy.http.sse: events survive any read boundary, raw bytes are kept exactly."""
+
+import json
+import time
+
+import pytest
+
+from cliproxy.http.sse import Event, SSEParser, encode_event
+
+
+def _anthropic_stream():
+    """A realistic Anthropic Messages stream with multi-byte UTF-8 text, LF line endings."""
+    payloads = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_01",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5-20250929",
+                "content": [],
+                "usage": {"input_tokens": 12, "output_tokens": 1},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    for text in ("Héllo", " wörld ", "€ 5 ", "日本語", " 🙂", " done"):
+        payloads.append(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+        )
+    payloads += [
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ]
+    events = []
+    for payload in payloads:
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        events.append(("event: %s\ndata: %s\n\n" % (payload["type"], data)).encode("utf-8"))
+    # a keep-alive comment in the middle, as Anthropic sends `event: ping` / proxies send `:`
+    events.insert(3, b": keep-alive\n\n")
+    return events
+
+
+LF_EVENTS = _anthropic_stream()
+LF_STREAM = b"".join(LF_EVENTS)
+CRLF_STREAM = LF_STREAM.replace(b"\n", b"\r\n")
+CR_STREAM = LF_STREAM.replace(b"\n", b"\r")
+MIXED_STREAM = b"".join(
+    event.replace(b"\n", (b"\r\n", b"\n", b"\r")[index % 3]) for index, event in enumerate(LF_EVENTS)
+)
+VARIANTS = {"lf": LF_STREAM, "crlf": CRLF_STREAM, "cr": CR_STREAM, "mixed": MIXED_STREAM}
+
+
+def _feed_all(parser, pieces):
+    events = []
+    for piece in pieces:
+        events.extend(parser.feed(piece))
+    return events + parser.flush()
+
+
+def _meaningful(events):
+    """Fields of the events that carry lines: drops a flush-time event holding only the LF
+    that completes a CR terminator split from it (see the CR/LF boundary test)."""
+    return [event.fields() for event in events if event.raw.strip(b"\r\n")]
+
+
+def test_whole_stream_parses_into_the_anthropic_events():
+    events = SSEParser().feed(LF_STREAM)
+    assert [event.raw for event in events] == LF_EVENTS
+    assert events[0].event == "message_start"
+    assert json.loads(events[0].data)["message"]["model"] == "claude-sonnet-4-5-20250929"
+    assert events[3].comment_only and events[3].data is None and events[3].event is None
+    texts = [json.loads(e.data)["delta"]["text"] for e in events if e.event == "content_block_delta"]
+    assert "".join(texts) == "Héllo wörld € 5 日本語 🙂 done"
+    assert events[-1].event == "message_stop"
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_line_ending_variant_gives_the_same_fields(name):
+    expected = [event.fields() for event in SSEParser().feed(LF_STREAM)]
+    assert [event.fields() for event in SSEParser().feed(VARIANTS[name])] == expected
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_split_at_every_byte_boundary_reassembles_the_same_events(name):
+    stream = VARIANTS[name]
+    reference = SSEParser().feed(stream)
+    assert len(reference) == len(LF_EVENTS)
+    expected = [event.fields() for event in reference]
+    for split in range(len(stream) + 1):
+        events = _feed_all(SSEParser(), [stream[:split], stream[split:]])
+        assert b"".join(event.raw for event in events) == stream, split
+        assert _meaningful(events) == expected, split
+
+
+@pytest.mark.parametrize("name", ["lf", "crlf"])
+def test_split_at_every_byte_boundary_keeps_raw_per_event_for_lf_and_crlf_pairs(name):
+    # Outside the CR|LF split of a terminator, each event's raw is exactly its input bytes.
+    stream = VARIANTS[name]
+    reference = [event.raw for event in SSEParser().feed(stream)]
+    for split in range(len(stream) + 1):
+        if split >= 3 and stream[split - 3 : split + 1] == b"\r\n\r\n":
+            continue  # CR|LF of a terminator: see test_event_ended_by_cr_is_returned_at_once
+        events = _feed_all(SSEParser(), [stream[:split], stream[split:]])
+        assert [event.raw for event in events] == reference, split
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_byte_at_a_time_feed(name):
+    stream = VARIANTS[name]
+    expected = [event.fields() for event in SSEParser().feed(stream)]
+    events = _feed_all(SSEParser(), [stream[i : i + 1] for i in range(len(stream))])
+    assert b"".join(event.raw for event in events) == stream
+    assert _meaningful(events) == expected
+
+
+def test_three_way_splits_keep_raw_concatenation():
+    stream = MIXED_STREAM[:400]
+    for first in range(0, len(stream), 7):
+        for second in range(first, len(stream), 5):
+            pieces = [stream[:first], stream[first:second], stream[second:]]
+            events = _feed_all(SSEParser(), pieces)
+            assert b"".join(event.raw for event in events) == stream
+
+
+def test_multibyte_character_split_inside_is_decoded_whole():
+    payload = "data: 日本\n\n".encode("utf-8")
+    cut = payload.index("本".encode("utf-8")) + 1  # inside the 3-byte sequence
+    parser = SSEParser()
+    assert parser.feed(payload[:cut]) == []
+    (event,) = parser.feed(payload[cut:])
+    assert event.data == "日本"
+
+
+def test_cr_at_chunk_end_then_lf_is_one_line_ending():
+    parser = SSEParser()
+    assert parser.feed(b"data: a\r") == []
+    (event,) = parser.feed(b"\ndata: b\r\n\r\n")
+    assert event.data == "a\nb"  # one event: the LF did not read as a blank line
+    assert event.raw == b"data: a\r\ndata: b\r\n\r\n"
+
+
+def test_event_ended_by_cr_is_returned_at_once_and_its_lf_moves_to_the_next_raw():
+    parser = SSEParser()
+    (first,) = parser.feed(b"data: a\r\n\r")  # no waiting for a possible LF
+    assert first.data == "a" and first.raw == b"data: a\r\n\r"
+    (second,) = parser.feed(b"\ndata: b\r\n\r\n")
+    assert second.data == "b" and second.raw == b"\ndata: b\r\n\r\n"
+    assert parser.flush() == []
+
+
+def test_comment_only_event_and_comment_lines_inside_an_event():
+    events = SSEParser().feed(b":ping\n\n: note\ndata: x\n: more\n\n")
+    assert events[0].comment_only and events[0].data is None
+    assert events[1].data == "x" and not events[1].comment_only
+
+
+def test_field_rules():
+    stream = (
+        b"event:  spaced\n"  # only one space is stripped
+        b"data\n"  # no colon: field with an empty value
+        b"data:no-space\n"
+        b"id: 7\n"
+        b"retry: 1500\n"
+        b"unknown: ignored\n"
+        b"\n"
+        b"id: bad\x00id\nretry: 12x\ndata: y\n\n"
+    )
+    first, second = SSEParser().feed(stream)
+    assert first.event == " spaced"
+    assert first.data == "\nno-space"
+    assert (first.id, first.retry) == ("7", 1500)
+    assert (second.id, second.retry, second.data) == (None, None, "y")
+
+
+def test_empty_data_field_is_empty_string_not_none():
+    (event,) = SSEParser().feed(b"event: x\ndata:\n\n")
+    assert event.data == "" and event.event == "x"
+    (event,) = SSEParser().feed(b"event: x\n\n")
+    assert event.data is None
+
+
+def test_blank_lines_before_an_event_are_kept_in_its_raw():
+    parser = SSEParser()
+    events = parser.feed(b"\n\n\ndata: a\n\n\r\n")
+    assert [(event.raw, event.data) for event in events] == [(b"\n\n\ndata: a\n\n", "a")]
+    (tail,) = parser.flush()
+    assert tail.raw == b"\r\n" and tail.fields() == (None, None, None, None, False)
+
+
+def test_byte_order_mark_is_ignored_for_fields_but_kept_in_raw():
+    stream = b"\xef\xbb\xbfdata: a\n\n"
+    for split in range(len(stream) + 1):
+        events = _feed_all(SSEParser(), [stream[:split], stream[split:]])
+        assert [(event.raw, event.data) for event in events] == [(stream, "a")], split
+
+
+def test_flush_returns_trailing_partial_event_with_its_raw_bytes():
+    parser = SSEParser()
+    (done,) = parser.feed(b"data: 1\n\nevent: delta\ndata: {\"tr")
+    assert done.data == "1"
+    (tail,) = parser.flush()
+    assert tail.raw == b'event: delta\ndata: {"tr'
+    assert (tail.event, tail.data) == ("delta", '{"tr')
+    assert parser.flush() == []
+
+
+def test_flush_after_complete_stream_returns_nothing():
+    parser = SSEParser()
+    parser.feed(LF_STREAM)
+    assert parser.flush() == []
+
+
+def test_invalid_utf8_is_replaced_not_raised():
+    (event,) = SSEParser().feed(b"data: \xff\xfe ok\n\n")
+    assert event.data == "\ufffd\ufffd ok"
+
+
+def test_encode_event_round_trips_multiline_data():
+    data = "line one\nline two\r\n\nlast"
+    raw = encode_event(data, event="content_block_delta", id="42")
+    assert raw == (
+        b"event: content_block_delta\nid: 42\n"
+        b"data: line one\ndata: line two\ndata: \ndata: last\n\n"
+    )
+    (event,) = SSEParser().feed(raw)
+    assert (event.event, event.id, event.data) == ("content_block_delta", "42", "line one\nline two\n\nlast")
+
+
+def test_encode_event_keeps_leading_space_and_unicode():
+    (event,) = SSEParser().feed(encode_event("  indented €"))
+    assert event.data == "  indented €" and event.event is None
+
+
+def test_encode_event_rejects_line_breaks_in_event_name():
+    with pytest.raises(ValueError):
+        encode_event("x", event="a\nb")
+
+
+def test_event_equality_and_repr():
+    a = Event(b"data: x\n\n", None, "x")
+    assert a == Event(b"data: x\n\n", None, "x")
+    assert a != Event(b"data: y\n\n", None, "y")
+    assert "data='x'" in repr(a)
+
+
+def test_parsing_is_linear_for_a_huge_line_in_small_chunks():
+    # A quadratic rescan would search ~4 GB here and take many seconds.
+    line = b"data: " + b"x" * (4 * 1024 * 1024) + b"\n\n"
+    parser = SSEParser()
+    started = time.perf_counter()
+    events = []
+    for offset in range(0, len(line), 1024):
+        events.extend(parser.feed(line[offset : offset + 1024]))
+    elapsed = time.perf_counter() - started
+    assert len(events) == 1 and len(events[0].data) == 4 * 1024 * 1024
+    assert elapsed < 1.0
+
+
+def test_many_events_parse_quickly():
+    # Generous bound (the real cost is a few microseconds per event): catches regressions
+    # to per-byte or per-line-copy parsing, not machine speed.
+    stream = LF_STREAM * 500
+    parser = SSEParser()
+    started = time.perf_counter()
+    count = 0
+    for offset in range(0, len(stream), 16384):
+        count += len(parser.feed(stream[offset : offset + 16384]))
+    elapsed = time.perf_counter() - started
+    assert count == len(LF_EVENTS) * 500
+    assert elapsed / count < 50e-6
