@@ -514,6 +514,10 @@ def run_scenario(scenario, nginx_port, proxy_port, proxy_pid, args, workdir):
     proxy_url = "http://127.0.0.1:%d%s" % (proxy_port, PROXY_PATH)
     label = scenario.name
     print("[bench] %-15s direct ..." % label, flush=True)
+    straight = probe(nginx_port, scenario.direct_path, body, scenario.stream)
+    if straight.status != 200 or (scenario.stream and straight.events != SSE_EVENTS):
+        raise BenchError("nginx answered %s %d with %d events: %s" % (
+            scenario.direct_path, straight.status, straight.events, straight.body_prefix))
     if args.warmup:
         run_wrk(direct_url, script, scenario.connections, args.warmup)
     direct = run_wrk(direct_url, script, scenario.connections, args.duration)
@@ -741,6 +745,9 @@ def main(argv=None):
     except BenchError as exc:
         print("bench: %s" % exc, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     finally:
         stop(proxy)
         stop(nginx)

@@ -295,7 +295,9 @@ class ClientResponse:
             )
         except OSError as exc:
             self._abort()
-            raise UpstreamError("upstream %s: %s while reading the body" % (conn.origin, _describe(exc)))
+            raise UpstreamError(
+                "upstream %s: %s while reading the body" % (conn.origin, _describe(exc))
+            )
         except BaseException:
             self._abort()  # cancelled mid-body: the connection state is unknown
             raise
@@ -399,9 +401,8 @@ class HttpClient:
         target = _parse_url(url)
         proxy = self._proxy_for(proxy_url, target)
         head = self._encode_head(method, target, proxy, headers, body)
-        chunked = not (body is None or isinstance(body, _REPLAYABLE)) and (
-            "content-length" not in headers
-        )
+        streamed = not (body is None or isinstance(body, _REPLAYABLE))
+        chunked = streamed and "content-length" not in headers
         keep_alive = "connection" not in headers or "close" not in headers.get_list("connection")
         key = (target.scheme, target.host, target.port, proxy)
         conn = self._take_idle(key)
@@ -411,7 +412,7 @@ class HttpClient:
                     conn, method, head, body, chunked, first_byte_timeout, read_timeout, keep_alive
                 )
             except _StaleConnection:
-                if not (body is None or isinstance(body, _REPLAYABLE)):
+                if streamed:  # possibly half consumed: cannot be sent again
                     raise UpstreamError(
                         "upstream %s closed a reused connection before answering" % conn.origin
                     )
@@ -564,7 +565,9 @@ class HttpClient:
             try:
                 return await asyncio.open_connection(proxy.host, proxy.port, limit=READ_SIZE)
             except OSError as exc:
-                raise UpstreamError("cannot connect to proxy %s: %s" % (proxy.origin, _describe(exc)))
+                raise UpstreamError(
+                    "cannot connect to proxy %s: %s" % (proxy.origin, _describe(exc))
+                )
         sock = await self._tunnel(target, proxy)
         try:
             return await asyncio.open_connection(
@@ -573,7 +576,8 @@ class HttpClient:
         except OSError as exc:
             sock.close()
             raise UpstreamError(
-                "cannot connect to %s via proxy %s: %s" % (target.origin, proxy.origin, _describe(exc))
+                "cannot connect to %s via proxy %s: %s"
+                % (target.origin, proxy.origin, _describe(exc))
             )
         except BaseException:
             sock.close()
@@ -692,7 +696,9 @@ async def _read_head(conn, method):
             except OSError as exc:
                 if not received:
                     raise _StaleConnection(" (%s)" % _describe(exc))
-                raise UpstreamError("upstream %s: %s before the response head" % (conn.origin, _describe(exc)))
+                raise UpstreamError(
+                    "upstream %s: %s before the response head" % (conn.origin, _describe(exc))
+                )
             if data:
                 received = True
                 parser.feed(data)
@@ -729,7 +735,8 @@ async def _tcp_socket(loop, host, port, what):
         except BaseException:
             sock.close()
             raise
-    raise UpstreamError("cannot connect to %s: %s" % (what, _describe(last) if last else "no address"))
+    reason = _describe(last) if last is not None else "no address"
+    raise UpstreamError("cannot connect to %s: %s" % (what, reason))
 
 
 async def _read_connect_answer(loop, sock, proxy):

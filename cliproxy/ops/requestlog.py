@@ -81,7 +81,7 @@ class _Record:
         fields = {
             "arrived": _iso(owner.wall() - (now - request.arrived)),
             "method": request.method,
-            "path": request.path,
+            "target": _masked_target(request),
             "status": self.response.status,
             "route": self.exchange.route,
             "requested_model": self.exchange.requested_model,
