@@ -46,7 +46,9 @@ async def serving(handler, ssl_context=None, **limit_values):
 async def connect(port, ssl_context=None):
     if ssl_context is None:
         return await asyncio.open_connection("127.0.0.1", port)
-    return await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context, server_hostname="localhost")
+    return await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ssl_context, server_hostname="localhost"
+    )
 
 
 class Reply:
@@ -172,14 +174,22 @@ def test_pipelined_requests_are_answered_in_order():
             writer.write(
                 b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
                 + get("/fast")
-                + b"POST /third HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n"
+                + b"POST /third HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"1\r\nz\r\n0\r\n\r\n"
             )
             bodies = [(await read_response(reader)).body for _ in range(3)]
             assert bodies == [b"/slow:abc", b"/fast:", b"/third:z"]
             writer.close()
 
     run(main())
-    assert log == ["start /slow", "end /slow", "start /fast", "end /fast", "start /third", "end /third"]
+    assert log == [
+        "start /slow",
+        "end /slow",
+        "start /fast",
+        "end /fast",
+        "start /third",
+        "end /third",
+    ]
 
 
 # -- request bodies ----------------------------------------------------------------------
@@ -200,7 +210,9 @@ def test_chunked_request_body_is_streamed_with_async_for():
 
         async with serving(handler) as (_, port):
             reader, writer = await connect(port)
-            writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            writer.write(
+                b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            )
             # The handler sees the first chunk before the client has sent the second.
             await asyncio.wait_for(first.wait(), 3)
             writer.write(b"6\r\n world\r\n0\r\n\r\n")
@@ -430,7 +442,8 @@ def test_content_length_with_transfer_encoding_is_400_and_closes():
     async def main():
         async with serving(echo_path) as (_, port):
             data = (
-                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
                 b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
             )
             await expect_error_and_close(port, data, 400)
@@ -675,7 +688,9 @@ def test_upgrade_hands_the_socket_to_on_upgrade():
 
         async def handler(request):
             assert request.headers.get("upgrade") == "echo"
-            return Response(101, Headers([("upgrade", "echo"), ("connection", "upgrade")]), on_upgrade=echo)
+            return Response(
+                101, Headers([("upgrade", "echo"), ("connection", "upgrade")]), on_upgrade=echo
+            )
 
         server = Server(handler, lambda: Limits(idle_timeout=0.1, read_timeout=0.1))
         _, port = await server.start("127.0.0.1", 0)

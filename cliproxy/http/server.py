@@ -57,6 +57,8 @@ from cliproxy.http.writer import CONTINUE, LAST_CHUNK, encode_chunk, encode_resp
 
 log = logging.getLogger("cliproxy.http.server")
 
+UpgradeCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
+
 # Bytes asked of the socket per read; also the most pipelined input buffered while a request
 # is being answered (the watch stops while the parser holds unparsed bytes).
 READ_SIZE = 65536
@@ -152,7 +154,7 @@ class Response:
         status,  # type: int
         headers=None,  # type: Optional[Headers]
         body=b"",
-        on_upgrade=None,  # type: Optional[Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]]
+        on_upgrade=None,  # type: Optional[UpgradeCallback]
     ):
         self.status = status
         self.headers = headers
@@ -309,7 +311,15 @@ class _State(enum.Enum):
 class _Cycle:
     """Per-request state shared by the connection task, the handler task and the body."""
 
-    __slots__ = ("head", "limits", "body", "response_started", "continue_sent", "must_close", "waiter")
+    __slots__ = (
+        "head",
+        "limits",
+        "body",
+        "response_started",
+        "continue_sent",
+        "must_close",
+        "waiter",
+    )
 
     def __init__(self, head, limits):
         self.head = head  # type: RequestHead
@@ -477,7 +487,9 @@ class _Connection:
                     data = await self.receive(deadline - loop.time())
                     if data is None:
                         log.info("request head from %s timed out", self.peer[0])
-                        await self._send_error(408, "timeout_error", "timed out reading the request")
+                        await self._send_error(
+                            408, "timeout_error", "timed out reading the request"
+                        )
                         return None
                 if data:
                     parser.feed(data)
@@ -499,7 +511,9 @@ class _Connection:
         if head.content_length is not None and head.content_length > limits.max_body_bytes:
             log.info("request body from %s too large: %d bytes", self.peer[0], head.content_length)
             await self._send_error(
-                413, "request_too_large", "request body is larger than %d bytes" % limits.max_body_bytes
+                413,
+                "request_too_large",
+                "request body is larger than %d bytes" % limits.max_body_bytes,
             )
             return False
         try:
@@ -511,7 +525,14 @@ class _Connection:
         body = RequestBody(self, cycle, head.content_length, first)
         cycle.body = body
         request = Request(
-            head.method, head.target, head.headers, self.peer, self.tls, body, time.monotonic(), head.version
+            head.method,
+            head.target,
+            head.headers,
+            self.peer,
+            self.tls,
+            body,
+            time.monotonic(),
+            head.version,
         )
         server.in_flight += 1
         task = asyncio.get_running_loop().create_task(self._respond(request, cycle))
@@ -597,10 +618,17 @@ class _Connection:
         except Exception:
             cycle.must_close = True
             if cycle.response_started:
-                log.warning("response to %s %s failed after it started", request.method, request.path, exc_info=True)
+                log.warning(
+                    "response to %s %s failed after it started",
+                    request.method,
+                    request.path,
+                    exc_info=True,
+                )
             else:
                 log.error("invalid response to %s %s", request.method, request.path, exc_info=True)
-                await self._send_quietly(request, cycle, _json_error(500, "api_error", "internal server error"))
+                await self._send_quietly(
+                    request, cycle, _json_error(500, "api_error", "internal server error")
+                )
         return None
 
     async def _send_quietly(self, request, cycle, response):
@@ -609,7 +637,9 @@ class _Connection:
         except _ClientGone:
             self.client_gone = True
         except Exception:
-            log.warning("error response to %s %s failed", request.method, request.path, exc_info=True)
+            log.warning(
+                "error response to %s %s failed", request.method, request.path, exc_info=True
+            )
 
     def _error_response(self, request, cycle, exc):
         """The fallback answer for an exception escaping the handler (``None``: nobody to
@@ -642,7 +672,9 @@ class _Connection:
         status = response.status
         body = response.body
         head = cycle.head
-        headers = Headers() if response.headers is None else response.headers.without(_FRAMING_FIELDS)
+        headers = (
+            Headers() if response.headers is None else response.headers.without(_FRAMING_FIELDS)
+        )
         bodiless = request.method == "HEAD" or status == 204 or status == 304 or status < 200
         chunked = False
         expected = None
@@ -851,7 +883,12 @@ class Server:
         return bound[0], bound[1]
 
     async def _on_connect(self, reader, writer):
-        conn = _Connection(self, reader, writer, self._limits())
+        try:
+            conn = _Connection(self, reader, writer, self._limits())
+        except Exception:
+            log.exception("cannot serve a new connection")
+            writer.transport.abort()
+            return
         conn.task = asyncio.current_task()
         self._connections.add(conn)
         graceful = True

@@ -1,0 +1,190 @@
+"""The command line as a user runs it: the built ``cliproxy.pyz`` in a subprocess.
+
+Covers SPEC §1: built-in defaults, ``check``, ``route``, ``--version``, exit codes,
+SIGTERM drain, SIGHUP reload and the systemd notifications.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import build_zipapp
+from cliproxy import __version__
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dist") / "cliproxy.pyz"
+    path.write_bytes(build_zipapp.build_archive(ROOT))
+    return str(path)
+
+
+def run(pyz, *args, cwd, env=None, timeout=20):
+    return subprocess.run(
+        [sys.executable, pyz] + list(args), cwd=str(cwd), capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def write(path, document):
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+class Served:
+    """A ``cliproxy.pyz`` serving in a subprocess; the bound URL is read from its log."""
+
+    def __init__(self, pyz, cwd, *args, env=None):
+        environment = dict(os.environ, **(env or {}))
+        environment.pop("NOTIFY_SOCKET", None) if env is None or "NOTIFY_SOCKET" not in env else None
+        self.process = subprocess.Popen(
+            [sys.executable, pyz, "--port", "0"] + list(args),
+            cwd=str(cwd),
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        self.lines = []
+        self.url = self._wait_for(r"listening url=(\S+)").group(1)
+
+    def _wait_for(self, pattern, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise AssertionError("exited early:\n" + "".join(self.lines))
+            self.lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError("no %r in:\n%s" % (pattern, "".join(self.lines)))
+
+    def get(self, path, headers=None):
+        request = urllib.request.Request(self.url + path, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+
+    def stop(self, sig=signal.SIGTERM):
+        self.process.send_signal(sig)
+        rest, _ = self.process.communicate(timeout=20)
+        self.lines.append(rest)
+        return self.process.returncode
+
+
+def test_version(pyz, tmp_path):
+    result = run(pyz, "--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "cliproxy " + __version__
+
+
+def test_usage_error_exits_2(pyz, tmp_path):
+    assert run(pyz, "--no-such-flag", cwd=tmp_path).returncode == 2
+    assert run(pyz, "route", cwd=tmp_path).returncode == 2
+
+
+def test_check_accepts_a_good_file(pyz, tmp_path):
+    config = write(tmp_path / "c.json", {"api-keys": ["k"], "ampcode": {"model-mappings": [{"from": "a", "to": "b"}]}})
+    result = run(pyz, "check", "--config", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_check_reports_every_error_with_its_path(pyz, tmp_path):
+    config = write(
+        tmp_path / "c.json",
+        {
+            "port": "eighty",
+            "api-keys": ["k"],
+            "ampcode": {"model-mapings": [], "model-mappings": [{"from": "a"}, {"from": "(", "to": "b", "regex": True}]},
+        },
+    )
+    result = run(pyz, "check", "--config", config, cwd=tmp_path)
+    assert result.returncode == 1
+    for path in ("port", "ampcode.model-mapings", "ampcode.model-mappings[0].to", "ampcode.model-mappings[1].from"):
+        assert path in result.stderr, path
+
+
+def test_check_of_a_missing_file_is_exit_1(pyz, tmp_path):
+    result = run(pyz, "check", "--config", str(tmp_path / "nope.json"), cwd=tmp_path)
+    assert result.returncode == 1 and "nope.json" in result.stderr
+
+
+def test_route_explains_without_traffic_and_without_secrets(pyz, tmp_path):
+    config = write(
+        tmp_path / "c.json",
+        {
+            "api-keys": ["k"],
+            "openai-compatibility": [
+                {"name": "ollama", "base-url": "http://127.0.0.1:9/v1", "api-key-entries": [{"api-key": "sk-very-secret"}],
+                 "models": [{"name": "qwen3-coder:30b", "alias": "qwen3-coder"}]}
+            ],
+            "ampcode": {"model-mappings": [{"from": "claude-opus-4-5-20251101", "to": "qwen3-coder"}]},
+        },
+    )
+    result = run(pyz, "route", "claude-opus-4-5-20251101(high)", "--config", config, "--protocol", "openai", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "MODEL_MAPPING" in result.stdout
+    assert "qwen3-coder:30b" in result.stdout
+    assert "openai-compatibility[0]" in result.stdout
+    assert "sk-very-secret" not in result.stdout
+
+
+def test_serves_on_built_in_defaults_and_says_so(pyz, tmp_path):
+    served = Served(pyz, tmp_path)
+    try:
+        assert "built-in defaults" in served.lines[0]
+        assert served.get("/healthz") == (200, b'{"status":"ok"}')
+    finally:
+        assert served.stop() == 0
+
+
+def test_bad_config_and_busy_port_exit_1(pyz, tmp_path):
+    bad = write(tmp_path / "bad.json", {"port": -1})
+    result = run(pyz, "--config", bad, cwd=tmp_path)
+    assert result.returncode == 1 and "port" in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        config = write(tmp_path / "c.json", {"port": busy.getsockname()[1]})
+        result = run(pyz, "--config", config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+
+
+def test_empty_api_keys_on_a_public_address_refuses_to_start(pyz, tmp_path):
+    config = write(tmp_path / "c.json", {"host": "0.0.0.0"})
+    result = run(pyz, "--config", config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "api-keys" in result.stderr
+
+
+def test_sighup_reloads_and_systemd_is_told(pyz, tmp_path):
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_path = str(tmp_path / "notify.sock")
+    notify.bind(notify_path)
+    notify.settimeout(10)
+    config_path = tmp_path / "c.json"
+    write(config_path, {"api-keys": ["k1"], "reload-interval": 3600})
+    served = Served(pyz, tmp_path, "--config", str(config_path), env={"NOTIFY_SOCKET": notify_path})
+    try:
+        assert notify.recv(100) == b"READY=1"
+        write(config_path, {"api-keys": ["k2"], "reload-interval": 3600})
+        served.process.send_signal(signal.SIGHUP)
+        assert notify.recv(100) == b"RELOADING=1"
+        assert notify.recv(100) == b"READY=1"
+        assert served.get("/metrics", {"Authorization": "Bearer k2"})[0] == 200
+        assert served.stop() == 0
+        assert notify.recv(100) == b"STOPPING=1"
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+        notify.close()
