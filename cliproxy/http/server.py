@@ -358,20 +358,15 @@ def _read_result(task):
     return task.result()
 
 
-async def _aclose(*objects):
-    """Call ``aclose()`` once on each distinct object that has one; log its failures."""
-    seen = []
-    for obj in objects:
-        if any(obj is other for other in seen):
-            continue
-        seen.append(obj)
-        close = getattr(obj, "aclose", None)
-        if close is None:
-            continue
-        try:
-            await close()
-        except Exception:
-            log.warning("closing a response body failed", exc_info=True)
+async def _aclose(obj):
+    """Call ``obj.aclose()`` if it has one; log its failure instead of raising it."""
+    close = getattr(obj, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:
+        log.warning("closing a response body failed", exc_info=True)
 
 
 class _Connection:
@@ -669,9 +664,28 @@ class _Connection:
                 await _aclose(body)
 
     async def _send_framed(self, request, cycle, response, streaming):
+        body = response.body
+        headers, bodiless, chunked, expected = self._frame(request, cycle, response, streaming)
+        data = encode_response_head(response.status, headers)
+        cycle.response_started = True
+        if bodiless or streaming:
+            await self._write(data)
+        elif len(body) <= SMALL_BODY:
+            await self._write(data + bytes(body))
+        else:
+            self.writer.write(data)
+            await self._write(body)
+        if streaming and not bodiless:
+            await self._stream(body, chunked, expected, cycle)
+
+    def _frame(self, request, cycle, response, streaming):
+        """The head's fields and the body framing: (headers, bodiless, chunked, expected
+        length of a streamed body or None). RFC 9112 §6: HEAD, 1xx, 204 and 304 carry no
+        body; bytes get a content-length; a stream keeps the handler's content-length, else
+        is chunked (HTTP/1.1) or close-delimited (HTTP/1.0)."""
         status = response.status
         body = response.body
-        head = cycle.head
+        version = cycle.head.version
         headers = (
             Headers() if response.headers is None else response.headers.without(_FRAMING_FIELDS)
         )
@@ -687,26 +701,16 @@ class _Connection:
             headers.set("content-length", str(len(body)))
         elif "content-length" in headers:
             expected = int(headers.get("content-length"))
-        elif head.version == _HTTP10:
+        elif version == _HTTP10:
             cycle.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
         else:
             chunked = True
             headers.add("transfer-encoding", "chunked")
         if self._closes_after(cycle):
             headers.add("connection", "close")
-        elif head.version == _HTTP10:
+        elif version == _HTTP10:
             headers.add("connection", "keep-alive")
-        data = encode_response_head(status, headers)
-        cycle.response_started = True
-        if bodiless or streaming:
-            await self._write(data)
-        elif len(body) <= SMALL_BODY:
-            await self._write(data + bytes(body))
-        else:
-            self.writer.write(data)
-            await self._write(body)
-        if streaming and not bodiless:
-            await self._stream(body, chunked, expected, cycle)
+        return headers, bodiless, chunked, expected
 
     def _closes_after(self, cycle):
         """Decide, before the head goes out, whether the connection closes after it."""
@@ -741,7 +745,8 @@ class _Connection:
                 log.warning("response body was %d bytes, content-length said %d", sent, expected)
         finally:
             server.open_streams -= 1
-            await _aclose(iterator, body)
+            if iterator is not body:
+                await _aclose(iterator)  # ``_send`` closes ``body`` itself
 
     async def _write(self, data):
         """Write and wait for the socket buffer to drain (flow control)."""

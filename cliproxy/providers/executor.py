@@ -16,6 +16,7 @@ Same-protocol calls only: a candidate whose provider speaks another protocol ans
 import copy
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -104,7 +105,7 @@ class Executor:
         for _ in range(1 + call.config.request_retry):
             order = self.pool.order(served, candidate.model, call.thread_id)
             if not order:
-                return last_error or _cooling(candidate.model)
+                return last_error or _cooling(candidate.model, self.pool.soonest_recovery(served, candidate.model))
             worth_another_round = False
             for choice in order:
                 result = await self._attempt(call, candidate, choice)
@@ -312,11 +313,15 @@ def _provider_failure(served, status, kind, data, retry_after):
     return ProxyError(message, status=status if 500 <= status < 600 else 502, error_type="api_error")
 
 
-def _cooling(model):
+def _cooling(model, wait):
+    """The 429 for a model whose credentials all cool down; ``wait`` (seconds until the
+    first comes back) becomes ``Retry-After`` so clients back off that long, not less."""
+    headers = (("retry-after", "%d" % max(1, math.ceil(wait))),) if wait else ()
     return ProxyError(
         "every credential serving %s is cooling down after rate limits; retry shortly" % model,
         status=429,
         error_type="rate_limit_error",
+        headers=headers,
     )
 
 
