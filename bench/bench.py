@@ -507,35 +507,49 @@ def scenarios(workdir):
 
 
 def run_scenario(scenario, nginx_port, proxy_port, proxy_pid, args, workdir):
+    """Direct then proxied, ``args.rounds`` times (alternating, so that a burst of noise
+    from other processes hits both sides); the median run of each side is kept, the CPU
+    per request is the proxy's CPU over all its measured runs / all their requests."""
     script = write_lua(workdir, scenario)
     with open(scenario.body_file, "rb") as handle:
         body = handle.read()
     direct_url = "http://127.0.0.1:%d%s" % (nginx_port, scenario.direct_path)
     proxy_url = "http://127.0.0.1:%d%s" % (proxy_port, PROXY_PATH)
-    label = scenario.name
-    print("[bench] %-15s direct ..." % label, flush=True)
     straight = probe(nginx_port, scenario.direct_path, body, scenario.stream)
     if straight.status != 200 or (scenario.stream and straight.events != SSE_EVENTS):
         raise BenchError("nginx answered %s %d with %d events: %s" % (
             scenario.direct_path, straight.status, straight.events, straight.body_prefix))
-    if args.warmup:
-        run_wrk(direct_url, script, scenario.connections, args.warmup)
-    direct = run_wrk(direct_url, script, scenario.connections, args.duration)
     checked = probe(proxy_port, PROXY_PATH, body, scenario.stream)
-    print("[bench] %-15s proxy (probe: HTTP %d) ..." % (label, checked.status), flush=True)
-    if args.warmup:
-        run_wrk(proxy_url, script, scenario.connections, args.warmup)
-    before = cpu_us(proxy_pid)
-    result = run_wrk(proxy_url, script, scenario.connections, args.duration)
-    spent = cpu_us(proxy_pid) - before
-    per_request = spent / result.requests if result.requests else None
-    proxied = ProxyRun(wrk=result, cpu_us_per_request=per_request,
-                       rss_mb=memory_mb(proxy_pid, "VmRSS"))
-    return ScenarioResult(scenario=scenario, direct=direct, proxy=proxied, probe=checked)
+    print("[bench] %-15s (proxy probe: HTTP %d) %d round(s) of 2 x %d s ..."
+          % (scenario.name, checked.status, args.rounds, args.warmup + args.duration), flush=True)
+    directs, proxied = [], []
+    spent = 0.0
+    for _ in range(args.rounds):
+        if args.warmup:
+            run_wrk(direct_url, script, scenario.connections, args.warmup)
+        directs.append(run_wrk(direct_url, script, scenario.connections, args.duration))
+        if args.warmup:
+            run_wrk(proxy_url, script, scenario.connections, args.warmup)
+        before = cpu_us(proxy_pid)
+        proxied.append(run_wrk(proxy_url, script, scenario.connections, args.duration))
+        spent += cpu_us(proxy_pid) - before
+    requests = sum(run.requests for run in proxied)
+    run = ProxyRun(wrk=_median(proxied), cpu_us_per_request=spent / requests if requests else None,
+                   rss_mb=memory_mb(proxy_pid, "VmRSS"))
+    return ScenarioResult(scenario=scenario, direct=_median(directs), proxy=run, probe=checked)
+
+
+def _median(runs):
+    """The run with the median requests/s (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda run: run.rps)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def run_stream(nginx_port, proxy_port, proxy_pid, megabytes):
     total = megabytes * MB
+    # The first read of the sparse file fills the page cache; do it off the clock so that
+    # neither measured transfer pays for it.
+    stream_big(nginx_port, BIG_DIRECT_PATH, total)
     direct_rate, _ = stream_big(nginx_port, BIG_DIRECT_PATH, total)
     before = memory_mb(proxy_pid, "VmRSS")
     try:
@@ -662,6 +676,8 @@ def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
         "duration_s": args.duration,
+        "rounds": args.rounds,
+        "load_average_at_end": load_average(),
         "scenarios": [{
             "name": r.scenario.name,
             "connections": r.scenario.connections,
@@ -687,15 +703,23 @@ def machine_line():
                            stderr=subprocess.STDOUT).stdout.decode().strip()
     wrk = subprocess.run(["wrk", "-v"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT).stdout.decode().split("\n")[0].strip()
-    return "%s, %d cores, %s, %s, %s" % (
+    return "%s, %d cores, %s, %s, %s, load average %s" % (
         datetime.date.today().isoformat(), os.cpu_count() or 0, python,
-        nginx.replace("nginx version: ", ""), " ".join(wrk.split()[:2]))
+        nginx.replace("nginx version: ", ""), " ".join(wrk.split()[:2]), load_average())
+
+
+def load_average():
+    """The 1-minute load average: other work on the machine skews every figure."""
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        return handle.read().split()[0]
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="wrk -> nginx vs wrk -> cliproxy -> nginx")
     parser.add_argument("--duration", type=int, default=8, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of discarded warm-up")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="direct/proxied pairs per scenario; the median is reported")
     parser.add_argument("--stream-mb", type=int, default=1024,
                         help="size of the memory-flat stream (0 skips it)")
     parser.add_argument("--pyz", default=DEFAULT_PYZ)
