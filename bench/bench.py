@@ -726,7 +726,10 @@ def parse_args(argv):
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--only", action="append", default=[],
                         help="run only scenarios whose name contains this (repeatable)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.stream_mb < 0:
+        parser.error("--rounds and --duration must be >= 1, --warmup and --stream-mb >= 0")
+    return args
 
 
 def main(argv=None):

@@ -339,3 +339,27 @@ def test_streamed_response_arrives_event_by_event(proxy, upstreams):
     rest = response.read()
     connection.close()
     assert len(first) + len(parser.feed(rest)) == len(events)
+
+
+def test_per_entry_proxy_url_and_direct(tmp_path, monkeypatch):
+    """An entry's ``proxy-url`` is used for it alone; ``direct`` ignores HTTP_PROXY."""
+    with FakeUpstream(default=JSONReply(body=anthropic_message("claude-via-proxy"))) as outbound_proxy, FakeUpstream(
+        default=JSONReply(body=anthropic_message("claude-direct"))
+    ) as provider:
+        document = {
+            "api-keys": ["sk-local"],
+            "claude-api-key": [
+                {"api-key": "sk-a", "base-url": "http://provider.invalid", "proxy-url": outbound_proxy.url,
+                 "models": [{"name": "claude-via-proxy"}]},
+                {"api-key": "sk-b", "base-url": provider.url, "proxy-url": "direct", "models": [{"name": "claude-direct"}]},
+            ],
+            "ampcode": {"upstream-url": ""},
+        }
+        # A proxy that does not exist: only an entry that honours "direct" can succeed.
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        with RunningProxy(document, tmp_path) as proxy:
+            assert proxy.json("POST", MESSAGES, {"model": "claude-via-proxy", "messages": []}, KEY)[0] == 200
+            assert proxy.json("POST", MESSAGES, {"model": "claude-direct", "messages": []}, KEY)[0] == 200
+        assert outbound_proxy.requests[-1].target == "http://provider.invalid/v1/messages"
+        assert outbound_proxy.requests[-1].headers["x-api-key"] == "sk-a"
+        assert provider.requests[-1].headers["x-api-key"] == "sk-b"
