@@ -202,12 +202,12 @@ def encode(document):
 
 def small_request(model, stream):
     """About 2 KB."""
-    return encode(request_body(model, stream, turns=1, text_chars=320))
+    return encode(request_body(model, stream, turns=1, text_chars=200))
 
 
 def large_request(model, stream):
     """About 60 KB: a long conversation, the size a real Amp turn sends."""
-    return encode(request_body(model, stream, turns=30, text_chars=780))
+    return encode(request_body(model, stream, turns=30, text_chars=742))
 
 
 def canned_json():
@@ -335,14 +335,14 @@ def proxy_config(proxy_port, nginx_port):
     }
 
 
-def start_proxy(pyz, workdir, proxy_port, nginx_port):
+def start_proxy(program, workdir, proxy_port, nginx_port):
     config_path = os.path.join(workdir, "cliproxy.json")
     with open(config_path, "w", encoding="utf-8") as handle:
         json.dump(proxy_config(proxy_port, nginx_port), handle, indent=2)
     log_path = os.path.join(workdir, "cliproxy.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, pyz, "--config", config_path, "--log-level", "warning"],
+            [sys.executable, program, "--config", config_path, "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     wait_listening(proxy_port, process, "cliproxy", log_path)
     return process, log_path
@@ -480,7 +480,8 @@ def stream_big(port, path, total, pid=None):
 # The run.
 
 def build_pyz(pyz):
-    if os.path.exists(pyz):
+    """Build dist/cliproxy.pyz when the bench runs without ``make bench`` before it."""
+    if os.path.exists(pyz) or pyz != DEFAULT_PYZ:
         return
     subprocess.run([sys.executable, os.path.join(ROOT, "build_zipapp.py"), "-o", pyz],
                    check=True, timeout=120)
@@ -640,31 +641,31 @@ def table(results):
     return "\n".join(lines)
 
 
-def report(results, stream, peak_mb, peak_before_stream_mb, machine):
+def report(results, stream, peak_mb, peak_before_stream_mb, machine, proxy_name):
     print()
-    print("cliproxy bench, %s" % machine)
+    print("%s bench, %s" % (proxy_name, machine))
     print(table(results))
     print()
     print("peak RSS of the proxy (VmHWM): %.1f MB after the load runs, %.1f MB at the end"
           % (peak_before_stream_mb, peak_mb))
     if stream is not None:
         if stream.error:
-            print("%d MB stream: direct %.0f MB/s; through cliproxy FAILED: %s"
+            print("%d MB stream: direct %.0f MB/s; through the proxy FAILED: %s"
                   % (stream.megabytes, stream.direct_mb_s, stream.error))
         else:
             samples = stream.rss_samples_mb
-            print("%d MB stream via %s: direct %.0f MB/s, through cliproxy %.0f MB/s; proxy RSS "
+            print("%d MB stream via %s: direct %.0f MB/s, through the proxy %.0f MB/s; proxy RSS "
                   "%.1f MB before, %.1f-%.1f MB during (%d samples, every 100 MB)"
                   % (stream.megabytes, BIG_PROXY_PATH, stream.direct_mb_s, stream.proxy_mb_s,
                      stream.rss_before_mb, min(samples or [0]), max(samples or [0]), len(samples)))
     failures = [r for r in results if r.probe.status != 200 or r.proxy.wrk.non_2xx]
     for r in failures:
-        print("FAILED through cliproxy: %s: probe HTTP %d, %d non-2xx in the run; first body: %s"
+        print("FAILED through the proxy: %s: probe HTTP %d, %d non-2xx in the run; first body: %s"
               % (r.scenario.name, r.probe.status, r.proxy.wrk.non_2xx, r.probe.body_prefix))
     print()
     print("targets:")
     for description, measured, ok in targets(results, stream, peak_mb):
-        print("  [%s] %-50s %s" % (_mark(ok), description, measured))
+        print("  [%s] %-56s %s" % (_mark(ok), description, measured))
     print()
     print("reference (issue, same method, 2 cores): ratio to direct at c=32, CPU per request")
     for name, ratio, cpu in REFERENCES:
@@ -675,6 +676,7 @@ def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args):
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
+        "proxy": os.path.basename(args.proxy),
         "duration_s": args.duration,
         "rounds": args.rounds,
         "load_average_at_end": load_average(),
@@ -722,11 +724,14 @@ def parse_args(argv):
                         help="direct/proxied pairs per scenario; the median is reported")
     parser.add_argument("--stream-mb", type=int, default=1024,
                         help="size of the memory-flat stream (0 skips it)")
-    parser.add_argument("--pyz", default=DEFAULT_PYZ)
+    parser.add_argument("--proxy", default=DEFAULT_PYZ, metavar="PATH",
+                        help="the proxy program run with python3 (default dist/cliproxy.pyz; "
+                             "bench/relay.py is the bare-relay baseline)")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--only", action="append", default=[],
                         help="run only scenarios whose name contains this (repeatable)")
     args = parser.parse_args(argv)
+    args.proxy = os.path.abspath(args.proxy)  # the proxy runs in the temp directory
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.stream_mb < 0:
         parser.error("--rounds and --duration must be >= 1, --warmup and --stream-mb >= 0")
     return args
@@ -738,13 +743,13 @@ def main(argv=None):
         if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
             print("bench: %s not found; run bench/run.sh (installs it)" % tool, file=sys.stderr)
             return 1
-    build_pyz(args.pyz)
+    build_pyz(args.proxy)
     workdir = tempfile.mkdtemp(prefix="cliproxy-bench-")
     nginx = proxy = None
     try:
         nginx_port, proxy_port = free_port(), free_port()
         nginx = start_nginx(workdir, nginx_port, max(args.stream_mb, 1) * MB)
-        proxy, proxy_log = start_proxy(args.pyz, workdir, proxy_port, nginx_port)
+        proxy, proxy_log = start_proxy(args.proxy, workdir, proxy_port, nginx_port)
         machine = machine_line()
         chosen = [s for s in scenarios(workdir)
                   if not args.only or any(o in s.name for o in args.only)]
@@ -758,16 +763,18 @@ def main(argv=None):
         peak = memory_mb(proxy.pid, "VmHWM")
         if proxy.poll() is not None:
             raise BenchError("cliproxy died during the run: %s" % _tail(proxy_log))
-        report(results, stream, peak, peak_before_stream, machine)
+        report(results, stream, peak, peak_before_stream, machine, os.path.basename(args.proxy))
         os.makedirs(args.out, exist_ok=True)
-        out_path = os.path.join(args.out, "results.json")
+        name = "results.json" if args.proxy == DEFAULT_PYZ else "results-%s.json" % (
+            os.path.splitext(os.path.basename(args.proxy))[0])
+        out_path = os.path.join(args.out, name)
         with open(out_path, "w", encoding="utf-8") as handle:
             json.dump(to_json(results, stream, peak, peak_before_stream, machine, args),
                       handle, indent=2)
         print("\nresults written to %s" % os.path.relpath(out_path))
         warnings = _tail(proxy_log, 2000)
         if warnings and warnings != "(no log)":
-            print("\ncliproxy log (tail):\n" + warnings)
+            print("\nproxy log (tail):\n" + warnings)
         return 0
     except BenchError as exc:
         print("bench: %s" % exc, file=sys.stderr)

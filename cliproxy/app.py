@@ -28,7 +28,6 @@ from cliproxy.errors import (
     PaymentRequired,
     ProxyError,
     Unauthorized,
-    UpstreamError,
 )
 from cliproxy.http.codec import decode_body
 from cliproxy.http.headers import Headers
@@ -50,15 +49,31 @@ _JSON = (("content-type", "application/json"),)
 _HEALTHY = b'{"status":"ok"}'
 
 
+# Route decisions remembered per snapshot; Amp asks for a handful of models, so this is
+# small in practice, and bounded against clients that invent names.
+DECISION_CACHE_SIZE = 4096
+
+
 class Runtime:
     """Everything derived from one config snapshot, built once per snapshot."""
 
-    __slots__ = ("config", "router", "client_keys")
+    __slots__ = ("config", "router", "client_keys", "_decisions")
 
     def __init__(self, config):
         self.config = config
         self.router = Router.from_config(config)
         self.client_keys = KeySet(config.api_keys)
+        self._decisions = {}
+
+    def decide(self, model, protocol):
+        """``router.decide``, memoised: a decision is a pure function of the snapshot."""
+        key = (model, protocol)
+        decision = self._decisions.get(key)
+        if decision is None:
+            if len(self._decisions) >= DECISION_CACHE_SIZE:
+                self._decisions.clear()
+            decision = self._decisions[key] = self.router.decide(model, protocol)
+        return decision
 
 
 @dataclass
@@ -234,7 +249,7 @@ class App:
         model = provider_route.model or body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("the request names no model")
-        decision = runtime.router.decide(model, protocol)
+        decision = runtime.decide(model, protocol)
         exchange.route = decision.route.name
         exchange.requested_model = model
         self._log_decision(decision, request)
@@ -259,19 +274,19 @@ class App:
             endpoint=provider_route.endpoint,
             body=_sanitised(protocol, body),
             stream=provider_route.stream,
-            query=strip_credentials(request.headers, request.query)[1],
+            query=strip_credentials(request.headers, request.query)[1] if request.query else "",
             thread_id=request.headers.get("x-amp-thread-id"),
             context=_rewrite_context(protocol, model, body),
         )
         return await self.executor.execute(call)
 
     def _log_decision(self, decision, request):
-        fields = log_fields(decision)
-        fields["path"] = request.path
-        if decision.route in (RouteType.AMP_CREDITS, RouteType.NO_PROVIDER):
-            log.warning("route decision", extra={"fields": fields})
-        else:
-            log.info("route decision", extra={"fields": fields})
+        paid = decision.route in (RouteType.AMP_CREDITS, RouteType.NO_PROVIDER)
+        level = logging.WARNING if paid else logging.INFO
+        if log.isEnabledFor(level):
+            fields = log_fields(decision)
+            fields["path"] = request.path
+            log.log(level, "route decision", extra={"fields": fields})
 
 
 def _has_body(request):
@@ -337,7 +352,7 @@ def model_list(runtime, protocol):
             seen.add(model.id.lower())
             names.append((model.id, model.owned_by))
     for mapping in runtime.config.ampcode.model_mappings:
-        if not mapping.regex and mapping.source.lower() not in seen and runtime.router.decide(
+        if not mapping.regex and mapping.source.lower() not in seen and runtime.decide(
             mapping.source, protocol
         ).route is RouteType.MODEL_MAPPING:
             seen.add(mapping.source.lower())
@@ -369,5 +384,3 @@ def model_list(runtime, protocol):
         "data": [{"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in names],
     }
 
-
-__all__ = ["App", "Runtime", "model_list", "UpstreamError"]

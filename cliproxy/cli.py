@@ -138,9 +138,10 @@ async def _serve(config, path, overrides):
     scheme = "https" if config.tls.enable else "http"
     log.info("listening", extra={"fields": {"url": "%s://%s:%d" % (scheme, host, port)}})
     notifier = Notifier()
-    notifier.ready()
     stop = asyncio.Event()
+    # Handlers first: a SIGHUP sent as soon as systemd hears READY must not kill us.
     _install_signals(stop, service, notifier)
+    notifier.ready()
     watchdog = asyncio.ensure_future(notifier.run_watchdog())
     await stop.wait()
     log.info("shutting down", extra={"fields": {"drain_timeout": service.store.current.limits.drain_timeout}})

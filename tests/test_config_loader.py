@@ -681,3 +681,11 @@ def test_example_config_names_every_missing_variable():
     names = sorted(re.search(r"variable (\w+)", e).group(1) for e in info.value.errors)
     assert names == sorted(["AMP_TEAM_A_KEY", "ANTHROPIC_API_KEY", "CLIPROXY_API_KEY",
                             "CLIPROXY_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY"])
+
+
+def test_deeply_nested_json_is_a_config_error_not_a_crash(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"a":' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(ConfigError) as caught:
+        load_file(str(path))
+    assert "nested too deeply" in caught.value.errors[0]

@@ -10,7 +10,6 @@ the fake clock, never by sleeping; only the timeout-before-headers case waits fo
 (half-second) timeout, because socket timeouts run on the event loop's own clock.
 """
 
-import http.client
 import json
 import logging
 import socket
@@ -567,3 +566,14 @@ def test_every_attempt_is_logged_with_its_reason_and_no_secret(tmp_path, fakes, 
     for record in caplog.records:
         text = record.getMessage() + json.dumps(getattr(record, "fields", {}), default=str)
         assert "sk-ant-" not in text and CLIENT_KEY not in text
+
+
+def test_round_robin_spreads_load_evenly_over_the_credentials_that_are_not_cooling(tmp_path, fakes, clock):
+    a, b, c = fakes
+    a.default = rate_limited("60")
+    doc = document(*(claude_entry(i, fake) for i, fake in enumerate(fakes)))
+    with running(tmp_path, doc, clock) as proxy:
+        for _ in range(20):
+            assert ask(proxy)[0] == 200
+    assert len(a.requests) == 1, "A answered 429 once and cools down for a minute"
+    assert (len(b.requests), len(c.requests)) == (10, 10)

@@ -515,6 +515,8 @@ def test_http_proxy_env_and_no_proxy_bypass(monkeypatch):
             assert up.accepted == 0
 
             monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+            await client.aclose()
+            client = HttpClient()  # the environment is read when a client is made
             response = await client.request("GET", up.url("/e"), Headers())
             assert await response.read() == b"ok"
             assert up.accepted == 1 and len(proxy.heads) == 1

@@ -682,6 +682,8 @@ def parse_json(text: str, source: str = "config") -> Any:
         )
     except ValueError as exc:  # NaN / Infinity
         raise ConfigError(["%s: invalid JSON: %s" % (source, exc)])
+    except RecursionError:
+        raise ConfigError(["%s: invalid JSON: nested too deeply" % source])
 
 
 def load_file(

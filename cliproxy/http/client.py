@@ -378,6 +378,10 @@ class HttpClient:
         self._max_idle = max_idle_per_origin
         self._idle = {}  # type: Dict[tuple, List[_Connection]]
         self._proxies = {}  # type: Dict[str, _Proxy]
+        # The proxy environment is read once, as Go's net/http does: scanning os.environ
+        # per request cost more than the rest of the request path together.
+        self._env_proxies = urllib.request.getproxies_environment()
+        self._bypass = {}  # type: Dict[str, bool]
         self._closed = False
 
     async def request(
@@ -474,9 +478,8 @@ class HttpClient:
         if proxy_url == _DIRECT:
             return None
         if not proxy_url:
-            proxies = urllib.request.getproxies_environment()
-            proxy_url = proxies.get(target.scheme)
-            if not proxy_url or urllib.request.proxy_bypass_environment(target.host, proxies):
+            proxy_url = self._env_proxies.get(target.scheme)
+            if not proxy_url or self._bypassed(target.host):
                 return None
         proxy = self._proxies.get(proxy_url)
         if proxy is None:
@@ -485,6 +488,15 @@ class HttpClient:
                 self._proxies.clear()
             self._proxies[proxy_url] = proxy
         return proxy
+
+    def _bypassed(self, host):
+        """True when ``NO_PROXY`` exempts ``host`` (remembered per host)."""
+        bypassed = self._bypass.get(host)
+        if bypassed is None:
+            if len(self._bypass) >= 1024:
+                self._bypass.clear()
+            bypassed = self._bypass[host] = bool(urllib.request.proxy_bypass_environment(host, self._env_proxies))
+        return bypassed
 
     @staticmethod
     def _encode_head(method, target, proxy, headers, body):

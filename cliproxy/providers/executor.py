@@ -24,7 +24,7 @@ from typing import Optional
 from cliproxy.config.model import Config, Protocol
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError, UpstreamTimeout
 from cliproxy.http.codec import Decoder
-from cliproxy.http.headers import Headers, strip_hop_by_hop
+from cliproxy.http.headers import strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
 from cliproxy.http.sse import SSEParser
@@ -318,7 +318,7 @@ def _cooling(model, wait):
     first comes back) becomes ``Retry-After`` so clients back off that long, not less."""
     headers = (("retry-after", "%d" % max(1, math.ceil(wait))),) if wait else ()
     return ProxyError(
-        "every credential serving %s is cooling down after rate limits; retry shortly" % model,
+        "every credential serving %s is cooling down after recent failures; retry shortly" % model,
         status=429,
         error_type="rate_limit_error",
         headers=headers,
