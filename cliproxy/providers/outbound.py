@@ -43,9 +43,9 @@ import re
 from typing import Optional
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from cliproxy.amp.auth import strip_credentials
+from cliproxy.amp.auth import CREDENTIAL_HEADERS
 from cliproxy.config.model import Config, Protocol, ProviderEntry, ProviderKind
-from cliproxy.http.headers import Headers, strip_hop_by_hop
+from cliproxy.http.headers import HOP_BY_HOP, Headers
 
 ANTHROPIC_VERSION = "2023-06-01"
 DROPPED_ANTHROPIC_BETAS = frozenset(("context-1m-2025-08-07",))
@@ -171,6 +171,7 @@ _ALWAYS_DROPPED = frozenset(
     )
 )
 _DROPPED_PREFIXES = ("x-amp-", "x-ampcode-")
+_STRIPPED = _ALWAYS_DROPPED | HOP_BY_HOP | frozenset(CREDENTIAL_HEADERS)
 
 # Option headers that belong to one protocol family.
 _PROTOCOL_PREFIXES = {
@@ -187,17 +188,20 @@ def _family(protocol: Optional[Protocol]):
 
 
 def _forwardable(headers: Headers, client_protocol: Optional[Protocol], provider: Protocol):
-    """The client's fields that may go to the provider, as a new ``Headers``."""
+    """The client's fields that may go to the provider, as a new ``Headers``: one pass
+    that drops hop-by-hop fields (and those ``Connection`` names), client credentials,
+    the always-dropped fields and prefixes, and the client protocol's option headers when
+    the provider speaks another family."""
     foreign = ()
     if _family(client_protocol) is not _family(provider):
         foreign = _PROTOCOL_PREFIXES.get(client_protocol, ())
     dropped_prefixes = _DROPPED_PREFIXES + foreign
+    dropped = _STRIPPED
+    named = headers.get_list("connection")
+    if named:
+        dropped = dropped.union(named)
     return Headers.from_lowered(
-        [
-            (name, value)
-            for name, value in headers
-            if name not in _ALWAYS_DROPPED and not name.startswith(dropped_prefixes)
-        ]
+        [(name, value) for name, value in headers if name not in dropped and not name.startswith(dropped_prefixes)]
     )
 
 
@@ -240,10 +244,9 @@ def provider_headers(
     model call, e.g. a model list). The result carries ``entry``'s credential and no
     client credential (unless ``entry.headers`` itself configures one). The caller adds
     ``content-length`` and, when it sends a body, ``content-type``."""
-    stripped, _ = strip_credentials(strip_hop_by_hop(client_headers), "")
-    headers = _forwardable(stripped, client_protocol, entry.protocol)
+    headers = _forwardable(client_headers, client_protocol, entry.protocol)
     _without_dropped_betas(headers)
-    headers.set("accept-encoding", "identity")
+    headers.add("accept-encoding", "identity")  # dropped above: add, not set
     _inject_credential(headers, entry)
     for name, value in entry.headers:
         headers.set(name, value)
