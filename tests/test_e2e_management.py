@@ -281,3 +281,51 @@ def test_websocket_needs_the_client_key(tmp_path, amp):
             sock.sendall(upgrade_request("/websocket", auth=None))
             head, _ = read_head(sock)
     assert head.startswith("HTTP/1.1 401")
+
+
+# ------------------------------------------------------------------------- localhost only
+
+
+def test_restrict_to_localhost_ignores_forwarded_headers_on_a_loopback_peer(tmp_path, amp):
+    with proxy_for(tmp_path, amp.url, **{"restrict-management-to-localhost": True}) as proxy:
+        status, _, _ = proxy.request("GET", "/api/user", None, dict(AUTH, **{"X-Forwarded-For": "203.0.113.9"}))
+    assert status == 200
+
+
+class _Body:
+    length = 0
+
+    async def read(self, limit):
+        return b""
+
+
+class _RemoteRequest:
+    """A request as the server hands it over, from a peer this machine cannot produce on
+    loopback; only the peer address is under test here, the HTTP layer is covered above."""
+
+    method = "GET"
+    path = "/api/user"
+    query = ""
+    target = "/api/user"
+    version = "HTTP/1.1"
+    tls = False
+    body = _Body()
+    arrived = 0.0
+
+    def __init__(self, peer_host):
+        from cliproxy.http.headers import Headers
+
+        self.peer = (peer_host, 40000)
+        self.headers = Headers([("authorization", "Bearer " + CLIENT_KEY), ("x-forwarded-for", "127.0.0.1")])
+
+
+def test_restrict_to_localhost_refuses_a_remote_peer_whatever_it_claims(tmp_path, amp):
+    with proxy_for(tmp_path, amp.url, **{"restrict-management-to-localhost": True}) as proxy:
+        response = proxy.run(proxy.app.handle(_RemoteRequest("192.0.2.7")))
+        allowed = proxy.run(proxy.app.handle(_RemoteRequest("::ffff:127.0.0.1")))
+        if not isinstance(allowed.body, bytes):
+            proxy.run(allowed.body.aclose())
+    assert response.status == 403
+    assert json.loads(response.body)["error"]["type"] == "permission_error"
+    assert allowed.status == 200
+    assert len(amp.requests) == 1
