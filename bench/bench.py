@@ -605,7 +605,7 @@ def targets(results, stream, peak_mb):
 def _ratio_text(result):
     if result.ratio is None:
         return "n/a"
-    text = "%.2fx" % result.ratio
+    text = "%.3fx" % result.ratio
     if result.proxy.wrk.non_2xx:
         text += " (non-2xx!)"
     return text

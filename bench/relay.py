@@ -15,6 +15,7 @@ are used) and ignores the other arguments.
 
 import asyncio
 import json
+import logging
 import sys
 from urllib.parse import urlsplit
 
@@ -79,6 +80,8 @@ async def serve(config):
 def main(argv):
     with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
         config = json.load(handle)
+    # Connections wrk leaves open at the end of a run are not worth a traceback.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:
