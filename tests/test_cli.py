@@ -188,3 +188,17 @@ def test_sighup_reloads_and_systemd_is_told(pyz, tmp_path):
         if served.process.poll() is None:
             served.process.kill()
         notify.close()
+
+
+def test_json_log_format(pyz, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, pyz, "--port", "0", "--log-format", "json"], cwd=str(tmp_path), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = json.loads(process.stderr.readline())
+        assert first["level"] == "info" and "built-in defaults" in first["msg"]
+        listening = json.loads(process.stderr.readline())
+        assert listening["url"].startswith("http://127.0.0.1:")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0

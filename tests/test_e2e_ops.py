@@ -127,3 +127,31 @@ def test_no_secret_reaches_a_log_line(tmp_path, fakes, captured):
     assert "route decision" in text and "cliproxy.requests" in text
     for secret in SECRETS:
         assert secret not in text
+
+
+def test_management_api_end_to_end(tmp_path, fakes):
+    provider, amp = fakes
+    provider.route("POST", "/v1/messages", JSONReply(body={"type": "message", "model": "claude-sonnet-4-5", "content": []}))
+    extra = {"remote-management": {"secret-key": "mgmt-secret-key-0004"}}
+    with RunningProxy(document(*fakes, **extra), tmp_path) as proxy:
+        manage = {"X-Management-Key": "mgmt-secret-key-0004"}
+        assert proxy.json("GET", "/v0/management/ampcode")[0] == 401
+        status, body = proxy.json("GET", "/v0/management/ampcode", headers=manage)
+        assert status == 200
+        assert body["upstream-api-key"] != UPSTREAM_KEY and "…" in body["upstream-api-key"]
+        mapping = {"value": [{"from": "gpt-5", "to": "claude-sonnet-4-5"}]}
+        assert proxy.json("PUT", "/v0/management/ampcode/model-mappings", mapping, manage)[0] == 200
+        # Applied at once: gpt-5 now maps to the local Claude provider instead of credits.
+        status, answer = proxy.json("POST", MESSAGES, {"model": "gpt-5", "messages": []}, {"x-api-key": CLIENT_KEY})
+        assert (status, answer["model"]) == (200, "gpt-5")
+        masked = {"value": body["upstream-api-key"]}
+        assert proxy.json("PUT", "/v0/management/ampcode/upstream-api-key", masked, manage)[0] == 400
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["ampcode"]["model-mappings"] == [{"from": "gpt-5", "to": "claude-sonnet-4-5"}]
+    assert saved["ampcode"]["upstream-api-key"] == UPSTREAM_KEY
+    assert amp.requests == []
+
+
+def test_management_api_is_404_without_a_secret(tmp_path, fakes):
+    with RunningProxy(document(*fakes), tmp_path) as proxy:
+        assert proxy.json("GET", "/v0/management/ampcode", headers={"X-Management-Key": "x"})[0] == 404
