@@ -396,7 +396,8 @@ end
 
 
 def write_lua(workdir, scenario):
-    path = os.path.join(workdir, scenario.name + ".lua")
+    slug = "".join(c if c.isalnum() else "-" for c in scenario.name)
+    path = os.path.join(workdir, slug + ".lua")
     accept = 'wrk.headers["Accept"] = "text/event-stream"' if scenario.stream else ""
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(_LUA % {"body": scenario.body_file, "key": CLIENT_KEY, "accept": accept})
@@ -716,6 +717,10 @@ def load_average():
         return handle.read().split()[0]
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="wrk -> nginx vs wrk -> cliproxy -> nginx")
     parser.add_argument("--duration", type=int, default=8, help="seconds per measured run")
@@ -744,6 +749,8 @@ def main(argv=None):
             print("bench: %s not found; run bench/run.sh (installs it)" % tool, file=sys.stderr)
             return 1
     build_pyz(args.proxy)
+    # SIGTERM takes the Ctrl-C path, so that nginx and the proxy are stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     workdir = tempfile.mkdtemp(prefix="cliproxy-bench-")
     nginx = proxy = None
     try:

@@ -1,24 +1,44 @@
 """Outbound HTTP/1.1: a keep-alive pool, TLS, HTTP proxies (CONNECT), timeouts.
 
 Strategy: the framing is the sans-IO ``parser.ResponseParser`` and ``writer``; this module
-only moves bytes between them and asyncio streams. One ``_Connection`` is one socket with
-its own parser, kept in a LIFO list per origin key ``(scheme, host, port, proxy)`` while
-idle. A connection goes back to the pool only when its response was read to the end and
-both sides allowed keep-alive; anything else closes it, so a half-read response can never
-be mistaken for the next one.
+only moves bytes between them and the socket. One ``_Connection`` is one socket: an
+``asyncio.Protocol`` whose ``data_received`` feeds its parser and wakes the one coroutine
+waiting for bytes, if any. There are no streams, no task per wait and no per-read future
+on the hot path: a request is one ``transport.write`` (head and small body together) and
+one future that the answer resolves. Connections are kept in a LIFO list per origin key
+``(scheme, host, port, proxy)`` while idle. A connection goes back to the pool only when
+its response was read to the end, both sides allowed keep-alive and our request was sent
+whole; anything else closes it, so a half-read response can never be mistaken for the
+next one.
 
-A pooled connection may have been closed by the server while idle. It is checked cheaply
-before reuse (EOF seen, transport closing, unsolicited bytes), and when it still dies before
-the first byte of the answer (EOF or reset, on the write included) the request is replayed
-once on a fresh connection, but only when the body is replayable (``bytes`` or ``None``):
-an async-iterator body may be half consumed.
+Timeouts: each wait has a deadline in loop time (the first byte: one deadline for the
+whole head; the body: ``read_timeout`` per wait). A connection arms at most one
+``call_at`` timer and only moves it when a wait needs an earlier deadline; when it fires
+early (the deadline moved later) it re-arms itself. With timeouts of minutes and answers
+in milliseconds a request almost never touches the timer heap.
 
-Proxies: ``proxy_url=None`` follows ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` through
-``urllib.request``; ``"direct"`` uses none; ``http://[user:pass@]host:port`` is that proxy.
-https targets are tunnelled with ``CONNECT`` (RFC 9110 §9.3.6), done on a plain socket
-before asyncio wraps it in TLS with SNI = the target host, which works on every Python from
-3.8 (``StreamWriter.start_tls`` is 3.11+). http targets are sent to the proxy in absolute
-form (RFC 9112 §3.2.2).
+Flow control: reading pauses once more than ``READ_HIGH_WATER`` bytes arrived that nobody
+asked for (a slow client downstream holds back the upstream instead of filling memory)
+and resumes when the response reader asks for more. A streamed request body waits for
+``resume_writing`` when the transport's write buffer is full.
+
+A pooled connection may have been closed by the server while idle: ``connection_lost``
+takes it out of the pool at once, and unsolicited bytes (a server may send a 408 before
+closing) close it. When a reused connection still dies before the first byte of the
+answer (EOF or reset) the request is replayed once on a fresh connection, but only when
+the body is replayable (``bytes`` or ``None``): an async-iterator body may be half
+consumed.
+
+Proxies: ``proxy_url=None`` follows ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (read once
+per client, through ``urllib.request``); ``"direct"`` uses none; ``http://[user:pass@]
+host:port`` is that proxy. https targets are tunnelled with ``CONNECT`` (RFC 9110 §9.3.6),
+done on a plain socket before asyncio wraps it in TLS with SNI = the target host, which
+works on every Python from 3.8 (``StreamWriter.start_tls`` is 3.11+). http targets are
+sent to the proxy in absolute form (RFC 9112 §3.2.2).
+
+WebSocket upgrades (``open_upgrade``) use the same connection until the 101; then the
+transport is handed to an ``asyncio.StreamReaderProtocol`` so that the caller gets the
+ordinary streams for its byte pipe.
 
 Errors: everything that goes wrong with the upstream is an ``UpstreamError`` (502) or
 ``UpstreamTimeout`` (504) whose message names host:port and the reason, never a
@@ -50,13 +70,19 @@ from cliproxy.http.writer import LAST_CHUNK, encode_chunk, encode_request_head
 
 log = logging.getLogger("cliproxy.http.client")
 
-READ_SIZE = 64 * 1024  # bytes per socket read; one read is the most a chunk is held back
+# Received bytes nobody asked for yet, past which reading from the upstream pauses: the
+# bound a StreamReader with a 64 KiB limit used to apply (it pauses at twice its limit).
+READ_HIGH_WATER = 128 * 1024
+# Buffer limit of the StreamReader handed out after a 101 (WebSocket pipe).
+STREAM_LIMIT = 64 * 1024
 # A body up to this size is written in the same write as the head (one send, one packet
 # for typical JSON requests); bigger ones are written separately to avoid copying them.
 COALESCE_BODY_BYTES = 64 * 1024
 # Same bound as the server side's default max-header-bytes (SPEC §2 limits).
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CONNECT_HEAD_BYTES = 16 * 1024  # a proxy's answer to CONNECT is a few lines
+# Parsed URLs remembered per client: provider URLs repeat, so parsing each once is enough.
+MAX_CACHED_URLS = 1024
 _CONNECT_HEAD_END = b"\r\n\r\n"
 _DIRECT = "direct"
 _REPLAYABLE = (bytes, bytearray, memoryview)
@@ -93,6 +119,10 @@ class _Proxy(NamedTuple):
 
 class _StaleConnection(Exception):
     """The connection died before the first byte of the answer (private signal)."""
+
+
+class _TimedOut(Exception):
+    """A connection's wait passed its deadline (private signal)."""
 
 
 def _bracket(host):
@@ -163,55 +193,275 @@ def _describe(exc):
     return str(exc) or type(exc).__name__
 
 
-async def _read_within(reader, timeout):
-    """One read of up to ``READ_SIZE`` bytes, at most ``timeout`` seconds of waiting.
+def _prepare(method, target, proxy, headers, body):
+    """``(head bytes, chunked, keep_alive)`` for a request: Host, framing and proxy
+    credentials added as needed; ``headers`` is not modified. Raises ``UpstreamError`` for
+    a head the writer refuses (injection attempt)."""
+    items = headers.items()  # a copy; names are lowercase (Headers' invariant)
+    names = {item[0] for item in items}
+    if "host" not in names:
+        items.append(("host", target.authority))
+    chunked = False
+    if body is None:
+        if method in _BODY_METHODS and "content-length" not in names:
+            items.append(("content-length", "0"))
+    elif isinstance(body, _REPLAYABLE):
+        if "content-length" in names:
+            items = [item for item in items if item[0] != "content-length"]
+        items.append(("content-length", str(len(body))))
+    elif "content-length" not in names:
+        chunked = True
+        if "transfer-encoding" in names:
+            items = [item for item in items if item[0] != "transfer-encoding"]
+        items.append(("transfer-encoding", "chunked"))
+    request_target = target.target
+    if proxy is not None and target.scheme == "http":
+        request_target = "http://%s%s" % (target.authority, target.target)
+        if proxy.authorization is not None:
+            if "proxy-authorization" in names:
+                items = [item for item in items if item[0] != "proxy-authorization"]
+            items.append(("proxy-authorization", proxy.authorization))
+    keep_alive = "connection" not in names or "close" not in headers.get_list("connection")
+    try:
+        head = encode_request_head(method, request_target, Headers.from_lowered(items))
+    except ValueError as exc:  # CR/LF or a control character: never written
+        raise UpstreamError("refusing to send an invalid request head: %s" % exc)
+    return head, chunked, keep_alive
 
-    Raises ``asyncio.TimeoutError``. Bytes already buffered are returned without the
-    timer (``wait_for`` costs a task per call before Python 3.12).
+
+class _Connection(asyncio.Protocol):
+    """One upstream socket and its parser; ``key`` is its pool key (``None``: unpooled).
+
+    State the protocol callbacks keep for the coroutine using the connection: ``received``
+    (bytes came since ``begin``), ``eof`` (the peer closed its side; fed to the parser),
+    ``error`` (the socket failed), ``lost`` (the transport is gone). ``pool`` is the idle
+    list holding the connection, ``None`` while it is in use.
     """
-    if timeout is None or getattr(reader, "_buffer", None) or reader.at_eof():
-        return await reader.read(READ_SIZE)
-    return await asyncio.wait_for(reader.read(READ_SIZE), timeout)
 
+    __slots__ = (
+        "loop",
+        "transport",
+        "parser",
+        "key",
+        "origin",
+        "pool",
+        "received",
+        "eof",
+        "error",
+        "lost",
+        "_waiter",
+        "_deadline",
+        "_timer",
+        "_timer_when",
+        "_unread",
+        "_reading_paused",
+        "_writing_paused",
+        "_drain_waiter",
+    )
 
-class _Connection:
-    """One upstream socket and its parser; ``key`` is its pool key."""
-
-    __slots__ = ("reader", "writer", "parser", "key", "origin")
-
-    def __init__(self, reader, writer, key, origin):
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, loop, key, origin):
+        self.loop = loop
+        self.transport = None
         self.parser = ResponseParser(MAX_HEADER_BYTES)
         self.key = key
         self.origin = origin
+        self.pool = None  # type: Optional[List[_Connection]]
+        self.received = False
+        self.eof = False
+        self.error = None  # type: Optional[BaseException]
+        self.lost = False
+        self._waiter = None  # type: Optional[asyncio.Future]
+        self._deadline = None  # type: Optional[float]
+        self._timer = None  # type: Optional[asyncio.TimerHandle]
+        self._timer_when = 0.0
+        self._unread = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter = None  # type: Optional[asyncio.Future]
+
+    # -- protocol callbacks (called by the transport) -----------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if self.pool is not None:
+            # Bytes nobody asked for (a 408 before an idle close): never an answer.
+            self._leave_pool()
+            self.abort()
+            return
+        self.received = True
+        self.parser.feed(data)
+        self._unread += len(data)
+        if self._unread > READ_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self):
+        self.eof = True
+        self.parser.feed_eof()
+        self._wake()
+        # Returning None lets the transport close: we never half-close a connection.
+
+    def connection_lost(self, exc):
+        self.lost = True
+        if exc is not None:
+            self.error = exc
+        elif not self.eof:
+            self.eof = True
+            self.parser.feed_eof()
+        self._leave_pool()
+        self._cancel_timer()
+        self._wake()
+        self._wake_drain()
+
+    def pause_writing(self):
+        self._writing_paused = True
+
+    def resume_writing(self):
+        self._writing_paused = False
+        self._wake_drain()
+
+    # -- used by the client ---------------------------------------------------------------
+
+    def begin(self, method):
+        """Expect the answer to a ``method`` request (before writing it)."""
+        self.received = False
+        self.parser.start(method)
+
+    def wait(self, deadline):
+        """A future resolved when bytes, EOF or an error arrive; it fails with
+        ``_TimedOut`` once the loop time ``deadline`` (``None``: never) has passed.
+        Also resumes reading: the caller consumed everything it was given."""
+        self._unread = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        waiter = self.loop.create_future()
+        self._waiter = waiter
+        self._deadline = deadline
+        if deadline is not None and (self._timer is None or deadline < self._timer_when):
+            self._arm(deadline)
+        return waiter
+
+    async def drain(self):
+        """Return once the transport accepts more writes. Raises ``OSError`` when the
+        connection failed or is gone."""
+        if not self.lost and self._writing_paused:
+            waiter = self._drain_waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+        if self.lost:
+            raise self.error or ConnectionResetError("connection lost")
+
+    # What asyncio.StreamWriter.drain() awaits on its protocol (see open_upgrade).
+    _drain_helper = drain
 
     def reusable(self):
-        """Cheap idle check: no EOF or error seen, and no unsolicited bytes (a server may
-        write a 408 before closing an idle connection; that must not answer our next
-        request). ``_buffer`` is StreamReader's buffer, stable from 3.8 to 3.13."""
-        reader = self.reader
-        if self.writer.transport.is_closing() or reader.at_eof():
-            return False
-        if reader.exception() is not None or getattr(reader, "_buffer", None):
-            return False
-        return True
+        """True while nothing has ended or dirtied the connection."""
+        return not (
+            self.lost
+            or self.eof
+            or self.transport.is_closing()
+            or self.parser.has_buffered_data
+        )
+
+    def park(self, pool):
+        """Enter the idle list ``pool`` (the caller appends it)."""
+        self.pool = pool
+        self._unread = 0
+        if self._reading_paused:  # must see an idle close or unsolicited bytes
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def close(self):
         """Close the socket gracefully (used for idle connections)."""
-        self.writer.close()
+        self._cancel_timer()
+        self.transport.close()
 
     def abort(self):
         """Drop the socket at once, without a TLS goodbye (a response is unfinished)."""
-        self.writer.transport.abort()
+        self._cancel_timer()
+        self.transport.abort()
+
+    def detach_streams(self):
+        """Hand the transport over to a new ``StreamReader``/``StreamWriter`` pair (after
+        a 101); bytes the parser still holds are the caller's (``take_trailing``)."""
+        transport = self.transport
+        self._cancel_timer()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._writing_paused:
+            protocol.pause_writing()
+        if self.lost:
+            protocol.connection_lost(self.error)
+        elif self.eof:
+            reader.feed_eof()
+        return reader, asyncio.StreamWriter(transport, protocol, reader, self.loop)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _wake(self):
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_drain(self):
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _arm(self, when):
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer_when = when
+
+    def _on_timer(self):
+        self._timer = None
+        waiter = self._waiter
+        deadline = self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # nobody is waiting: the next wait arms a timer again
+        if deadline > self._timer_when:
+            self._arm(deadline)  # armed for an earlier wait; this one has more time
+            return
+        self._waiter = None
+        waiter.set_exception(_TimedOut())
+
+    def _cancel_timer(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _leave_pool(self):
+        pool = self.pool
+        if pool is not None:
+            self.pool = None
+            try:
+                pool.remove(self)
+            except ValueError:
+                pass
 
 
 class ClientResponse:
     """An upstream response: its head, and its body as an async iterator of bytes.
 
-    ``async for chunk in response`` yields de-framed body bytes as they arrive (what one
-    socket read brought, never more). Reaching the end returns the connection to the pool
-    when keep-alive allows; ``aclose()`` closes it otherwise.
+    ``async for chunk in response`` yields de-framed body bytes as they arrive: each
+    chunk is everything that came since the previous one (never held back waiting for
+    more; at most about ``READ_HIGH_WATER`` plus one socket read). Reaching the end
+    returns the connection to the pool when keep-alive allows; ``aclose()`` closes it
+    otherwise.
     """
 
     __slots__ = (
@@ -249,9 +499,16 @@ class ClientResponse:
         Raises ``UpstreamTimeout`` when no byte came for ``read_timeout`` seconds and
         ``UpstreamError`` when the upstream broke the framing or the connection.
         """
+        chunk = await self._next()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def _next(self):
+        """The next piece of body, or ``None`` at its end; raises like ``__anext__``."""
         conn = self._conn
         if conn is None:
-            raise StopAsyncIteration
+            return None
         parser = conn.parser
         pieces = None
         while True:
@@ -278,45 +535,45 @@ class ClientResponse:
             if kind is EndOfMessage:
                 self._finish(conn)
                 if pieces is None:
-                    raise StopAsyncIteration
+                    return None
                 break
             self._abort()
             raise UpstreamError("upstream %s closed the connection mid-body" % conn.origin)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _receive(self, conn):
-        """Feed the parser one socket read (EOF included); errors close the connection."""
+        """Wait for more bytes (or EOF) on ``conn``; errors close the connection."""
+        if conn.error is not None or conn.lost or conn.eof:
+            self._abort()
+            reason = "the connection was lost" if conn.error is None else _describe(conn.error)
+            raise UpstreamError("upstream %s: %s while reading the body" % (conn.origin, reason))
+        timeout = self._read_timeout
+        deadline = None if timeout is None else conn.loop.time() + timeout
         try:
-            data = await _read_within(conn.reader, self._read_timeout)
-        except asyncio.TimeoutError:
+            await conn.wait(deadline)
+        except _TimedOut:
             self._abort()
-            raise UpstreamTimeout(
-                "upstream %s sent nothing for %gs" % (conn.origin, self._read_timeout)
-            )
-        except OSError as exc:
-            self._abort()
-            raise UpstreamError(
-                "upstream %s: %s while reading the body" % (conn.origin, _describe(exc))
-            )
+            raise UpstreamTimeout("upstream %s sent nothing for %gs" % (conn.origin, timeout))
         except BaseException:
             self._abort()  # cancelled mid-body: the connection state is unknown
             raise
-        if data:
-            conn.parser.feed(data)
-        else:
-            conn.parser.feed_eof()
 
     async def read(self, limit=None):
         """The whole remaining body. Raises ``UpstreamError`` when it exceeds ``limit``
         bytes (the connection is closed), and what iteration raises."""
         pieces = []
         size = 0
-        async for chunk in self:
+        while True:
+            chunk = await self._next()
+            if chunk is None:
+                break
             size += len(chunk)
             if limit is not None and size > limit:
                 self._abort()
                 raise UpstreamError("upstream response body exceeds %d bytes" % limit)
             pieces.append(chunk)
+        if len(pieces) == 1:
+            return pieces[0]
         return b"".join(pieces)
 
     async def aclose(self):
@@ -378,6 +635,7 @@ class HttpClient:
         self._max_idle = max_idle_per_origin
         self._idle = {}  # type: Dict[tuple, List[_Connection]]
         self._proxies = {}  # type: Dict[str, _Proxy]
+        self._targets = {}  # type: Dict[str, _Target]
         # The proxy environment is read once, as Go's net/http does: scanning os.environ
         # per request cost more than the rest of the request path together.
         self._env_proxies = urllib.request.getproxies_environment()
@@ -402,12 +660,10 @@ class HttpClient:
         ``headers`` carry ``content-length``). ``headers`` is not modified. Raises
         ``UpstreamTimeout`` (connect or first byte too slow) or ``UpstreamError``.
         """
-        target = _parse_url(url)
+        target = self._target(url)
         proxy = self._proxy_for(proxy_url, target)
-        head = self._encode_head(method, target, proxy, headers, body)
+        head, chunked, keep_alive = _prepare(method, target, proxy, headers, body)
         streamed = not (body is None or isinstance(body, _REPLAYABLE))
-        chunked = streamed and "content-length" not in headers
-        keep_alive = "connection" not in headers or "close" not in headers.get_list("connection")
         key = (target.scheme, target.host, target.port, proxy)
         conn = self._take_idle(key)
         if conn is not None:
@@ -438,17 +694,20 @@ class HttpClient:
         connection and read the answer's head.
 
         Returns ``(response, reader, writer, leftover)``: after a 101 the caller owns the
-        streams and ``leftover`` holds bytes that came past the head; any other status
-        comes back with its body readable from ``response`` (``leftover`` empty) and the
-        caller must ``aclose()`` the response. Raises like ``request``.
+        streams (``asyncio.StreamReader``/``StreamWriter``) and ``leftover`` holds bytes
+        that came past the head. Any other status comes back with its body readable from
+        ``response`` (``leftover`` empty) and the caller must ``aclose()`` the response;
+        the reader is then already at EOF and the writer is only good for ``close()``.
+        Raises like ``request``.
         """
-        target = _parse_url(url)
+        target = self._target(url)
         proxy = self._proxy_for(proxy_url, target)
-        head = self._encode_head("GET", target, proxy, headers, None)
+        head, _, _ = _prepare("GET", target, proxy, headers, None)
         conn = await self._connect(target, proxy, connect_timeout, None)
         try:
-            await self._send(conn, head, None, False)
-            event = await self._wait_head(conn, "GET", first_byte_timeout)
+            conn.begin("GET")
+            conn.transport.write(head)
+            event = await _read_head(conn, first_byte_timeout)
         except _StaleConnection as exc:
             conn.abort()
             raise UpstreamError(
@@ -458,20 +717,34 @@ class HttpClient:
             conn.abort()
             raise
         if event.status == 101:
-            response = ClientResponse(event, self, None, None, False)
-            return response, conn.reader, conn.writer, conn.parser.take_trailing()
+            leftover = conn.parser.take_trailing()
+            reader, writer = conn.detach_streams()
+            return ClientResponse(event, self, None, None, False), reader, writer, leftover
         response = ClientResponse(event, self, conn, first_byte_timeout, False)
-        return response, conn.reader, conn.writer, b""
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        reader.feed_eof()
+        return response, reader, asyncio.StreamWriter(conn.transport, conn, None, conn.loop), b""
 
     async def aclose(self):
         """Close every idle connection; connections released later are closed too."""
         self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for conn in connections:
+            for conn in list(connections):
+                conn.pool = None
                 conn.close()
 
     # -- request building -------------------------------------------------------------
+
+    def _target(self, url):
+        """``_parse_url(url)``, remembered per URL (bounded)."""
+        target = self._targets.get(url)
+        if target is None:
+            target = _parse_url(url)
+            if len(self._targets) >= MAX_CACHED_URLS:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
 
     def _proxy_for(self, proxy_url, target):
         """The ``_Proxy`` to use for ``target``, or ``None`` for a direct connection."""
@@ -495,32 +768,9 @@ class HttpClient:
         if bypassed is None:
             if len(self._bypass) >= 1024:
                 self._bypass.clear()
-            bypassed = self._bypass[host] = bool(urllib.request.proxy_bypass_environment(host, self._env_proxies))
+            bypassed = bool(urllib.request.proxy_bypass_environment(host, self._env_proxies))
+            self._bypass[host] = bypassed
         return bypassed
-
-    @staticmethod
-    def _encode_head(method, target, proxy, headers, body):
-        """The request head bytes: Host, framing and proxy credentials added as needed.
-        Raises ``UpstreamError`` for a head the writer refuses (injection attempt)."""
-        headers = headers.copy()
-        if "host" not in headers:
-            headers.add("host", target.authority)
-        if body is None:
-            if method in _BODY_METHODS and "content-length" not in headers:
-                headers.add("content-length", "0")
-        elif isinstance(body, _REPLAYABLE):
-            headers.set("content-length", str(len(body)))
-        elif "content-length" not in headers:
-            headers.set("transfer-encoding", "chunked")
-        request_target = target.target
-        if proxy is not None and target.scheme == "http":
-            request_target = "http://%s%s" % (target.authority, target.target)
-            if proxy.authorization is not None:
-                headers.set("proxy-authorization", proxy.authorization)
-        try:
-            return encode_request_head(method, request_target, headers)
-        except ValueError as exc:  # CR/LF or a control character: never written
-            raise UpstreamError("refusing to send an invalid request head: %s" % exc)
 
     # -- connections --------------------------------------------------------------------
 
@@ -529,20 +779,30 @@ class HttpClient:
         connections = self._idle.get(key)
         while connections:
             conn = connections.pop()
+            conn.pool = None
             if conn.reusable():
                 return conn
             conn.close()
         return None
 
     def _release(self, conn):
-        """Put a connection whose response ended cleanly back into the pool."""
-        if self._closed or conn.key is None or conn.parser.has_buffered_data:
+        """Put a connection whose response ended cleanly back into the pool, unless it
+        is dirty or our request was not sent whole (the server answered early)."""
+        if (
+            self._closed
+            or conn.key is None
+            or not conn.reusable()
+            or conn.transport.get_write_buffer_size()
+        ):
             conn.close()
             return
-        connections = self._idle.setdefault(conn.key, [])
-        if len(connections) >= self._max_idle:
+        connections = self._idle.get(conn.key)
+        if connections is None:
+            connections = self._idle[conn.key] = []
+        elif len(connections) >= self._max_idle:
             conn.close()
             return
+        conn.park(connections)
         connections.append(conn)
 
     async def _connect(self, target, proxy, timeout, key):
@@ -550,40 +810,45 @@ class HttpClient:
 
         Raises ``UpstreamTimeout`` after ``timeout`` seconds, ``UpstreamError`` otherwise.
         """
+        loop = asyncio.get_running_loop()
+        conn = _Connection(loop, key, target.origin)
         try:
-            reader, writer = await asyncio.wait_for(self._open(target, proxy), timeout)
+            await asyncio.wait_for(self._open(loop, conn, target, proxy), timeout)
         except asyncio.TimeoutError:
             where = target.origin if proxy is None else "%s via proxy %s" % (
                 target.origin,
                 proxy.origin,
             )
             raise UpstreamTimeout("connecting to %s timed out after %gs" % (where, timeout))
-        return _Connection(reader, writer, key, target.origin)
+        return conn
 
-    async def _open(self, target, proxy):
+    async def _open(self, loop, conn, target, proxy):
+        """Connect ``conn`` (its transport set by ``connection_made``)."""
         https = target.scheme == "https"
         if proxy is None:
             try:
-                return await asyncio.open_connection(
+                await loop.create_connection(
+                    lambda: conn,
                     target.host,
                     target.port,
                     ssl=self.ssl_context if https else None,
                     server_hostname=target.host if https else None,
-                    limit=READ_SIZE,
                 )
             except OSError as exc:
                 raise UpstreamError("cannot connect to %s: %s" % (target.origin, _describe(exc)))
+            return
         if not https:
             try:
-                return await asyncio.open_connection(proxy.host, proxy.port, limit=READ_SIZE)
+                await loop.create_connection(lambda: conn, proxy.host, proxy.port)
             except OSError as exc:
                 raise UpstreamError(
                     "cannot connect to proxy %s: %s" % (proxy.origin, _describe(exc))
                 )
+            return
         sock = await self._tunnel(target, proxy)
         try:
-            return await asyncio.open_connection(
-                sock=sock, ssl=self.ssl_context, server_hostname=target.host, limit=READ_SIZE
+            await loop.create_connection(
+                lambda: conn, sock=sock, ssl=self.ssl_context, server_hostname=target.host
             )
         except OSError as exc:
             sock.close()
@@ -631,95 +896,87 @@ class HttpClient:
         answer (the caller decides on a retry); closes ``conn`` on every failure.
         """
         try:
-            await self._send(conn, head, body, chunked)
-            event = await self._wait_head(conn, method, first_byte_timeout)
+            if conn.lost:
+                raise _StaleConnection("")
+            conn.begin(method)
+            transport = conn.transport
+            if body is None:
+                transport.write(head)
+            elif isinstance(body, _REPLAYABLE):
+                if len(body) <= COALESCE_BODY_BYTES:
+                    transport.write(head + body)
+                else:
+                    transport.writelines((head, body))
+            else:
+                await _send_stream(conn, head, body, chunked)
+            event = await _read_head(conn, first_byte_timeout)
         except BaseException:
             conn.abort()
             raise
         return ClientResponse(event, self, conn, read_timeout, keep_alive and event.keep_alive)
 
-    @staticmethod
-    async def _send(conn, head, body, chunked):
-        writer = conn.writer
-        try:
-            if body is None:
-                writer.write(head)
-            elif isinstance(body, _REPLAYABLE):
-                if len(body) <= COALESCE_BODY_BYTES:
-                    writer.write(head + body)
-                else:
-                    writer.write(head)
-                    writer.write(body)
-            else:
-                await _send_stream(writer, head, body, chunked)
-                return
-            await writer.drain()
-        except OSError as exc:
-            raise _StaleConnection(" (%s while sending)" % _describe(exc))
 
-    async def _wait_head(self, conn, method, timeout):
-        try:
-            return await asyncio.wait_for(_read_head(conn, method), timeout)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout(
-                "upstream %s did not answer within %gs" % (conn.origin, timeout)
-            )
-
-
-async def _send_stream(writer, head, body, chunked):
+async def _send_stream(conn, head, body, chunked):
     """Write ``head`` then ``body`` (async iterator), chunked when the head says so.
 
     The head goes out with the first chunk (one write). Errors of the iterator itself
-    propagate unchanged; socket errors raise ``OSError``.
+    propagate unchanged; a connection lost on the way raises ``_StaleConnection``.
     """
+    transport = conn.transport
     pending = head
-    async for chunk in body:
-        if not chunk:
-            continue
-        frame = encode_chunk(chunk) if chunked else chunk
-        if pending is not None:
-            frame = pending + frame
-            pending = None
-        writer.write(frame)
-        await writer.drain()
-    tail = LAST_CHUNK if chunked else b""
-    writer.write(tail if pending is None else pending + tail)
-    await writer.drain()
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue
+            frame = encode_chunk(chunk) if chunked else chunk
+            if pending is not None:
+                frame = pending + frame
+                pending = None
+            transport.write(frame)
+            await conn.drain()
+        tail = LAST_CHUNK if chunked else b""
+        transport.write(tail if pending is None else pending + tail)
+        await conn.drain()
+    except OSError as exc:
+        raise _StaleConnection(" (%s while sending)" % _describe(exc))
 
 
-async def _read_head(conn, method):
-    """Read until the final (non-1xx, or 101) response head and return it.
+async def _read_head(conn, timeout):
+    """Read until the final (non-1xx, or 101) response head and return it, within
+    ``timeout`` seconds for the whole head.
 
-    Raises ``_StaleConnection`` on EOF/reset before any byte, ``UpstreamError`` on a
-    malformed or truncated head.
+    Raises ``_StaleConnection`` on EOF/reset before any byte, ``UpstreamTimeout`` when
+    the deadline passes, ``UpstreamError`` on a malformed or truncated head.
     """
     parser = conn.parser
-    parser.start(method)
-    reader = conn.reader
-    received = False
+    deadline = None
     while True:
         try:
             event = parser.next_event()
         except ProtocolError as exc:
             raise UpstreamError("upstream %s sent an invalid response: %s" % (conn.origin, exc))
         if event is NEED_DATA:
-            try:
-                data = await reader.read(READ_SIZE)
-            except OSError as exc:
-                if not received:
-                    raise _StaleConnection(" (%s)" % _describe(exc))
+            error = conn.error
+            if error is not None:
+                if not conn.received:
+                    raise _StaleConnection(" (%s)" % _describe(error))
                 raise UpstreamError(
-                    "upstream %s: %s before the response head" % (conn.origin, _describe(exc))
+                    "upstream %s: %s before the response head" % (conn.origin, _describe(error))
                 )
-            if data:
-                received = True
-                parser.feed(data)
-            elif received:
-                parser.feed_eof()
-            else:
-                raise _StaleConnection("")
+            if conn.lost or conn.eof:
+                raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
+            if deadline is None and timeout is not None:
+                deadline = conn.loop.time() + timeout
+            try:
+                await conn.wait(deadline)
+            except _TimedOut:
+                raise UpstreamTimeout(
+                    "upstream %s did not answer within %gs" % (conn.origin, timeout)
+                )
             continue
         if event is CONNECTION_CLOSED:
+            if not conn.received:
+                raise _StaleConnection("")
             raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
         if isinstance(event, ResponseHead):
             if event.status < 200 and event.status != 101:

@@ -2,31 +2,40 @@
 
 Strategy: all HTTP parsing lives in the sans-IO ``cliproxy.http.parser``; this module only
 moves bytes between sockets and that parser, and turns ``Response`` values into bytes with
-``cliproxy.http.writer``. Modelled on uvicorn's connection handling:
+``cliproxy.http.writer``. Modelled on uvicorn's h11/httptools protocols, because the
+per-request cost of the shell is what bounds the proxy's throughput:
 
-- One task per connection (``Server._on_connect``) owns the socket and one reused
-  ``RequestParser``. For each request it starts one handler task (``_Connection._respond``)
-  that runs the handler *and* writes its response, so cancelling that task stops both the
-  handler (and any upstream request it awaits) and a streaming body.
+- One ``asyncio.Protocol`` per connection (``_Connection``), fed by the event loop through
+  ``data_received``: bytes go straight into one reused ``RequestParser``. No task and no
+  pending read exist for a connection between requests.
+- One task per request (``_Connection._run``): it runs the handler *and* writes the
+  response, so cancelling it stops both the handler (and any upstream request it awaits)
+  and a streaming body. ``connection_lost`` (reset, or EOF once the request body is
+  complete) cancels it at once: that is how a client that leaves closes the upstream, with
+  no watcher task and no ``asyncio.wait`` per request. A client that half-closes while its
+  body is still being read gets ``ClientDisconnected`` from the body instead.
 - Per-connection state (``_Connection``) and per-request state (``_Cycle``) are kept apart.
-- Who reads the socket: while the request body is incomplete only the handler task reads
-  (through ``RequestBody``, on demand, so ``100 Continue`` goes out only when the body is
-  wanted). Once the body is complete the connection task keeps one read pending (the
-  "watch") so a client that leaves (EOF or reset) is seen at once and the handler task is
-  cancelled. Bytes the watch gets are pipelined requests: they go into the parser, and the
-  watch stops while the parser holds unparsed bytes, so at most ``READ_SIZE`` bytes are
-  buffered beyond the current request. The next request is parsed only after the current
-  response ended, so responses go out in request order.
+- Reading: while a request is being answered, bytes that arrive are either body (woken
+  into ``RequestBody``, which reads on demand, so ``100 Continue`` goes out only when the
+  body is wanted) or pipelined requests, which stay in the parser. Reading pauses once more
+  than ``HIGH_WATER`` bytes wait unparsed and resumes when the parser runs dry. The next
+  request is parsed only after the current response ended, so responses go out in order.
+- Writing: a response head and a bytes body go out in one ``transport.write``; a writer
+  awaits only while the transport has paused us (``pause_writing``/``resume_writing``).
 - A body the handler did not read: if what is left is known and at most ``DISCARD_MAX``
   bytes it is read and dropped after the response and the connection is kept; a larger or
   chunked (unknown size) remainder, or a ``100-continue`` request whose ``100`` was never
   sent, makes the response carry ``connection: close`` instead.
-- Timeouts (``asyncio.wait_for`` over socket reads, values from ``limits()`` at each
-  request): ``idle_timeout`` until the first byte of a request (quiet close),
-  ``read_timeout`` for the rest of a head as a whole and for each body read (408 or close).
-  Upgraded connections ("tunnels") have no timeouts.
+- Timeouts use one lazily re-armed ``loop.call_at`` handle per connection and a deadline
+  (values from ``limits()`` at each request): ``idle_timeout`` until the first byte of a
+  request (quiet close), ``read_timeout`` for the rest of a head as a whole (408) and for
+  each wait for body bytes (``RequestTimeout``). Moving a deadline later costs nothing; the
+  handle re-arms itself when it fires early. Upgraded connections ("tunnels") have none.
+- Upgrades: after the ``101`` head the transport is handed to a fresh
+  ``asyncio.StreamReaderProtocol`` (``transport.set_protocol``), and ``on_upgrade`` gets
+  a ``StreamReader``/``StreamWriter`` pair over it plus the bytes already buffered.
 - Shutdown: stop listening, close idle connections, let busy ones finish their current
-  response (with ``connection: close``), cancel what is left after the drain timeout, then
+  response (with ``connection: close``), abort what is left after the drain timeout, then
   close tunnels (which never hold the drain).
 
 The request header limit is read from ``limits()`` when a connection opens (the parser is
@@ -59,9 +68,9 @@ log = logging.getLogger("cliproxy.http.server")
 
 UpgradeCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
 
-# Bytes asked of the socket per read; also the most pipelined input buffered while a request
-# is being answered (the watch stops while the parser holds unparsed bytes).
-READ_SIZE = 65536
+# Unparsed input (body or pipelined requests) buffered before reading pauses; uvicorn's
+# HIGH_WATER_LIMIT is the same 64 KiB.
+HIGH_WATER = 65536
 # Unread request body the server still reads and drops after a response to keep the
 # connection alive; more (or an unknown amount) closes the connection instead.
 DISCARD_MAX = 65536
@@ -77,7 +86,9 @@ CLOSE_TIMEOUT = 5.0
 _JSON = "application/json"
 # Fields the server always frames itself (RFC 9112 §6.1, §9.6).
 _FRAMING_FIELDS = frozenset(("connection", "transfer-encoding", "keep-alive"))
+_FRAMING_AND_LENGTH = _FRAMING_FIELDS | {"content-length"}
 _HTTP10 = "HTTP/1.0"
+_BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
 class RequestTimeout(errors.ProxyError):
@@ -233,7 +244,6 @@ class RequestBody:
         # The rest of the body is unknown or unwanted: answer, then close.
         self._cycle.must_close = True
         self._conn.linger = True
-        self._cycle.wake()
 
     async def _next_chunk(self):
         """The next non-empty piece of body data, or ``None`` once the body has ended."""
@@ -246,7 +256,7 @@ class RequestBody:
             if cycle.head.expect_continue and not cycle.response_started:
                 cycle.continue_sent = True
                 # No drain: 25 bytes, and the client sends nothing until it gets them.
-                conn.writer.write(CONTINUE)
+                conn.transport.write(CONTINUE)
         event = self._pending
         self._pending = None
         while True:
@@ -257,15 +267,14 @@ class RequestBody:
                     self._fail()
                     raise
             if event is NEED_DATA:
-                data = await conn.receive(cycle.limits.read_timeout)
-                if data is None:
-                    self._fail()
-                    raise RequestTimeout("timed out reading the request body")
-                if not data:
+                conn.ran_dry()
+                if conn.eof or conn.lost:
                     conn.client_gone = True
                     self._fail()
                     raise ClientDisconnected("the client closed the connection mid-body")
-                conn.parser.feed(data)
+                if not await conn.wait_for_data(cycle.limits.read_timeout):
+                    self._fail()
+                    raise RequestTimeout("timed out reading the request body")
                 event = None
                 continue
             kind = type(event)
@@ -283,7 +292,6 @@ class RequestBody:
                 return data
             if kind is EndOfMessage:
                 self._done = True
-                cycle.wake()
                 return None
             self._fail()
             raise errors.BadRequest("unexpected %s in a request body" % kind.__name__)
@@ -303,23 +311,25 @@ async def _replay(data):
 
 
 class _State(enum.Enum):
-    IDLE = 1  # waiting for the first byte of a request
+    IDLE = 1  # waiting for the first byte of a request, or lingering before a close
     ACTIVE = 2  # reading a request or answering it
     TUNNEL = 3  # upgraded: bytes belong to ``on_upgrade``
 
 
-class _Cycle:
-    """Per-request state shared by the connection task, the handler task and the body."""
+class _Timeout(enum.Enum):
+    """What the connection's deadline guards, hence what happens when it passes."""
 
-    __slots__ = (
-        "head",
-        "limits",
-        "body",
-        "response_started",
-        "continue_sent",
-        "must_close",
-        "waiter",
-    )
+    IDLE = 1  # no request under way: close quietly
+    HEAD = 2  # a request head is incomplete: 408 and close
+    BODY = 3  # a body read is waiting: it raises ``RequestTimeout``
+    LINGER = 4  # lingering after an error answer: close
+    CLOSE = 5  # a closed socket did not flush: abort
+
+
+class _Cycle:
+    """Per-request state shared by the connection, the request task and the body."""
+
+    __slots__ = ("head", "limits", "body", "response_started", "continue_sent", "must_close")
 
     def __init__(self, head, limits):
         self.head = head  # type: RequestHead
@@ -328,13 +338,6 @@ class _Cycle:
         self.response_started = False
         self.continue_sent = False
         self.must_close = False
-        self.waiter = None  # type: Optional[asyncio.Future]
-
-    def wake(self):
-        """Wake the connection task waiting for the body to end (or fail)."""
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 def _error_body(error_type, message):
@@ -348,16 +351,6 @@ def _json_error(status, error_type, message, extra=()):
     return Response(status, headers, _error_body(error_type, message))
 
 
-def _read_result(task):
-    """The bytes a finished socket-read task got; ``b""`` for EOF, reset or cancellation."""
-    if task.cancelled():
-        return b""
-    exc = task.exception()
-    if exc is not None:
-        return b""
-    return task.result()
-
-
 async def _aclose(obj):
     """Call ``obj.aclose()`` if it has one; log its failure instead of raising it."""
     close = getattr(obj, "aclose", None)
@@ -369,156 +362,301 @@ async def _aclose(obj):
         log.warning("closing a response body failed", exc_info=True)
 
 
-class _Connection:
-    """One client connection: the request loop, run by its own task."""
+class _TunnelProtocol(asyncio.StreamReaderProtocol):
+    """The protocol of an upgraded connection: a stream pair for ``on_upgrade``, and the
+    connection told when the socket is gone."""
+
+    def __init__(self, reader, conn):
+        super().__init__(reader)
+        self._conn = conn
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        self._conn.connection_lost_in_tunnel()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parser, flow control, timeouts and the current request."""
 
     __slots__ = (
         "server",
-        "reader",
-        "writer",
+        "loop",
+        "transport",
         "parser",
         "peer",
         "tls",
         "state",
+        "cycle",
         "task",
-        "watch",
+        "lost",
+        "eof",
         "client_gone",
         "linger",
+        "lingering",
+        "unread",
+        "reading_paused",
+        "writing_paused",
+        "data_waiter",
+        "drain_waiter",
+        "deadline",
+        "deadline_kind",
+        "timer",
+        "timer_when",
     )
 
-    def __init__(self, server, reader, writer, limits):
+    def __init__(self, server):
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.parser = RequestParser(limits.max_header_bytes)
-        peer = writer.get_extra_info("peername")
-        self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        self.loop = server._loop
+        self.transport = None  # type: Optional[asyncio.Transport]
+        self.parser = None  # type: Optional[RequestParser]
+        self.peer = ("", 0)
         self.tls = server._ssl_context is not None
         self.state = _State.IDLE
+        self.cycle = None  # type: Optional[_Cycle]
         self.task = None  # type: Optional[asyncio.Task]
-        self.watch = None  # type: Optional[asyncio.Task]
+        self.lost = False
+        self.eof = False
         self.client_gone = False
         self.linger = False
-        sock = writer.get_extra_info("socket")
+        self.lingering = False
+        self.unread = 0  # bytes received since the parser last ran dry
+        self.reading_paused = False
+        self.writing_paused = False
+        self.data_waiter = None  # type: Optional[asyncio.Future]
+        self.drain_waiter = None  # type: Optional[asyncio.Future]
+        self.deadline = None  # type: Optional[float]
+        self.deadline_kind = _Timeout.IDLE
+        self.timer = None  # type: Optional[asyncio.TimerHandle]
+        self.timer_when = 0.0
+
+    # -- asyncio.Protocol callbacks --------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        server = self.server
+        server._connections.add(self)
+        try:
+            limits = server._limits()
+            self.parser = RequestParser(limits.max_header_bytes)
+            peer = transport.get_extra_info("peername")
+            self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        except Exception:
+            log.exception("cannot serve a new connection")
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 # Streamed events must leave at once, not wait for Nagle's delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-
-    # -- reading ---------------------------------------------------------------------
-
-    async def receive(self, timeout):
-        """Bytes from the socket: ``b""`` on EOF or reset, ``None`` after ``timeout``.
-
-        Uses the pending watch read if there is one, so no byte is lost between them.
-        """
-        watch = self.watch
-        if watch is None:
-            try:
-                return await asyncio.wait_for(self.reader.read(READ_SIZE), max(timeout, 0))
-            except asyncio.TimeoutError:
-                return None
-            except OSError:
-                return b""
-        done, _ = await asyncio.wait((watch,), timeout=max(timeout, 0))
-        if not done:
-            return None
-        self.watch = None
-        return _read_result(watch)
-
-    async def stop_watch(self):
-        """End the pending watch read, feeding the parser whatever it already got."""
-        watch = self.watch
-        if watch is None:
+        if server._closing:
+            transport.close()
             return
-        self.watch = None
-        if not watch.done():
-            watch.cancel()
-            await asyncio.wait((watch,))
-        data = _read_result(watch)
-        if data:
-            self.parser.feed(data)
+        self.set_deadline(limits.idle_timeout, _Timeout.IDLE)
+
+    def data_received(self, data):
+        if self.lingering:
+            self.unread += len(data)
+            if self.unread > LINGER_BYTES:
+                self.transport.close()
+            return
+        self.parser.feed(data)
+        if self.cycle is None:
+            self.next_request()
+            return
+        waiter = self.data_waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(True)
+            return
+        self.unread += len(data)
+        if self.unread > HIGH_WATER and not self.reading_paused:
+            # Nobody is consuming: stop reading until the parser runs dry (flow control).
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self):
+        self.eof = True
+        if self.lingering:
+            return False
+        if self.cycle is None:
+            self.parser.feed_eof()
+            self.next_request()
+        cycle = self.cycle
+        if cycle is not None and cycle.body.complete:
+            # The client left while its request is answered: closing the transport makes
+            # ``connection_lost`` cancel the request task.
+            log.debug("client %s left during a request", self.peer[0])
+            self.client_gone = True
+            return False
+        waiter = self.data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+        # Keep the socket open to answer (an error about a truncated head); TLS cannot.
+        return not self.tls
+
+    def connection_lost(self, exc):
+        self.lost = True
+        self.client_gone = True
+        self.deadline = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for waiter in (self.data_waiter, self.drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(True)
+        task = self.task
+        if task is not None:
+            task.cancel()
+        else:
+            self.forget()
+
+    def connection_lost_in_tunnel(self):
+        """``connection_lost`` as seen by the tunnel protocol after an upgrade."""
+        self.lost = True
+        self.client_gone = True
+        if self.task is None:
+            self.forget()
+
+    def pause_writing(self):
+        self.writing_paused = True
+
+    def resume_writing(self):
+        self.writing_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def forget(self):
+        """Drop the connection from the server once its socket and its task are gone."""
+        server = self.server
+        server._connections.discard(self)
+        if server._closing:
+            server._changed.set()
+
+    def set_state(self, state):
+        self.state = state
+        if self.server._closing:
+            self.server._changed.set()
+
+    def set_deadline(self, timeout, kind):
+        """Run the ``kind`` timeout action ``timeout`` seconds from now unless the deadline
+        is cleared (``deadline = None``) or moved first. Re-arms the timer only when the new
+        deadline is earlier than the armed one."""
+        loop = self.loop
+        when = loop.time() + max(timeout, 0)
+        self.deadline = when
+        self.deadline_kind = kind
+        timer = self.timer
+        if timer is None or when < self.timer_when:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_at(when, self._on_timer)
+            self.timer_when = when
+
+    def _on_timer(self):
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None:
+            return
+        if deadline > self.timer_when:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_when = deadline
+            return
+        self.deadline = None
+        kind = self.deadline_kind
+        if kind is _Timeout.IDLE:
+            self.transport.close()  # idle keep-alive connection: close quietly
+        elif kind is _Timeout.HEAD:
+            log.info("request head from %s timed out", self.peer[0])
+            self.send_error(408, "timeout_error", "timed out reading the request")
+        elif kind is _Timeout.BODY:
+            waiter = self.data_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(False)
+        elif kind is _Timeout.LINGER:
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+    def ran_dry(self):
+        """The parser needs more bytes: whatever was buffered has been consumed."""
+        self.unread = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    async def wait_for_data(self, timeout):
+        """Wait for more bytes, EOF or loss of the socket (True), or ``timeout`` (False)."""
+        waiter = self.data_waiter = self.loop.create_future()
+        self.set_deadline(timeout, _Timeout.BODY)
+        try:
+            return await waiter
+        finally:
+            self.data_waiter = None
+            self.deadline = None
 
     # -- the request loop --------------------------------------------------------------
 
-    async def run(self):
-        """Serve requests until the connection should close. Raises nothing but
-        ``CancelledError``."""
-        server = self.server
-        while not self.client_gone:
-            limits = server._limits()
-            head = await self._read_head(limits)
-            if head is None or not await self._serve(head, limits):
-                return
-
-    async def _read_head(self, limits):
-        """The next ``RequestHead``, or ``None`` when the connection should close (after
-        answering an error where there is someone to answer)."""
+    def next_request(self):
+        """Parse what is buffered: start the next request, or wait for more bytes (with
+        the idle or head timeout), or answer a bad request and close."""
         parser = self.parser
-        loop = asyncio.get_running_loop()
-        deadline = None
-        while True:
-            try:
-                event = parser.next_event()
-            except ProtocolError as exc:
-                log.info("bad request from %s: %s (%d)", self.peer[0], exc.message, exc.status)
-                await self._send_error(exc.status, "invalid_request_error", exc.message)
-                return None
-            if event is NEED_DATA:
-                if deadline is None and parser.has_buffered_data:
-                    deadline = loop.time() + limits.read_timeout
-                if deadline is None:
-                    if self.server._closing:
-                        return None
-                    self.state = _State.IDLE
-                    data = await self.receive(limits.idle_timeout)
-                    if data is None:
-                        return None  # idle keep-alive connection: close quietly
-                    self.state = _State.ACTIVE
-                    deadline = loop.time() + limits.read_timeout
-                else:
-                    data = await self.receive(deadline - loop.time())
-                    if data is None:
-                        log.info("request head from %s timed out", self.peer[0])
-                        await self._send_error(
-                            408, "timeout_error", "timed out reading the request"
-                        )
-                        return None
-                if data:
-                    parser.feed(data)
-                else:
-                    parser.feed_eof()
-                continue
-            if event is CONNECTION_CLOSED:
-                return None
-            if type(event) is RequestHead:
-                self.state = _State.ACTIVE
-                return event
-            await self._send_error(400, "invalid_request_error", "unexpected data before a request")
-            return None
+        try:
+            event = parser.next_event()
+        except ProtocolError as exc:
+            log.info("bad request from %s: %s (%d)", self.peer[0], exc.message, exc.status)
+            self.send_error(exc.status, "invalid_request_error", exc.message)
+            return
+        if type(event) is RequestHead:
+            self.start(event)
+            return
+        if event is NEED_DATA:
+            self.ran_dry()
+            if parser.has_buffered_data:
+                if self.deadline is None or self.deadline_kind is not _Timeout.HEAD:
+                    # The first bytes of a head: the whole head must come within read_timeout.
+                    self.set_state(_State.ACTIVE)
+                    self.set_deadline(self.server._limits().read_timeout, _Timeout.HEAD)
+            elif self.server._closing:
+                self.close()
+            else:
+                if self.state is not _State.IDLE:
+                    self.set_state(_State.IDLE)
+                self.set_deadline(self.server._limits().idle_timeout, _Timeout.IDLE)
+            return
+        if event is CONNECTION_CLOSED:
+            self.close()
+            return
+        self.send_error(400, "invalid_request_error", "unexpected data before a request")
 
-    async def _serve(self, head, limits):
-        """Answer one request; True when the connection may carry another."""
+    def start(self, head):
+        """Start the request task for ``head`` (or refuse a body over ``max_body_bytes``)."""
         server = self.server
-        cycle = _Cycle(head, limits)
+        limits = server._limits()
+        self.deadline = None
+        self.state = _State.ACTIVE
         if head.content_length is not None and head.content_length > limits.max_body_bytes:
             log.info("request body from %s too large: %d bytes", self.peer[0], head.content_length)
-            await self._send_error(
+            self.send_error(
                 413,
                 "request_too_large",
                 "request body is larger than %d bytes" % limits.max_body_bytes,
             )
-            return False
+            return
         try:
             first = self.parser.next_event()
         except ProtocolError as exc:
             log.info("bad request from %s: %s (%d)", self.peer[0], exc.message, exc.status)
-            await self._send_error(exc.status, "invalid_request_error", exc.message)
-            return False
-        body = RequestBody(self, cycle, head.content_length, first)
-        cycle.body = body
+            self.send_error(exc.status, "invalid_request_error", exc.message)
+            return
+        cycle = _Cycle(head, limits)
+        body = cycle.body = RequestBody(self, cycle, head.content_length, first)
+        self.cycle = cycle
         request = Request(
             head.method,
             head.target,
@@ -530,57 +668,47 @@ class _Connection:
             head.version,
         )
         server.in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._respond(request, cycle))
+        self.task = self.loop.create_task(self._run(request, cycle))
+
+    async def _run(self, request, cycle):
+        """The request task: answer, then either go on with the next request or close."""
+        keep = False
         try:
-            await self._supervise(task, cycle)
+            keep = await self._serve(request, cycle)
+        except Exception:
+            log.exception("connection from %s failed", self.peer[0])
+            self.transport.abort()
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait((task,))
+            self.task = None
+            if self.lost:
+                self.forget()
+        if keep:
+            self.cycle = None
+            self.next_request()
+
+    async def _serve(self, request, cycle):
+        """Answer one request; True when the connection may carry another."""
+        server = self.server
+        try:
+            upgrade = await self._respond(request, cycle)
+        finally:
             server.in_flight -= 1
-        if task.cancelled() or self.client_gone:
-            return False
-        upgrade = task.result()
         if upgrade is not None:
             await self._tunnel(upgrade)
             return False
-        if cycle.must_close or not head.keep_alive or server._closing:
+        if self.client_gone:
+            self.close()
+            return False
+        body = cycle.body
+        if cycle.must_close or not cycle.head.keep_alive or server._closing:
             if not body.complete:
                 self.linger = True
+            self.close()
             return False
-        return body.complete or await self._discard(body)
-
-    async def _supervise(self, task, cycle):
-        """Wait for the handler task; cancel it if the client leaves meanwhile."""
-        loop = asyncio.get_running_loop()
-        body = cycle.body
-        while not task.done():
-            if self.client_gone:
-                task.cancel()
-                return
-            if not body.complete:
-                # Only the handler reads while the body is incomplete; wait for it to end.
-                if cycle.waiter is None:
-                    cycle.waiter = loop.create_future()
-                await asyncio.wait((task, cycle.waiter), return_when=asyncio.FIRST_COMPLETED)
-                cycle.waiter = None
-                continue
-            watch = self.watch
-            if watch is None:
-                if self.parser.has_buffered_data:
-                    # Pipelined input is waiting already: buffer no more until it is parsed.
-                    await asyncio.wait((task,))
-                    return
-                watch = self.watch = loop.create_task(self.reader.read(READ_SIZE))
-            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-            if watch.done() and self.watch is watch:
-                self.watch = None
-                data = _read_result(watch)
-                if data:
-                    self.parser.feed(data)
-                else:
-                    log.debug("client %s left during a request", self.peer[0])
-                    self.client_gone = True
+        if body.complete or await self._discard(body):
+            return True
+        self.close()
+        return False
 
     async def _discard(self, body):
         """Read and drop a small unread body; True when the connection stays usable."""
@@ -591,11 +719,9 @@ class _Connection:
             return False
         return True
 
-    # -- the handler task ----------------------------------------------------------------
-
     async def _respond(self, request, cycle):
         """Run the handler and write its response. Returns the ``Response`` when it is an
-        upgrade still to be carried out by the connection task, else ``None``."""
+        upgrade still to be carried out, else ``None``."""
         try:
             response = await self.server._handler(request)
             _check_response(response)
@@ -652,31 +778,32 @@ class _Connection:
         log.error("handler failed for %s %s", request.method, request.path, exc_info=exc)
         return _json_error(500, "api_error", "internal server error")
 
+    # -- writing the response ---------------------------------------------------------
+
     async def _send(self, request, cycle, response):
         """Frame and write ``response``. Raises ``_ClientGone`` when the client left, or
         whatever the body iterator raised."""
         body = response.body
-        streaming = not isinstance(body, (bytes, bytearray, memoryview))
+        if isinstance(body, _BYTES_TYPES):
+            headers, bodiless, _, _ = self._frame(request, cycle, response, False)
+            data = encode_response_head(response.status, headers)
+            cycle.response_started = True
+            if bodiless:
+                await self.write(data)
+            elif len(body) <= SMALL_BODY:
+                await self.write(data + bytes(body))
+            else:
+                self.transport.write(data)
+                await self.write(body)
+            return
         try:
-            await self._send_framed(request, cycle, response, streaming)
+            headers, bodiless, chunked, expected = self._frame(request, cycle, response, True)
+            cycle.response_started = True
+            await self.write(encode_response_head(response.status, headers))
+            if not bodiless:
+                await self._stream(body, chunked, expected, cycle)
         finally:
-            if streaming:
-                await _aclose(body)
-
-    async def _send_framed(self, request, cycle, response, streaming):
-        body = response.body
-        headers, bodiless, chunked, expected = self._frame(request, cycle, response, streaming)
-        data = encode_response_head(response.status, headers)
-        cycle.response_started = True
-        if bodiless or streaming:
-            await self._write(data)
-        elif len(body) <= SMALL_BODY:
-            await self._write(data + bytes(body))
-        else:
-            self.writer.write(data)
-            await self._write(body)
-        if streaming and not bodiless:
-            await self._stream(body, chunked, expected, cycle)
+            await _aclose(body)
 
     def _frame(self, request, cycle, response, streaming):
         """The head's fields and the body framing: (headers, bodiless, chunked, expected
@@ -686,26 +813,29 @@ class _Connection:
         status = response.status
         body = response.body
         version = cycle.head.version
-        headers = (
-            Headers() if response.headers is None else response.headers.without(_FRAMING_FIELDS)
-        )
+        given = response.headers
         bodiless = request.method == "HEAD" or status == 204 or status == 304 or status < 200
         chunked = False
         expected = None
-        if status == 204 or status < 200:
-            headers.remove("content-length")
-        elif bodiless:
-            if not streaming and body and "content-length" not in headers:
-                headers.set("content-length", str(len(body)))
-        elif not streaming:
-            headers.set("content-length", str(len(body)))
-        elif "content-length" in headers:
-            expected = int(headers.get("content-length"))
-        elif version == _HTTP10:
-            cycle.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
+        if not bodiless and not streaming:
+            # The common case, in one pass: drop framing fields, set the length.
+            items = [] if given is None else [i for i in given if i[0] not in _FRAMING_AND_LENGTH]
+            items.append(("content-length", str(len(body))))
+            headers = Headers.from_lowered(items)
         else:
-            chunked = True
-            headers.add("transfer-encoding", "chunked")
+            headers = Headers() if given is None else given.without(_FRAMING_FIELDS)
+            if status == 204 or status < 200:
+                headers.remove("content-length")
+            elif bodiless:
+                if not streaming and body and "content-length" not in headers:
+                    headers.set("content-length", str(len(body)))
+            elif "content-length" in headers:
+                expected = int(headers.get("content-length"))
+            elif version == _HTTP10:
+                cycle.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
+            else:
+                chunked = True
+                headers.add("transfer-encoding", "chunked")
         if self._closes_after(cycle):
             headers.add("connection", "close")
         elif version == _HTTP10:
@@ -737,9 +867,9 @@ class _Connection:
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
                 sent += len(chunk)
-                await self._write(encode_chunk(chunk) if chunked else chunk)
+                await self.write(encode_chunk(chunk) if chunked else chunk)
             if chunked:
-                await self._write(LAST_CHUNK)
+                await self.write(LAST_CHUNK)
             elif expected is not None and sent != expected:
                 cycle.must_close = True
                 log.warning("response body was %d bytes, content-length said %d", sent, expected)
@@ -748,30 +878,34 @@ class _Connection:
             if iterator is not body:
                 await _aclose(iterator)  # ``_send`` closes ``body`` itself
 
-    async def _write(self, data):
-        """Write and wait for the socket buffer to drain (flow control)."""
-        writer = self.writer
-        if writer.transport.is_closing():
+    async def write(self, data):
+        """Write; wait while the transport has paused us (flow control). Raises
+        ``_ClientGone`` when the client left."""
+        transport = self.transport
+        if self.lost or transport.is_closing():
             raise _ClientGone()
-        writer.write(data)
-        try:
-            await writer.drain()
-        except OSError as exc:
-            raise _ClientGone() from exc
+        transport.write(data)
+        if self.writing_paused:
+            waiter = self.drain_waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+            if self.lost:
+                raise _ClientGone()
 
     # -- errors, upgrades, closing -------------------------------------------------------
 
-    async def _send_error(self, status, error_type, message):
-        """Answer a request the handler never saw, with ``connection: close``."""
+    def send_error(self, status, error_type, message):
+        """Answer a request the handler never saw, with ``connection: close``, and close."""
         headers = Headers.from_lowered([("content-type", _JSON)])
         payload = _error_body(error_type, message)
         headers.add("content-length", str(len(payload)))
         headers.add("connection", "close")
         self.linger = True
-        try:
-            await self._write(encode_response_head(status, headers) + payload)
-        except _ClientGone:
-            self.client_gone = True
+        if not self.lost and not self.transport.is_closing():
+            self.transport.write(encode_response_head(status, headers) + payload)
+        self.close()
 
     async def _tunnel(self, response):
         """Write the 101 head and hand the socket to ``on_upgrade`` until it returns."""
@@ -779,59 +913,75 @@ class _Connection:
         headers = Headers() if response.headers is None else response.headers.copy()
         if "upgrade" in headers and "connection" not in headers:
             headers.add("connection", "upgrade")
-        await self.stop_watch()
-        leftover = self.parser.take_trailing()
-        self.state = _State.TUNNEL
-        server._changed.set()
+        self.deadline = None
+        self.set_state(_State.TUNNEL)
         try:
-            await self._write(encode_response_head(101, headers))
+            await self.write(encode_response_head(101, headers))
         except _ClientGone:
             self.client_gone = True
             return
+        reader, writer, leftover = self._switch_protocol()
         server.open_tunnels += 1
         try:
-            await response.on_upgrade(self.reader, self.writer, leftover)
+            await response.on_upgrade(reader, writer, leftover)
         except Exception:
             log.warning("upgraded connection from %s failed", self.peer[0], exc_info=True)
+        except asyncio.CancelledError:
+            self.transport.abort()
+            raise
         finally:
             server.open_tunnels -= 1
+        self.close()
 
-    async def _linger(self):
-        transport = self.writer.transport
-        if not transport.can_write_eof() or transport.is_closing():
-            return  # TLS cannot half-close; waiting would only stall the client
-        self.state = _State.IDLE  # nothing left to answer: shutdown may cut it short
-        try:
-            self.writer.write_eof()
-        except OSError:
+    def _switch_protocol(self):
+        """Hand the transport to a stream protocol: (reader, writer, bytes already read).
+        Called with nothing left to flush, so the new protocol starts unpaused."""
+        transport = self.transport
+        leftover = self.parser.take_trailing()
+        reader = asyncio.StreamReader(limit=HIGH_WATER)
+        protocol = _TunnelProtocol(reader, self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.eof:
+            reader.feed_eof()
+        self.ran_dry()
+        writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
+        return reader, writer, leftover
+
+    def close(self):
+        """Close the socket once what was written has been sent: after a lingering
+        read-and-drop when an error answer may race the client's input."""
+        transport = self.transport
+        if transport.is_closing() or self.lingering:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LINGER_SECONDS
-        total = 0
-        while total < LINGER_BYTES:
-            data = await self.receive(deadline - loop.time())
-            if not data:
+        if self.linger and not self.client_gone and not self.eof and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                transport.abort()
                 return
-            total += len(data)
+            self.lingering = True
+            self.unread = 0
+            self.ran_dry()
+            self.set_state(_State.IDLE)  # nothing left to answer: shutdown may cut it short
+            self.set_deadline(LINGER_SECONDS, _Timeout.LINGER)
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.set_deadline(CLOSE_TIMEOUT, _Timeout.CLOSE)
 
-    async def finish(self, graceful):
-        """Close the socket: flushing it when ``graceful``, else at once. Never raises
-        except ``CancelledError`` (the socket is aborted first)."""
-        writer = self.writer
-        try:
-            if graceful and self.linger and not self.client_gone:
-                await self._linger()
-            await self.stop_watch()
-            if graceful:
-                writer.close()
-            else:
-                writer.transport.abort()
-            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
-        except asyncio.CancelledError:
-            writer.transport.abort()
-            raise
-        except Exception:
-            writer.transport.abort()
+    def abort(self):
+        """Close the socket at once (its ``connection_lost`` cancels the request task)."""
+        self.deadline = None
+        self.transport.abort()
+
+    def close_idle(self):
+        """Close a connection with no request under way (shutdown)."""
+        if self.lingering:
+            self.abort()
+        else:
+            self.deadline = None
+            self.transport.close()
 
 
 def _check_response(response):
@@ -865,6 +1015,7 @@ class Server:
         self._handler = handler
         self._limits = limits
         self._ssl_context = ssl_context
+        self._loop = None  # type: Optional[asyncio.AbstractEventLoop]
         self._server = None  # type: Optional[asyncio.AbstractServer]
         self._connections = set()  # type: Set[_Connection]
         self._closing = False
@@ -880,38 +1031,13 @@ class Server:
     async def start(self, host, port):
         """Listen on ``host``:``port`` (0: any free port); return the bound (host, port).
         Raises ``OSError`` when the address cannot be bound."""
+        self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        self._server = await asyncio.start_server(
-            self._on_connect, host, port, ssl=self._ssl_context, reuse_address=True
+        self._server = await self._loop.create_server(
+            lambda: _Connection(self), host, port, ssl=self._ssl_context, reuse_address=True
         )
         bound = self._server.sockets[0].getsockname()
         return bound[0], bound[1]
-
-    async def _on_connect(self, reader, writer):
-        try:
-            conn = _Connection(self, reader, writer, self._limits())
-        except Exception:
-            log.exception("cannot serve a new connection")
-            writer.transport.abort()
-            return
-        conn.task = asyncio.current_task()
-        self._connections.add(conn)
-        graceful = True
-        try:
-            if not self._closing:
-                await conn.run()
-        except asyncio.CancelledError:
-            graceful = False
-        except Exception:
-            graceful = False
-            log.exception("connection from %s failed", conn.peer[0])
-        finally:
-            try:
-                await conn.finish(graceful)
-            except asyncio.CancelledError:
-                pass
-            self._connections.discard(conn)
-            self._changed.set()
 
     async def shutdown(self, drain_timeout):
         """Stop accepting, let in-flight requests finish for up to ``drain_timeout``
@@ -923,16 +1049,17 @@ class Server:
         if self._changed is None:
             return
         for conn in list(self._connections):
-            if conn.state is _State.IDLE and conn.task is not None:
-                conn.task.cancel()
+            if conn.state is _State.IDLE:
+                conn.close_idle()
         await self._drain(drain_timeout)
-        for tunnels in (False, True):
-            for conn in list(self._connections):
-                if (conn.state is _State.TUNNEL) is tunnels and conn.task is not None:
-                    conn.task.cancel()
-        tasks = [conn.task for conn in self._connections if conn.task is not None]
-        if tasks:
-            await asyncio.wait(tasks)
+        # Aborting a socket makes its ``connection_lost`` cancel the request task.
+        for conn in list(self._connections):
+            if conn.state is not _State.TUNNEL:
+                conn.abort()
+        for conn in list(self._connections):
+            if conn.task is not None:
+                conn.task.cancel()  # a tunnel: its task aborts the socket
+        await self._wait_closed()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
@@ -952,4 +1079,15 @@ class Server:
             try:
                 await asyncio.wait_for(changed.wait(), remaining)
             except asyncio.TimeoutError:
+                return
+
+    async def _wait_closed(self):
+        """Wait until every connection's socket and request task are gone."""
+        changed = self._changed
+        while self._connections:
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("%d connections did not close in time", len(self._connections))
                 return
