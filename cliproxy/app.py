@@ -245,7 +245,8 @@ class App:
         if provider_route.is_model_list:
             return _json_response(200, model_list(runtime, protocol))
         raw = await request.body.read(config.limits.max_body_bytes)
-        body = _parse_json_body(raw, request.headers.get("content-encoding"), config.limits.max_body_bytes)
+        decoded = _decoded_body(raw, request.headers.get("content-encoding"), config.limits.max_body_bytes)
+        body = _parse_json(decoded)
         model = provider_route.model or body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("the request names no model")
@@ -266,13 +267,15 @@ class App:
         exchange.provider = first.served[0].entry.name if first.served else None
         if provider_route.endpoint is Endpoint.COUNT_TOKENS and not _claude_served(decision):
             return _token_estimate(body)
+        changed = _sanitise(protocol, body)
         call = ModelCall(
             request=request,
             config=config,
             decision=decision,
             protocol=protocol,
             endpoint=provider_route.endpoint,
-            body=_sanitised(protocol, body),
+            body=body,
+            raw=None if changed else decoded,
             stream=provider_route.stream,
             query=strip_credentials(request.headers, request.query)[1] if request.query else "",
             thread_id=request.headers.get("x-amp-thread-id"),
@@ -303,12 +306,18 @@ async def _read_quietly(response):
         await response.aclose()
 
 
-def _parse_json_body(raw, content_encoding, limit):
-    """The request's JSON object, after undoing ``gzip``/``deflate`` (415 for others)."""
-    if content_encoding and content_encoding.strip().lower() != "identity":
-        raw = decode_body(raw, content_encoding.strip().lower(), limit)
+def _decoded_body(raw, content_encoding, limit):
+    """The request body with ``gzip``/``deflate`` undone (415 for other codings)."""
+    coding = content_encoding.strip().lower() if content_encoding else ""
+    if coding and coding != "identity":
+        return decode_body(raw, coding, limit)
+    return raw
+
+
+def _parse_json(data):
+    """The request's JSON object (the one ``json.loads`` of a model call)."""
     try:
-        body = json.loads(raw)
+        body = json.loads(data)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)
     if not isinstance(body, dict):
@@ -316,12 +325,13 @@ def _parse_json_body(raw, content_encoding, limit):
     return body
 
 
-def _sanitised(protocol, body):
+def _sanitise(protocol, body):
+    """Sanitise ``body`` in place for its protocol; True when anything changed."""
     if protocol is Protocol.CLAUDE:
-        return anthropic.sanitize_request(body)
+        return anthropic.sanitize(body)
     if protocol is Protocol.RESPONSES:
-        return responses.sanitize_request(body)
-    return body
+        return responses.sanitize(body)
+    return False
 
 
 def _rewrite_context(protocol, requested_model, body):

@@ -129,6 +129,11 @@ async def _serve(config, path, overrides):
     from cliproxy.service import Service
 
     service = Service(config, path, overrides=overrides)
+    notifier = Notifier()
+    stop = asyncio.Event()
+    # Handlers before anything is announced: a signal sent as soon as a user (or systemd)
+    # sees us listening must find them in place, not the default action.
+    _install_signals(stop, service, notifier)
     try:
         host, port = await service.start()
     except (OSError, ssl.SSLError) as exc:
@@ -137,10 +142,6 @@ async def _serve(config, path, overrides):
         return 1
     scheme = "https" if config.tls.enable else "http"
     log.info("listening", extra={"fields": {"url": "%s://%s:%d" % (scheme, host, port)}})
-    notifier = Notifier()
-    stop = asyncio.Event()
-    # Handlers first: a SIGHUP sent as soon as systemd hears READY must not kill us.
-    _install_signals(stop, service, notifier)
     notifier.ready()
     watchdog = asyncio.ensure_future(notifier.run_watchdog())
     await stop.wait()

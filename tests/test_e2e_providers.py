@@ -363,3 +363,16 @@ def test_per_entry_proxy_url_and_direct(tmp_path, monkeypatch):
         assert outbound_proxy.requests[-1].target == "http://provider.invalid/v1/messages"
         assert outbound_proxy.requests[-1].headers["x-api-key"] == "sk-a"
         assert provider.requests[-1].headers["x-api-key"] == "sk-b"
+
+
+def test_a_body_that_needs_no_change_is_forwarded_as_sent(proxy, upstreams):
+    anthropic = upstreams[0]
+    anthropic.route("POST", "/v1/messages", JSONReply(body=anthropic_message("claude-sonnet-4-5-20250929")))
+    raw = b'{"messages": [],   "model": "claude-sonnet-4-5-20250929", "max_tokens": 5}'
+    status, _ = proxy.json("POST", MESSAGES, raw, dict(KEY, **{"Content-Type": "application/json"}))
+    assert status == 200
+    assert anthropic.requests[-1].body == raw
+    compressed = gzip.compress(raw)
+    status, _ = proxy.json("POST", MESSAGES, compressed, dict(KEY, **{"Content-Encoding": "gzip"}))
+    assert status == 200
+    assert anthropic.requests[-1].body == raw  # decoded, otherwise untouched

@@ -1,6 +1,8 @@
 """Tests for cliproxy.http.sse: events survive any read boundary, raw bytes are kept exactly."""
 
 import json
+import random
+import re
 import time
 
 import pytest
@@ -26,11 +28,19 @@ def _anthropic_stream():
     ]
     for text in ("Héllo", " wörld ", "€ 5 ", "日本語", " 🙂", " done"):
         payloads.append(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            }
         )
     payloads += [
         {"type": "content_block_stop", "index": 0},
-        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 9},
+        },
         {"type": "message_stop"},
     ]
     events = []
@@ -47,7 +57,8 @@ LF_STREAM = b"".join(LF_EVENTS)
 CRLF_STREAM = LF_STREAM.replace(b"\n", b"\r\n")
 CR_STREAM = LF_STREAM.replace(b"\n", b"\r")
 MIXED_STREAM = b"".join(
-    event.replace(b"\n", (b"\r\n", b"\n", b"\r")[index % 3]) for index, event in enumerate(LF_EVENTS)
+    event.replace(b"\n", (b"\r\n", b"\n", b"\r")[index % 3])
+    for index, event in enumerate(LF_EVENTS)
 )
 VARIANTS = {"lf": LF_STREAM, "crlf": CRLF_STREAM, "cr": CR_STREAM, "mixed": MIXED_STREAM}
 
@@ -71,7 +82,8 @@ def test_whole_stream_parses_into_the_anthropic_events():
     assert events[0].event == "message_start"
     assert json.loads(events[0].data)["message"]["model"] == "claude-sonnet-4-5-20250929"
     assert events[3].comment_only and events[3].data is None and events[3].event is None
-    texts = [json.loads(e.data)["delta"]["text"] for e in events if e.event == "content_block_delta"]
+    deltas = [e for e in events if e.event == "content_block_delta"]
+    texts = [json.loads(e.data)["delta"]["text"] for e in deltas]
     assert "".join(texts) == "Héllo wörld € 5 日本語 🙂 done"
     assert events[-1].event == "message_stop"
 
@@ -95,7 +107,7 @@ def test_split_at_every_byte_boundary_reassembles_the_same_events(name):
 
 
 @pytest.mark.parametrize("name", ["lf", "crlf"])
-def test_split_at_every_byte_boundary_keeps_raw_per_event_for_lf_and_crlf_pairs(name):
+def test_split_at_every_byte_boundary_keeps_each_event_raw_exact(name):
     # Outside the CR|LF split of a terminator, each event's raw is exactly its input bytes.
     stream = VARIANTS[name]
     reference = [event.raw for event in SSEParser().feed(stream)]
@@ -225,7 +237,8 @@ def test_encode_event_round_trips_multiline_data():
         b"data: line one\ndata: line two\ndata: \ndata: last\n\n"
     )
     (event,) = SSEParser().feed(raw)
-    assert (event.event, event.id, event.data) == ("content_block_delta", "42", "line one\nline two\n\nlast")
+    assert (event.event, event.id) == ("content_block_delta", "42")
+    assert event.data == "line one\nline two\n\nlast"
 
 
 def test_encode_event_keeps_leading_space_and_unicode():
@@ -270,3 +283,50 @@ def test_many_events_parse_quickly():
     elapsed = time.perf_counter() - started
     assert count == len(LF_EVENTS) * 500
     assert elapsed / count < 50e-6
+
+
+def _reference_parse(stream):
+    """A direct transcription of the WHATWG algorithm over a whole stream (no chunking)."""
+    text = stream.decode("utf-8", "replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = re.split("\r\n|\r|\n", text)
+    lines.pop()  # text after the last line ending is an unterminated line: not dispatched
+    events, fields = [], None
+    for line in lines:
+        if line == "":
+            if fields is not None:
+                events.append(fields)
+            fields = None
+            continue
+        fields = fields or {"event": None, "data": None, "id": None, "retry": None, "n": 0}
+        if line.startswith(":"):
+            continue
+        fields["n"] += 1
+        name, colon, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            fields["data"] = value if fields["data"] is None else fields["data"] + "\n" + value
+        elif name in ("event", "id"):
+            fields[name] = value
+        elif name == "retry" and value.isdigit():
+            fields["retry"] = int(value)
+    return [(f["event"], f["data"], f["id"], f["retry"], f["n"] == 0) for f in events]
+
+
+def test_random_streams_and_splits_match_the_reference_algorithm():
+    rng = random.Random(6455)
+    pieces = ["data: x", "data:é€", "event: e", "id: 1", "retry: 30", ": c", "data", "dat", ""]
+    pieces.append("🙂")
+    endings = ["\n", "\r\n", "\r"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) + rng.choice(endings) for _ in range(rng.randint(1, 12)))
+        stream = text.encode("utf-8")
+        expected = _reference_parse(stream)
+        cuts = sorted(rng.sample(range(len(stream) + 1), min(4, len(stream) + 1)))
+        chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+        parser = SSEParser()
+        fed = [event for chunk in chunks for event in parser.feed(chunk)]
+        tail = parser.flush()
+        assert b"".join(event.raw for event in fed + tail) == stream
+        assert [event.fields() for event in fed] == expected, stream

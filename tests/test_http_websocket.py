@@ -107,8 +107,8 @@ async def _tcp_pair():
     port = server.sockets[0].getsockname()[1]
     outer = await asyncio.open_connection("127.0.0.1", port)
     inner = await accepted
+    # Only the listener is closed: on 3.12+ wait_closed() would wait for the pair itself.
     server.close()
-    await server.wait_closed()
     return outer, inner
 
 
@@ -132,8 +132,9 @@ class _Tunnel:
     async def open(self, a_to_b=b"", b_to_a=b""):
         self.tasks_before = asyncio.all_tasks()
         (self.a, self.inner_a), (self.b, self.inner_b) = await _tcp_pair(), await _tcp_pair()
+        (reader_a, writer_a), (reader_b, writer_b) = self.inner_a, self.inner_b
         self.task = asyncio.ensure_future(
-            pipe(self.inner_a[0], self.inner_a[1], self.inner_b[0], self.inner_b[1], a_to_b, b_to_a)
+            pipe(reader_a, writer_a, reader_b, writer_b, a_to_b, b_to_a)
         )
         return self
 
@@ -240,7 +241,8 @@ def test_initial_write_to_a_closed_peer_ends_pipe_and_closes_both():
         (a, inner_a), (b, inner_b) = await _tcp_pair(), await _tcp_pair()
         inner_b[1].close()  # B is gone before the pipe starts
         await inner_b[1].wait_closed()
-        await asyncio.wait_for(pipe(inner_a[0], inner_a[1], inner_b[0], inner_b[1], a_to_b=b"hello"), 5)
+        joined = pipe(inner_a[0], inner_a[1], inner_b[0], inner_b[1], a_to_b=b"hello")
+        await asyncio.wait_for(joined, 5)
         assert inner_a[1].is_closing()
         assert await _eof(a[0])
         for _, writer in (a, b):

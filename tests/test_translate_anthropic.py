@@ -11,6 +11,7 @@ from cliproxy.translate.anthropic import (
     clean_beta_header,
     rewrite_raw,
     rewrite_response,
+    sanitize,
     sanitize_request,
     tool_name_map,
 )
@@ -553,3 +554,14 @@ def test_stream_rewriter_ignores_a_type_that_contradicts_the_event_name():
     )
     ev = Event(b"raw", event="content_block_start", data=data)
     assert StreamRewriter(_ctx()).event(ev) is ev.raw
+
+
+def test_sanitize_reports_whether_it_changed_anything():
+    clean = {"messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}]}
+    assert sanitize(clean) is False
+    unsigned = {"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "t"}]}]}
+    assert sanitize(unsigned) is True
+    signed_tool = {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "signature": "s"}]}]}
+    assert sanitize(signed_tool) is True
+    markers = {"system": [{"type": "text", "cache_control": {}} for _ in range(5)]}
+    assert sanitize(markers) is True

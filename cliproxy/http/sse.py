@@ -8,10 +8,10 @@ no byte is searched twice and no buffer is copied per line (parsing is linear in
 - Fast path, for chunks without ``\\r`` (what real providers send): events end at ``\\n\\n``,
   found with ``bytes.find``; an event's lines are decoded with one ``decode`` and one
   ``split``. A chunk's unfinished tail waits in ``_buf``.
-- General path, for chunks with ``\\r``: lines are found one by one with a regex and end in
-  ``\\r\\n``, ``\\n`` or ``\\r`` (WHATWG HTML §9.2.5). A ``\\r`` that ends a chunk may be the first
-  half of ``\\r\\n``; ``_skip_lf`` remembers it so a ``\\n`` opening the next chunk completes
-  that line ending instead of reading as a blank line.
+- General path, for chunks with ``\\r``: lines are found one by one with a regex and end
+  in ``\\r\\n``, ``\\n`` or ``\\r`` (WHATWG HTML §9.2.5). A ``\\r`` that ends a chunk may be
+  the first half of ``\\r\\n``; ``_skip_lf`` remembers it so a ``\\n`` opening the next
+  chunk completes that line ending instead of reading as a blank line.
 - Lines are decoded only once complete, and ``\\r``/``\\n`` never occur inside a UTF-8
   sequence, so a character split across reads is never mangled.
 - ``Event.raw`` keeps the bytes exactly as received. Bytes that belong to no event (blank

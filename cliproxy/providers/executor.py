@@ -66,6 +66,7 @@ class ModelCall:
     protocol: Protocol
     endpoint: Endpoint
     body: dict
+    raw: Optional[bytes]  # the client's decoded bytes while ``body`` equals them
     stream: bool  # the Gemini path asked for streamGenerateContent
     query: str  # the client's query without credentials (Gemini's alt=sse)
     thread_id: Optional[str]
@@ -249,6 +250,13 @@ class Executor:
 
 
 def _provider_body(call, candidate, served):
+    """The bytes for the provider: the client's own when nothing has to change (no
+    re-encoding of a 60 KB agent turn), else the body with the upstream model name and
+    the thinking suffix applied."""
+    if call.raw is not None and candidate.suffix is None and (
+        call.protocol is Protocol.GEMINI or call.body.get("model") == served.upstream_model
+    ):
+        return call.raw
     body = dict(call.body)
     if call.protocol is not Protocol.GEMINI:
         body["model"] = served.upstream_model

@@ -61,6 +61,14 @@ _QUOTED_BLOCK_START = '"%s"' % _BLOCK_START
 
 def sanitize_request(body: dict) -> dict:
     """Fix what Anthropic would reject in a request body, in place; returns ``body``.
+    ``sanitize`` says what this does."""
+    sanitize(body)
+    return body
+
+
+def sanitize(body: dict) -> bool:
+    """Fix what Anthropic would reject in a request body, in place; True when anything
+    changed (so an unchanged body can be forwarded as the client's own bytes).
 
     - drops assistant ``thinking`` blocks whose ``signature`` is missing, empty or not a
       string (``redacted_thinking`` blocks carry ``data`` instead and are kept);
@@ -70,26 +78,34 @@ def sanitize_request(body: dict) -> dict:
 
     Parts of unexpected types are left alone. Never raises.
     """
+    changed = False
     messages = body.get("messages")
     if isinstance(messages, list):
         for message in messages:
-            if isinstance(message, dict):
-                _sanitize_message(message)
+            if isinstance(message, dict) and _sanitize_message(message):
+                changed = True
     markers = _cache_control_holders(body)
     for holder in markers[: max(0, len(markers) - MAX_CACHE_CONTROL)]:
         del holder["cache_control"]
-    return body
+        changed = True
+    return changed
 
 
-def _sanitize_message(message: dict) -> None:
+def _sanitize_message(message: dict) -> bool:
     content = message.get("content")
     if not isinstance(content, list):
-        return
+        return False
+    changed = False
     if message.get("role") == "assistant":
-        content[:] = [block for block in content if not _unsigned_thinking(block)]
+        kept = [block for block in content if not _unsigned_thinking(block)]
+        if len(kept) != len(content):
+            content[:] = kept
+            changed = True
     for block in content:
-        if isinstance(block, dict) and block.get("type") == "tool_use":
-            block.pop("signature", None)
+        if isinstance(block, dict) and block.get("type") == "tool_use" and "signature" in block:
+            del block["signature"]
+            changed = True
+    return changed
 
 
 def _unsigned_thinking(block) -> bool:

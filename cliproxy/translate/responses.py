@@ -48,9 +48,18 @@ RESPONSE_EVENTS = frozenset(
 def sanitize_request(body: dict) -> dict:
     """Remove ``REJECTED_FIELDS`` from a Responses request body, in place; returns
     ``body``. Never raises."""
-    for name in REJECTED_FIELDS:
-        body.pop(name, None)
+    sanitize(body)
     return body
+
+
+def sanitize(body: dict) -> bool:
+    """``sanitize_request``, saying whether anything was removed."""
+    changed = False
+    for name in REJECTED_FIELDS:
+        if name in body:
+            del body[name]
+            changed = True
+    return changed
 
 
 def rewrite_response(body: dict, ctx: RewriteContext) -> dict:

@@ -163,7 +163,9 @@ class SSEReply(_Reply):
         ]
         conn.writer.write(_head(self.status, defaults, self.headers, conn.keep_alive))
         await conn.writer.drain()
-        compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS) if self.gzip_without_header else None
+        compressor = None
+        if self.gzip_without_header:
+            compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
         for index, (piece, at_event_start) in enumerate(self._pieces(events)):
             if index:
                 pause = self.delay if at_event_start else max(self.delay, SPLIT_PAUSE)
@@ -399,7 +401,8 @@ class FakeUpstream:
 
     @staticmethod
     def _not_found(request):
-        return JSONReply(404, {"error": "no fake route for %s %s" % (request.method, request.path)})
+        message = "no fake route for %s %s" % (request.method, request.path)
+        return JSONReply(404, {"error": message})
 
     @property
     def url(self):
