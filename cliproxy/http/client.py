@@ -950,11 +950,16 @@ async def _read_head(conn, timeout):
     """
     parser = conn.parser
     deadline = None
+    # Nothing can be buffered yet when nothing arrived: skip the parser's NEED_DATA.
+    event = NEED_DATA if not conn.received else None
     while True:
-        try:
-            event = parser.next_event()
-        except ProtocolError as exc:
-            raise UpstreamError("upstream %s sent an invalid response: %s" % (conn.origin, exc))
+        if event is None:
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                raise UpstreamError(
+                    "upstream %s sent an invalid response: %s" % (conn.origin, exc)
+                )
         if event is NEED_DATA:
             error = conn.error
             if error is not None:
@@ -964,6 +969,8 @@ async def _read_head(conn, timeout):
                     "upstream %s: %s before the response head" % (conn.origin, _describe(error))
                 )
             if conn.lost or conn.eof:
+                if not conn.received:
+                    raise _StaleConnection("")
                 raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
             if deadline is None and timeout is not None:
                 deadline = conn.loop.time() + timeout
@@ -973,6 +980,7 @@ async def _read_head(conn, timeout):
                 raise UpstreamTimeout(
                     "upstream %s did not answer within %gs" % (conn.origin, timeout)
                 )
+            event = None
             continue
         if event is CONNECTION_CLOSED:
             if not conn.received:
@@ -980,6 +988,7 @@ async def _read_head(conn, timeout):
             raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
         if isinstance(event, ResponseHead):
             if event.status < 200 and event.status != 101:
+                event = None
                 continue  # 100 Continue, 103 Early Hints: informational only
             return event
         raise UpstreamError("upstream %s sent an unexpected %r" % (conn.origin, event))

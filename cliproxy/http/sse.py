@@ -2,8 +2,9 @@
 
 Strategy: the parser is a sans-IO state machine over bytes, built for the streaming hot path.
 It keeps only the raw bytes of the event in progress (``_buf``) and two offsets into them:
-``_start``, the first line not yet parsed, and ``_scan``, where the next search resumes, so
-no byte is searched twice and no buffer is copied per line (parsing is linear in the input).
+``_start``, the first line not yet parsed, and ``_scan``, where the next search resumes.
+A search never restarts from the start of the event and no buffer is copied per line, so
+parsing is linear in the input however it is split.
 
 - Fast path, for chunks without ``\\r`` (what real providers send): events end at ``\\n\\n``,
   found with ``bytes.find``; an event's lines are decoded with one ``decode`` and one
