@@ -592,3 +592,131 @@ def test_invalid_header_value_is_refused_before_sending():
             )
 
     run(main())
+
+
+def test_slow_reader_pauses_the_upstream_until_it_reads_again():
+    async def main():
+        client = HttpClient()
+        body = b"x" * (64 * 1024 * 1024)  # more than loopback socket buffers can hold
+        drained = asyncio.Event()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+            drained.set()
+            await read_request(reader)
+
+        async with Upstream(handler) as up:
+            response = await client.request("GET", up.url(), Headers())
+            size = len(await response.__anext__())
+            # Nobody reads for a while: the client must stop reading too, so the
+            # upstream cannot hand it the whole body.
+            await asyncio.sleep(0.3)
+            assert not drained.is_set()
+            async for chunk in response:
+                size += len(chunk)
+            assert size == len(body)
+            await asyncio.wait_for(drained.wait(), 2)
+        await client.aclose()
+
+    run(main())
+
+
+def test_longer_wait_after_a_shorter_deadline_does_not_time_out_early():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc")
+            await writer.drain()
+            await asyncio.sleep(0.3)  # past the first-byte deadline, within the read one
+            writer.write(b"def")
+            await writer.drain()
+            await read_request(reader)
+
+        async with Upstream(handler) as up:
+            response = await client.request(
+                "GET", up.url(), Headers(), first_byte_timeout=0.1, read_timeout=2
+            )
+            assert await response.read() == b"abcdef"
+        await client.aclose()
+
+    run(main())
+
+
+def test_unsolicited_bytes_on_an_idle_connection_close_it():
+    async def main():
+        client = HttpClient()
+        sent = asyncio.Event()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(OK)
+            if index == 0:
+                writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+                sent.set()
+            await read_request(reader)
+
+        async with Upstream(handler) as up:
+            assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
+            await sent.wait()
+            await asyncio.sleep(0.05)  # let the stray answer reach the idle connection
+            response = await client.request("GET", up.url(), Headers())
+            assert response.status == 200 and await response.read() == b"ok"
+            assert up.accepted == 2
+        await client.aclose()
+
+    run(main())
+
+
+def test_answer_before_the_body_was_sent_whole_is_not_pooled():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await reader.readuntil(b"\r\n\r\n")
+            # Answer at once without reading the (huge) body, keep-alive and all.
+            writer.write(OK)
+            await writer.drain()
+            if index == 0:
+                await asyncio.sleep(5)
+            await read_request(reader)
+
+        async with Upstream(handler) as up:
+            body = b"y" * (64 * 1024 * 1024)
+            response = await client.request("POST", up.url(), Headers(), body)
+            assert await response.read() == b"ok"
+            assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
+            assert up.accepted == 2
+        await client.aclose()
+
+    run(main())
+
+
+def test_open_upgrade_over_tls_hands_over_the_streams():
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
+            await writer.drain()
+            writer.write(await reader.readexactly(4))
+            await writer.drain()
+            writer.close()
+
+        async with Upstream(handler, server_ssl_context()) as up:
+            client = HttpClient(ca_bundle=CERT)
+            headers = Headers([("upgrade", "websocket"), ("connection", "upgrade")])
+            response, reader, writer, leftover = await client.open_upgrade(
+                up.url("/ws", scheme="https"), headers
+            )
+            assert response.status == 101 and leftover == b""
+            writer.write(b"pong")
+            await writer.drain()
+            assert await reader.readexactly(4) == b"pong"
+            assert await reader.read() == b""  # the upstream's close reaches the reader
+            writer.close()
+
+    run(main())

@@ -27,13 +27,13 @@ from cliproxy.http.codec import Decoder
 from cliproxy.http.headers import strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
-from cliproxy.http.sse import SSEParser
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
 from cliproxy.providers.outbound import Endpoint, provider_headers, provider_url, proxy_for
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
 from cliproxy.translate.anthropic import RewriteContext
 from cliproxy.translate.errors import error_event
+from cliproxy.translate.relay import EventRelay
 from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
 
 log = logging.getLogger("cliproxy.executor")
@@ -219,23 +219,22 @@ class Executor:
         return Response(upstream.status, headers, body)
 
     async def _relay_events(self, call, served, upstream, chunks, first, decoder, started, ttfb):
-        rewriter = _REWRITERS[call.protocol].StreamRewriter(call.context)
-        parser = SSEParser()
+        relay = EventRelay(_REWRITERS[call.protocol].StreamRewriter(call.context))
         chunk = first
         try:
             while True:
                 if decoder is not None:
                     chunk = decoder.decompress(chunk)
-                out = [rewriter.event(event) for event in parser.feed(chunk)]
+                out = relay.feed(chunk)
                 if out:
-                    yield b"".join(out)
+                    yield out
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
-            tail = parser.flush()
+            tail = relay.flush()
             if tail:
-                yield b"".join(rewriter.event(event) for event in tail)
+                yield tail
         except ProxyError as exc:
             # Bytes already reached the client: end the stream the protocol's way.
             log.warning(

@@ -235,6 +235,12 @@ class StreamRewriter:
         self._ctx = ctx
         self._model_json = encode_json_value(ctx.requested_model)
 
+    @staticmethod
+    def wants(run: bytes) -> bool:
+        """Whether a run of whole events may hold an event to rewrite: only these two
+        kinds are ever changed, and their names appear in every such event."""
+        return b"message_start" in run or b"content_block_start" in run
+
     def event(self, ev) -> bytes:
         """The bytes to send for ``ev`` (a ``cliproxy.http.sse.Event``). Never raises."""
         data = ev.data

@@ -79,12 +79,20 @@ def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
     return dumps(rewrite_response(body, ctx)).encode("utf-8")
 
 
+_RESPONSE_EVENT_BYTES = tuple(name.encode("ascii") for name in sorted(RESPONSE_EVENTS))
+
+
 class StreamRewriter:
     """Rewrites ``response.model`` in the lifecycle events of a Responses stream."""
 
     def __init__(self, ctx: RewriteContext):
         self._ctx = ctx
         self._model_json = encode_json_value(ctx.requested_model)
+
+    @staticmethod
+    def wants(run: bytes) -> bool:
+        """Whether a run of whole events may hold a lifecycle event carrying the model."""
+        return any(name in run for name in _RESPONSE_EVENT_BYTES)
 
     def event(self, ev) -> bytes:
         """The bytes to send for ``ev`` (a ``cliproxy.http.sse.Event``). Never raises."""
