@@ -720,3 +720,29 @@ def test_open_upgrade_over_tls_hands_over_the_streams():
             writer.close()
 
     run(main())
+
+
+def test_complete_turns_true_once_the_body_ended():
+    async def main():
+        client = HttpClient()
+
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc")
+            await writer.drain()
+            await upstream.go.wait()
+            writer.write(b"def")
+            await writer.drain()
+            await read_request(reader)
+
+        async with Upstream(handler) as up:
+            up.go = asyncio.Event()
+            response = await client.request("GET", up.url(), Headers())
+            assert await response.__anext__() == b"abc"
+            assert not response.complete
+            up.go.set()
+            assert await response.__anext__() == b"def"
+            assert response.complete
+        await client.aclose()
+
+    run(main())

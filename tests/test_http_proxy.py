@@ -405,3 +405,22 @@ def test_head_and_no_content_responses_have_no_body():
             await client.aclose()
 
     run(main())
+
+
+def test_whole_plain_body_in_one_read_is_relayed_as_bytes_else_streamed():
+    async def main():
+        raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        async with Upstream(respond(raw)) as up:
+            client = HttpClient()
+            response = await forward(client, "POST", up.url(), Headers(), b"{}")
+            assert response.body == b"{}"
+            assert response.headers.get("content-length") == "2"
+        events = [b'{"n":1}\n', b'{"n":2}\n']
+        async with Upstream(sse_handler(events, content_type=b"application/json")) as up:
+            up.go = asyncio.Event()
+            response = await forward(client, "GET", up.url(), Headers(), None)
+            assert not isinstance(response.body, bytes)
+            await check_one_by_one(up, response.body, events)
+            await client.aclose()
+
+    run(main())

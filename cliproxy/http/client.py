@@ -3,13 +3,12 @@
 Strategy: the framing is the sans-IO ``parser.ResponseParser`` and ``writer``; this module
 only moves bytes between them and the socket. One ``_Connection`` is one socket: an
 ``asyncio.Protocol`` whose ``data_received`` feeds its parser and wakes the one coroutine
-waiting for bytes, if any. There are no streams, no task per wait and no per-read future
-on the hot path: a request is one ``transport.write`` (head and small body together) and
-one future that the answer resolves. Connections are kept in a LIFO list per origin key
-``(scheme, host, port, proxy)`` while idle. A connection goes back to the pool only when
-its response was read to the end, both sides allowed keep-alive and our request was sent
-whole; anything else closes it, so a half-read response can never be mistaken for the
-next one.
+waiting for bytes, if any. No streams and no task per wait: a request is typically one
+``transport.write`` (head and small body together) and one future that the answer
+resolves. Connections are kept in a LIFO list per origin key ``(scheme, host, port,
+proxy)`` while idle. A connection goes back to the pool only when its response was read
+to the end, both sides allowed keep-alive and our request was sent whole; anything else
+closes it, so a half-read response can never be mistaken for the next one.
 
 Timeouts: each wait has a deadline in loop time (the first byte: one deadline for the
 whole head; the body: ``read_timeout`` per wait). A connection arms at most one
@@ -461,7 +460,8 @@ class ClientResponse:
     chunk is everything that came since the previous one (never held back waiting for
     more; at most about ``READ_HIGH_WATER`` plus one socket read). Reaching the end
     returns the connection to the pool when keep-alive allows; ``aclose()`` closes it
-    otherwise.
+    otherwise. ``complete`` turns true once the body was received to its end (the next
+    iteration step stops at once).
     """
 
     __slots__ = (
@@ -470,6 +470,7 @@ class ClientResponse:
         "version",
         "headers",
         "first_byte_at",
+        "complete",
         "_client",
         "_conn",
         "_read_timeout",
@@ -482,6 +483,7 @@ class ClientResponse:
         self.version = head.version
         self.headers = head.headers
         self.first_byte_at = time.monotonic()
+        self.complete = False
         self._client = client
         self._conn = conn  # None once the body ended or the response was closed
         self._read_timeout = read_timeout
@@ -610,6 +612,7 @@ class ClientResponse:
 
     def _finish(self, conn):
         self._conn = None
+        self.complete = True
         if self._reusable:
             self._client._release(conn)
         else:

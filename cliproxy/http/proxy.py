@@ -2,10 +2,12 @@
 
 Strategy: ``forward`` is the one place where a request crosses the proxy unchanged apart
 from hop-by-hop fields (RFC 9110 §7.6.1) and ``Host``. The answer's body is relayed by
-``_RelayBody``, an async iterator that hands on each upstream read as it arrives (never
-more buffering than one read, so Server-Sent Events flow event by event) and whose
+``_RelayBody``, an async iterator that hands on upstream bytes as soon as they arrive
+(nothing is held back, so Server-Sent Events flow event by event) and whose
 ``aclose()`` closes the upstream response: when the server closes it because the client
 left, the upstream connection is dropped at once, whether or not iteration had started.
+A plain body whose first read already brought all of it (the usual short JSON answer) is
+handed on as bytes instead: the server then writes head and body in one send.
 
 One upstream quirk is repaired (SPEC §3.1): a body that starts with the gzip magic
 ``1f 8b`` but carries no ``Content-Encoding`` is decompressed. Only the first chunk is
@@ -149,6 +151,8 @@ async def _relay(method, upstream, limits):
     except StopAsyncIteration:
         return Response(status, headers, b"")
     if not first.startswith(GZIP_MAGIC):
+        if upstream.complete:  # all of it came at once: one write downstream
+            return Response(status, headers, first)
         return Response(status, headers, _RelayBody(upstream, (first,)))
     return await _gunzip_response(status, headers, upstream, first, limits.max_body_bytes)
 
