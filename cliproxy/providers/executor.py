@@ -193,15 +193,7 @@ class Executor:
         await upstream.aclose()
         data = _decoded(upstream.headers, data, call.config.limits.max_body_bytes)
         self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
-        rewriter = _REWRITERS[call.protocol]
-        try:
-            document = json.loads(data)
-        except ValueError:
-            document = None
-        if isinstance(document, dict):
-            data = _dumps(rewriter.rewrite_response(document, call.context))
-        elif isinstance(document, list):  # Gemini's non-SSE streamGenerateContent
-            data = _dumps([rewriter.rewrite_response(item, call.context) for item in document])
+        data = _REWRITERS[call.protocol].rewrite_raw(data, call.context)
         headers = _client_headers(upstream.headers)
         return Response(upstream.status, headers, data)
 

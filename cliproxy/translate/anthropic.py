@@ -23,11 +23,11 @@ from typing import Dict, List, Optional
 
 from cliproxy.translate.context import (
     RewriteContext,
-    dumps,
     encode_json_value,
     has_value,
     loads_object,
     reencode,
+    rewrite_json,
 )
 
 __all__ = [
@@ -195,12 +195,8 @@ def rewrite_response(body: dict, ctx: RewriteContext) -> dict:
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body: parsed once, written once. A body that is not
-    a JSON object (an upstream error page, say) is returned unchanged."""
-    body = loads_object(data)
-    if body is None:
-        return data
-    return dumps(rewrite_response(body, ctx)).encode("utf-8")
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    return rewrite_json(data, rewrite_response, ctx)
 
 
 def _fix_block(block: dict, tool_names: Dict[str, str]) -> bool:

@@ -48,6 +48,28 @@ def loads_any(text):
         return None
 
 
+def rewrite_json(data: bytes, rewrite, ctx: "RewriteContext", arrays: bool = False) -> bytes:
+    """``rewrite(document, ctx)`` applied to a raw JSON body, parsed once and written
+    once; with ``arrays``, each object of a JSON array (Gemini's non-SSE stream) is
+    rewritten alike. Anything else (an upstream error page) comes back unchanged, as the
+    same bytes object."""
+    document = loads_any(data)
+    if isinstance(document, dict):
+        return dumps(rewrite(document, ctx)).encode("utf-8")
+    if arrays and isinstance(document, list):
+        items = [rewrite(item, ctx) if isinstance(item, dict) else item for item in document]
+        return dumps(items).encode("utf-8")
+    return data
+
+
+def rewrite_model(body: dict, ctx: "RewriteContext") -> dict:
+    """Set a response object's top-level ``model`` (when it is a string) to
+    ``ctx.requested_model``, in place; returns ``body``. Never raises."""
+    if isinstance(body.get("model"), str):
+        body["model"] = ctx.requested_model
+    return body
+
+
 def has_value(data: str, key: str, value_json: str) -> bool:
     """True when ``data`` (a JSON text) certainly holds ``key`` once, with the value whose
     JSON encoding is ``value_json``.

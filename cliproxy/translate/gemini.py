@@ -8,12 +8,7 @@ the requested value, or none, pass through as the exact bytes received. ``countT
 answers have no ``modelVersion`` and come back unchanged.
 """
 
-from cliproxy.translate.context import (
-    RewriteContext,
-    TopLevelFieldRewriter,
-    dumps,
-    loads_any,
-)
+from cliproxy.translate.context import RewriteContext, TopLevelFieldRewriter, rewrite_json
 
 __all__ = ["RewriteContext", "StreamRewriter", "rewrite_raw", "rewrite_response"]
 
@@ -31,12 +26,8 @@ def rewrite_response(body, ctx: RewriteContext):
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (object or array); a body that is neither is
-    returned unchanged."""
-    body = loads_any(data)
-    if not isinstance(body, (dict, list)):
-        return data
-    return dumps(rewrite_response(body, ctx)).encode("utf-8")
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    return rewrite_json(data, rewrite_response, ctx, arrays=True)
 
 
 class StreamRewriter(TopLevelFieldRewriter):

@@ -11,28 +11,20 @@ sanitising, so this module has no ``sanitize_request``.
 from cliproxy.translate.context import (
     RewriteContext,
     TopLevelFieldRewriter,
-    dumps,
-    loads_object,
+    rewrite_json,
+    rewrite_model,
 )
 
 __all__ = ["RewriteContext", "StreamRewriter", "rewrite_raw", "rewrite_response"]
 
 
-def rewrite_response(body: dict, ctx: RewriteContext) -> dict:
-    """Set a Chat Completions response's ``model`` (when present) to
-    ``ctx.requested_model``, in place; returns ``body``. Never raises."""
-    if isinstance(body.get("model"), str):
-        body["model"] = ctx.requested_model
-    return body
+# The only field to give back: the model the client asked for.
+rewrite_response = rewrite_model
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body; a body that is not a JSON object is returned
-    unchanged."""
-    body = loads_object(data)
-    if body is None:
-        return data
-    return dumps(rewrite_response(body, ctx)).encode("utf-8")
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    return rewrite_json(data, rewrite_response, ctx)
 
 
 class StreamRewriter(TopLevelFieldRewriter):

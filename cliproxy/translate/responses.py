@@ -10,11 +10,12 @@ through as the exact bytes received, decided by the event name before any parsin
 
 from cliproxy.translate.context import (
     RewriteContext,
-    dumps,
     encode_json_value,
     has_value,
     loads_object,
     reencode,
+    rewrite_json,
+    rewrite_model,
 )
 
 __all__ = [
@@ -62,21 +63,13 @@ def sanitize(body: dict) -> bool:
     return changed
 
 
-def rewrite_response(body: dict, ctx: RewriteContext) -> dict:
-    """Set a response object's ``model`` (when present) to ``ctx.requested_model``, in
-    place; returns ``body``. Never raises."""
-    if isinstance(body.get("model"), str):
-        body["model"] = ctx.requested_model
-    return body
+# The only field to give back: the model the client asked for.
+rewrite_response = rewrite_model
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body; a body that is not a JSON object is returned
-    unchanged."""
-    body = loads_object(data)
-    if body is None:
-        return data
-    return dumps(rewrite_response(body, ctx)).encode("utf-8")
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    return rewrite_json(data, rewrite_response, ctx)
 
 
 _RESPONSE_EVENT_BYTES = tuple(name.encode("ascii") for name in sorted(RESPONSE_EVENTS))
