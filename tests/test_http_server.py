@@ -12,7 +12,9 @@ import gc
 import json
 import logging
 import os
+import socket
 import ssl
+import struct
 from pathlib import Path
 
 from cliproxy import errors
@@ -744,3 +746,190 @@ def test_protocol_errors_are_logged_without_traceback(caplog):
     records = [r for r in caplog.records if r.name == "cliproxy.http.server"]
     assert len(records) == 1 and records[0].exc_info is None
     assert "invalid request line" in records[0].getMessage()
+
+
+# -- flow control, pipelining bursts, half-close -----------------------------------------
+
+
+def test_large_request_body_reaches_a_slow_reader_whole():
+    # Far more than the read high-water mark: reading pauses and resumes as the handler reads.
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def handler(request):
+        parts = []
+        async for chunk in request.body:
+            parts.append(chunk)
+            await asyncio.sleep(0)  # a consumer slower than the socket
+        data = b"".join(parts)
+        return Response(200, body=b"%d:%d" % (len(data), data == payload))
+
+    async def main():
+        async with serving(handler, max_body_bytes=len(payload)) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(payload))
+            writer.write(payload)
+            reply = await read_response(reader)
+            assert reply.status == 200 and reply.body == b"%d:1" % len(payload)
+            writer.close()
+
+    run(main())
+
+
+def test_large_responses_reach_a_slow_client_whole():
+    # Bigger than the socket buffers: writes wait for the client (pause/resume writing).
+    big = os.urandom(4 << 20)
+
+    async def handler(request):
+        if request.path == "/bytes":
+            return Response(200, body=big)
+
+        async def body():
+            for _ in range(4):
+                yield big
+
+        return Response(200, body=body())
+
+    async def main():
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            for path, expected in (("/bytes", big), ("/stream", big * 4)):
+                writer.write(get(path))
+                await asyncio.sleep(0.1)  # let the server fill the buffers and pause
+                reply = await read_response(reader)
+                assert reply.status == 200 and reply.body == expected
+            assert server.open_streams == 0
+            writer.close()
+
+    run(main())
+
+
+def test_a_burst_of_pipelined_requests_is_answered_in_order():
+    async def main():
+        async with serving(echo_path) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"".join(get("/%d" % i) for i in range(500)))
+            for i in range(500):
+                reply = await read_response(reader)
+                assert reply.status == 200 and reply.body == b"/%d" % i
+            writer.close()
+
+    run(main())
+
+
+def test_eof_in_the_middle_of_a_head_is_400_and_closes():
+    async def main():
+        async with serving(echo_path) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            writer.write_eof()
+            reply = await read_response(reader)
+            assert reply.status == 400 and reply.headers["connection"] == "close"
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_half_closed_client_cancels_its_handler():
+    async def main():
+        baseline = await leak_baseline()
+        started = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def handler(request):
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            finally:
+                cancelled.set()
+            return Response(200)
+
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(get())
+            await asyncio.wait_for(started.wait(), 3)
+            writer.write_eof()
+            await asyncio.wait_for(cancelled.wait(), 3)
+            await assert_closed(reader)
+            await settle()
+            assert server.in_flight == 0 and server.open_connections == 0
+            writer.close()
+        await assert_no_leaks(baseline)
+
+    run(main())
+
+
+def test_idle_timeout_counts_from_the_last_response():
+    async def main():
+        async with serving(echo_path, idle_timeout=0.3) as (_, port):
+            reader, writer = await connect(port)
+            for _ in range(4):  # 0.6 s in all: longer than one idle timeout
+                writer.write(get())
+                assert (await read_response(reader)).status == 200
+                await asyncio.sleep(0.15)
+            await assert_closed(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_upgrade_over_tls():
+    async def main():
+        async def echo(reader, writer, leftover):
+            data = await reader.readexactly(4)
+            writer.write(leftover + data)
+            await writer.drain()
+            writer.close()
+
+        async def handler(request):
+            return Response(101, Headers([("upgrade", "echo")]), on_upgrade=echo)
+
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(str(CERTS / "server.pem"), str(CERTS / "server.key"))
+        client_ctx = ssl.create_default_context(cafile=str(CERTS / "server.pem"))
+        async with serving(handler, ssl_context=server_ctx) as (server, port):
+            reader, writer = await connect(port, client_ctx)
+            writer.write(get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n") + b"ab")
+            status, headers = await read_head(reader)
+            assert status == 101 and headers["connection"] == "upgrade"
+            writer.write(b"ping")
+            assert await reader.readexactly(6) == b"abping"
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+            writer.close()
+            await settle()
+            assert server.open_tunnels == 0 and server.open_connections == 0
+
+    run(main())
+
+
+def test_reset_with_pipelined_requests_queued_leaks_nothing():
+    # The client resets while the server has stopped reading (a handler is busy and more
+    # than the high-water mark of pipelined input waits): the server learns it only when
+    # writing, just before it would start the next pipelined request.
+    async def main():
+        baseline = await leak_baseline()
+        started = asyncio.Event()
+        release = asyncio.Event()
+
+        async def handler(request):
+            if request.path == "/first":
+                started.set()
+                await release.wait()
+            return Response(200, body=b"ok")
+
+        async with serving(handler) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(get("/first"))
+            await asyncio.wait_for(started.wait(), 3)
+            writer.write(get("/next") * 4000)  # well past the read high-water mark
+            await settle()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST
+            await settle()
+            release.set()
+            await settle()
+            assert server.in_flight == 0 and server.open_connections == 0
+        await assert_no_leaks(baseline)
+
+    run(main())

@@ -388,6 +388,7 @@ class _Connection(asyncio.Protocol):
         "state",
         "cycle",
         "task",
+        "running",
         "lost",
         "eof",
         "client_gone",
@@ -414,6 +415,7 @@ class _Connection(asyncio.Protocol):
         self.state = _State.IDLE
         self.cycle = None  # type: Optional[_Cycle]
         self.task = None  # type: Optional[asyncio.Task]
+        self.running = False  # the request task has entered ``_run``
         self.lost = False
         self.eof = False
         self.client_gone = False
@@ -481,6 +483,8 @@ class _Connection(asyncio.Protocol):
         self.eof = True
         if self.lingering:
             return False
+        if self.state is _State.TUNNEL:
+            return not self.tls  # the switch hands the EOF on to ``on_upgrade``'s reader
         if self.cycle is None:
             self.parser.feed_eof()
             self.next_request()
@@ -508,9 +512,15 @@ class _Connection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(True)
         task = self.task
-        if task is not None:
-            task.cancel()
-        else:
+        if task is None:
+            self.forget()
+            return
+        task.cancel()
+        if not self.running:
+            # Cancelled before its first step, the task never enters ``_run`` (its
+            # bookkeeping included): settle for it here.
+            self.task = None
+            self.server.in_flight -= 1
             self.forget()
 
     def connection_lost_in_tunnel(self):
@@ -548,7 +558,7 @@ class _Connection(asyncio.Protocol):
         is cleared (``deadline = None``) or moved first. Re-arms the timer only when the new
         deadline is earlier than the armed one."""
         loop = self.loop
-        when = loop.time() + max(timeout, 0)
+        when = loop.time() + timeout
         self.deadline = when
         self.deadline_kind = kind
         timer = self.timer
@@ -616,27 +626,38 @@ class _Connection(asyncio.Protocol):
             self.start(event)
             return
         if event is NEED_DATA:
+            if not parser.has_buffered_data:
+                self.wait_for_request(self.server._limits().idle_timeout)
+                return
             self.ran_dry()
-            if parser.has_buffered_data:
-                if self.deadline is None or self.deadline_kind is not _Timeout.HEAD:
-                    # The first bytes of a head: the whole head must come within read_timeout.
-                    self.set_state(_State.ACTIVE)
-                    self.set_deadline(self.server._limits().read_timeout, _Timeout.HEAD)
-            elif self.server._closing:
-                self.close()
-            else:
-                if self.state is not _State.IDLE:
-                    self.set_state(_State.IDLE)
-                self.set_deadline(self.server._limits().idle_timeout, _Timeout.IDLE)
+            if self.deadline is None or self.deadline_kind is not _Timeout.HEAD:
+                # The first bytes of a head: the whole head must come within read_timeout.
+                self.set_state(_State.ACTIVE)
+                self.set_deadline(self.server._limits().read_timeout, _Timeout.HEAD)
             return
         if event is CONNECTION_CLOSED:
             self.close()
             return
         self.send_error(400, "invalid_request_error", "unexpected data before a request")
 
+    def wait_for_request(self, idle_timeout):
+        """Nothing is buffered between requests: wait for one for up to ``idle_timeout``
+        seconds, or close when the server is shutting down."""
+        self.unread = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.server._closing:
+            self.close()
+            return
+        self.state = _State.IDLE
+        self.set_deadline(idle_timeout, _Timeout.IDLE)
+
     def start(self, head):
         """Start the request task for ``head`` (or refuse a body over ``max_body_bytes``)."""
         server = self.server
+        if self.transport.is_closing():
+            return  # a write failed: ``connection_lost`` is on its way
         limits = server._limits()
         self.deadline = None
         self.state = _State.ACTIVE
@@ -668,47 +689,46 @@ class _Connection(asyncio.Protocol):
             head.version,
         )
         server.in_flight += 1
-        self.task = self.loop.create_task(self._run(request, cycle))
+        task = self.loop.create_task(self._run(request, cycle))
+        if not task.done():  # an eager task factory may have run it to the end already
+            self.task = task
 
     async def _run(self, request, cycle):
-        """The request task: answer, then either go on with the next request or close."""
+        """The request task: answer, then go on with the next request or close."""
+        server = self.server
+        self.running = True
         keep = False
         try:
-            keep = await self._serve(request, cycle)
+            try:
+                upgrade = await self._respond(request, cycle)
+            finally:
+                server.in_flight -= 1
+            if upgrade is not None:
+                await self._tunnel(upgrade)
+            elif self.client_gone:
+                self.close()
+            elif cycle.must_close or not cycle.head.keep_alive or server._closing:
+                if not cycle.body._done:
+                    self.linger = True
+                self.close()
+            else:
+                keep = cycle.body._done or await self._discard(cycle.body)
+                if not keep:
+                    self.close()
         except Exception:
             log.exception("connection from %s failed", self.peer[0])
             self.transport.abort()
         finally:
             self.task = None
+            self.running = False
             if self.lost:
                 self.forget()
         if keep:
             self.cycle = None
-            self.next_request()
-
-    async def _serve(self, request, cycle):
-        """Answer one request; True when the connection may carry another."""
-        server = self.server
-        try:
-            upgrade = await self._respond(request, cycle)
-        finally:
-            server.in_flight -= 1
-        if upgrade is not None:
-            await self._tunnel(upgrade)
-            return False
-        if self.client_gone:
-            self.close()
-            return False
-        body = cycle.body
-        if cycle.must_close or not cycle.head.keep_alive or server._closing:
-            if not body.complete:
-                self.linger = True
-            self.close()
-            return False
-        if body.complete or await self._discard(body):
-            return True
-        self.close()
-        return False
+            if self.parser.has_buffered_data:
+                self.next_request()  # pipelined
+            else:
+                self.wait_for_request(cycle.limits.idle_timeout)
 
     async def _discard(self, body):
         """Read and drop a small unread body; True when the connection stays usable."""
@@ -724,7 +744,8 @@ class _Connection(asyncio.Protocol):
         upgrade still to be carried out, else ``None``."""
         try:
             response = await self.server._handler(request)
-            _check_response(response)
+            if type(response) is not Response or not 200 <= response.status <= 599:
+                _check_response(response)
         except Exception as exc:
             response = self._error_response(request, cycle, exc)
             if response is None:
@@ -732,7 +753,13 @@ class _Connection(asyncio.Protocol):
         if response.status == 101:
             return response
         try:
-            await self._send(request, cycle, response)
+            if isinstance(response.body, _BYTES_TYPES):
+                # The common case needs no coroutine: head and body in one write.
+                self._write_whole(request, cycle, response)
+                if self.writing_paused:
+                    await self.drain()
+            else:
+                await self._send(request, cycle, response)
         except _ClientGone:
             log.debug("client %s left while receiving a response", self.peer[0])
             self.client_gone = True
@@ -785,16 +812,9 @@ class _Connection(asyncio.Protocol):
         whatever the body iterator raised."""
         body = response.body
         if isinstance(body, _BYTES_TYPES):
-            headers, bodiless, _, _ = self._frame(request, cycle, response, False)
-            data = encode_response_head(response.status, headers)
-            cycle.response_started = True
-            if bodiless:
-                await self.write(data)
-            elif len(body) <= SMALL_BODY:
-                await self.write(data + bytes(body))
-            else:
-                self.transport.write(data)
-                await self.write(body)
+            self._write_whole(request, cycle, response)
+            if self.writing_paused:
+                await self.drain()
             return
         try:
             headers, bodiless, chunked, expected = self._frame(request, cycle, response, True)
@@ -804,6 +824,25 @@ class _Connection(asyncio.Protocol):
                 await self._stream(body, chunked, expected, cycle)
         finally:
             await _aclose(body)
+
+    def _write_whole(self, request, cycle, response):
+        """Frame and write a response whose body is bytes, without waiting for the socket
+        buffer to drain. Raises ``_ClientGone`` when the client left, ``ValueError`` for a
+        head that cannot be written."""
+        body = response.body
+        headers, bodiless, _, _ = self._frame(request, cycle, response, False)
+        data = encode_response_head(response.status, headers)
+        transport = self.transport
+        if self.lost or transport.is_closing():
+            raise _ClientGone()
+        cycle.response_started = True
+        if bodiless:
+            transport.write(data)
+        elif len(body) <= SMALL_BODY:
+            transport.write(data + bytes(body))
+        else:
+            transport.write(data)
+            transport.write(body)
 
     def _frame(self, request, cycle, response, streaming):
         """The head's fields and the body framing: (headers, bodiless, chunked, expected
@@ -821,7 +860,11 @@ class _Connection(asyncio.Protocol):
             # The common case, in one pass: drop framing fields, set the length.
             items = [] if given is None else [i for i in given if i[0] not in _FRAMING_AND_LENGTH]
             items.append(("content-length", str(len(body))))
-            headers = Headers.from_lowered(items)
+            if self._closes_after(cycle):
+                items.append(("connection", "close"))
+            elif version == _HTTP10:
+                items.append(("connection", "keep-alive"))
+            return Headers.from_lowered(items), False, False, None
         else:
             headers = Headers() if given is None else given.without(_FRAMING_FIELDS)
             if status == 204 or status < 200:
@@ -886,13 +929,18 @@ class _Connection(asyncio.Protocol):
             raise _ClientGone()
         transport.write(data)
         if self.writing_paused:
-            waiter = self.drain_waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.drain_waiter = None
-            if self.lost:
-                raise _ClientGone()
+            await self.drain()
+
+    async def drain(self):
+        """Wait until the transport resumes writing. Raises ``_ClientGone`` when the client
+        left meanwhile."""
+        waiter = self.drain_waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self.drain_waiter = None
+        if self.lost:
+            raise _ClientGone()
 
     # -- errors, upgrades, closing -------------------------------------------------------
 
