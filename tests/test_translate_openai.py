@@ -306,3 +306,18 @@ def test_gemini_stream_passes_chunks_needing_nothing_raw():
         assert rewriter.event(ev) is ev.raw
     ev = Event(b"raw", data=None)
     assert rewriter.event(ev) is ev.raw
+
+
+def test_a_body_already_naming_the_requested_model_passes_as_received():
+    from cliproxy.translate import anthropic, gemini, responses
+    from cliproxy.translate.context import holds_only
+
+    same = b'{"model": "%s", "choices": []}' % REQUESTED.encode()
+    assert openai.rewrite_raw(same, CTX) is same
+    assert responses.rewrite_raw(same, CTX) is same
+    assert gemini.rewrite_raw(b'{"modelVersion":"%s"}' % REQUESTED.encode(), CTX) == b'{"modelVersion":"%s"}' % REQUESTED.encode()
+    nested = b'{"model":"%s","x":{"model":"other"}}' % REQUESTED.encode()
+    assert not holds_only(nested, "model", REQUESTED)  # not certain: parse
+    tool = b'{"model":"%s","content":[{"type":"tool_use","name":"bash"}]}' % REQUESTED.encode()
+    assert anthropic.rewrite_raw(tool, CTX) != tool  # tool blocks still get their signature
+    assert b'"signature":""' in anthropic.rewrite_raw(tool, CTX)

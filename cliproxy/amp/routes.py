@@ -121,8 +121,24 @@ def parse_provider_path(provider, rest, method):
     return None
 
 
+# Classified paths: Amp uses a few dozen distinct ones; bounded against scanners.
+_ROUTE_CACHE = {}  # type: dict
+_ROUTE_CACHE_SIZE = 4096
+
+
 def classify(method, path):
-    """The ``Route`` of a request. ``path`` is the raw path without the query."""
+    """The ``Route`` of a request. ``path`` is the raw path without the query. Pure, so
+    the answer for a (method, path) pair is remembered."""
+    key = (method, path)
+    route = _ROUTE_CACHE.get(key)
+    if route is None:
+        if len(_ROUTE_CACHE) >= _ROUTE_CACHE_SIZE:
+            _ROUTE_CACHE.clear()
+        route = _ROUTE_CACHE[key] = _classify(method, path)
+    return route
+
+
+def _classify(method, path):
     if path == "/healthz":
         return Route(Family.HEALTH)
     if path == "/metrics":

@@ -114,6 +114,11 @@ def _gemini_model(model: Optional[str]) -> str:
     return quote(model, safe="-._~")
 
 
+# Built URLs, keyed by what they depend on; a handful per provider entry in practice.
+_URL_CACHE = {}  # type: dict
+_URL_CACHE_SIZE = 4096
+
+
 def provider_url(
     entry: ProviderEntry,
     endpoint: Endpoint,
@@ -124,8 +129,19 @@ def provider_url(
 
     ``model`` is the upstream model name, needed by Gemini endpoints only (they carry it in
     the path); ``stream`` is unused by the others, whose bodies say whether they stream.
-    Raises ``ValueError`` when a Gemini endpoint has no model (a caller's bug).
+    Raises ``ValueError`` when a Gemini endpoint has no model (a caller's bug). The result
+    depends only on the entry's kind and base URL and the arguments, so it is remembered.
     """
+    key = (entry.kind, entry.base_url, endpoint, model, stream)
+    url = _URL_CACHE.get(key)
+    if url is None:
+        if len(_URL_CACHE) >= _URL_CACHE_SIZE:
+            _URL_CACHE.clear()
+        url = _URL_CACHE[key] = _build_url(entry, endpoint, model, stream)
+    return url
+
+
+def _build_url(entry: ProviderEntry, endpoint: Endpoint, model: Optional[str], stream: bool) -> str:
     base = entry.base_url
     if endpoint in _ANTHROPIC_PATHS:
         return _join(base, lambda p: _anthropic_path(p, _ANTHROPIC_PATHS[endpoint]))

@@ -27,6 +27,7 @@ from cliproxy.translate.context import (
     has_value,
     loads_object,
     reencode,
+    holds_only,
     rewrite_json,
 )
 
@@ -195,7 +196,11 @@ def rewrite_response(body: dict, ctx: RewriteContext) -> dict:
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``). A body that
+    already names the requested model and has no tool or thinking block to fix goes out
+    as received."""
+    if b'"tool_use"' not in data and b'"thinking"' not in data and holds_only(data, "model", ctx.requested_model):
+        return data
     return rewrite_json(data, rewrite_response, ctx)
 
 

@@ -62,6 +62,18 @@ def rewrite_json(data: bytes, rewrite, ctx: "RewriteContext", arrays: bool = Fal
     return data
 
 
+def holds_only(data: bytes, key: str, value: str) -> bool:
+    """True when the raw JSON ``data`` certainly holds ``key`` exactly once, with the
+    string ``value``: setting ``key`` to ``value`` would change nothing, so the body can
+    go out as received. (A key inside a JSON string has its quotes escaped, so a raw
+    match is a real key.) False means "not certain": the caller parses."""
+    needle = ('"%s"' % key).encode("utf-8")
+    if data.count(needle) != 1:
+        return False
+    encoded = encode_json_value(value).encode("utf-8")
+    return needle + b":" + encoded in data or needle + b": " + encoded in data
+
+
 def rewrite_model(body: dict, ctx: "RewriteContext") -> dict:
     """Set a response object's top-level ``model`` (when it is a string) to
     ``ctx.requested_model``, in place; returns ``body``. Never raises."""

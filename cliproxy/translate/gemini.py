@@ -8,7 +8,7 @@ the requested value, or none, pass through as the exact bytes received. ``countT
 answers have no ``modelVersion`` and come back unchanged.
 """
 
-from cliproxy.translate.context import RewriteContext, TopLevelFieldRewriter, rewrite_json
+from cliproxy.translate.context import RewriteContext, TopLevelFieldRewriter, holds_only, rewrite_json
 
 __all__ = ["RewriteContext", "StreamRewriter", "rewrite_raw", "rewrite_response"]
 
@@ -26,7 +26,10 @@ def rewrite_response(body, ctx: RewriteContext):
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``); a body that
+    already names the requested model goes out as received."""
+    if holds_only(data, _MODEL_KEY, ctx.requested_model):
+        return data
     return rewrite_json(data, rewrite_response, ctx, arrays=True)
 
 

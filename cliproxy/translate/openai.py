@@ -11,6 +11,7 @@ sanitising, so this module has no ``sanitize_request``.
 from cliproxy.translate.context import (
     RewriteContext,
     TopLevelFieldRewriter,
+    holds_only,
     rewrite_json,
     rewrite_model,
 )
@@ -23,7 +24,10 @@ rewrite_response = rewrite_model
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``); a body that
+    already names the requested model goes out as received."""
+    if holds_only(data, "model", ctx.requested_model):
+        return data
     return rewrite_json(data, rewrite_response, ctx)
 
 

@@ -14,6 +14,7 @@ from cliproxy.translate.context import (
     has_value,
     loads_object,
     reencode,
+    holds_only,
     rewrite_json,
     rewrite_model,
 )
@@ -68,7 +69,10 @@ rewrite_response = rewrite_model
 
 
 def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (see ``context.rewrite_json``)."""
+    """``rewrite_response`` over a raw body (see ``context.rewrite_json``); a body that
+    already names the requested model goes out as received."""
+    if holds_only(data, "model", ctx.requested_model):
+        return data
     return rewrite_json(data, rewrite_response, ctx)
 
 
