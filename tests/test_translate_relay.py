@@ -93,3 +93,12 @@ def test_event_runs_cut_only_after_whole_events():
     assert runs.flush() == b""
     with pytest.raises(ValueError):
         runs.feed(b"data: x\r\n\r\n")
+
+
+def test_a_whole_stream_in_one_read_is_parsed_only_up_to_its_last_marked_event():
+    relay = EventRelay(anthropic_rewriter())
+    out = relay.feed(ANTHROPIC)
+    deltas = ANTHROPIC[ANTHROPIC.index(b"event: content_block_delta"):]
+    assert out.endswith(deltas)
+    assert b'"model":"client-model"' in out and b'"name":"Bash"' in out
+    assert out == reference(ANTHROPIC, anthropic_rewriter())

@@ -236,11 +236,9 @@ class StreamRewriter:
         self._ctx = ctx
         self._model_json = encode_json_value(ctx.requested_model)
 
-    @staticmethod
-    def wants(run: bytes) -> bool:
-        """Whether a run of whole events may hold an event to rewrite: only these two
-        kinds are ever changed, and their names appear in every such event."""
-        return b"message_start" in run or b"content_block_start" in run
+    # Only these two kinds of event are ever changed, and their names appear in every
+    # such event: a run of events without them passes unparsed.
+    markers = (b"message_start", b"content_block_start")
 
     def event(self, ev) -> bytes:
         """The bytes to send for ``ev`` (a ``cliproxy.http.sse.Event``). Never raises."""

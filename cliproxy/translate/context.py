@@ -115,12 +115,8 @@ class TopLevelFieldRewriter:
         self._value = value
         self._value_json = encode_json_value(value)
         self._needle = '"%s"' % key
-        self._needle_bytes = self._needle.encode("ascii")
-
-    def wants(self, run: bytes) -> bool:
-        """Whether a run of whole events may hold something to rewrite (else it passes
-        through untouched, unparsed)."""
-        return self._needle_bytes in run
+        # Bytes whose absence from a run of events proves there is nothing to rewrite.
+        self.markers = (self._needle.encode("ascii"),)
 
     def event(self, ev) -> bytes:
         """The bytes to send for ``ev`` (an ``cliproxy.http.sse.Event``)."""

@@ -2,9 +2,10 @@
 
 Strategy: rewriting is needed in a few events of a stream (the model in Anthropic's
 ``message_start``, a tool block's name), not in the hundreds of deltas between them. The
-relay cuts whole events out of the stream in runs without parsing them, asks the rewriter
-whether a run may hold anything to change (a substring check), and parses only the runs
-that may. Pure: bytes in, bytes out.
+relay cuts whole events out of the stream in runs without parsing them, looks for the
+rewriter's ``markers`` (bytes present in every event it may change), and parses only up
+to the end of the last event holding one; the rest of the run goes out as received. Pure:
+bytes in, bytes out.
 """
 
 from cliproxy.http.sse import EventRuns, SSEParser
@@ -13,10 +14,10 @@ from cliproxy.http.sse import EventRuns, SSEParser
 class EventRelay:
     """Relays an SSE stream through a protocol's ``StreamRewriter``.
 
-    Whole events are cut out in runs (``EventRuns``); a run the rewriter does not want
-    (most of a stream: deltas) goes out as received, without parsing; a run it wants is
-    parsed and rewritten event by event. Streams with CR line endings take the parser
-    for everything. Either way an event split across reads goes out whole, never held
+    Whole events are cut out in runs (``EventRuns``); the part of a run after its last
+    marked event (most of a stream: deltas) goes out as received, without parsing; the
+    part up to it is parsed and rewritten event by event. Streams with CR line endings
+    take the parser for everything. Either way an event split across reads goes out whole, never held
     back longer than its own last byte.
     """
 
@@ -34,10 +35,18 @@ class EventRelay:
             except ValueError:
                 self._parser = SSEParser()
                 return self._rewrite(self._parser.feed(self._runs.flush() + chunk))
-            if not run or not self._rewriter.wants(run):
-                return run
-            return self._rewrite(SSEParser().feed(run))
+            return self._relay_run(run)
         return self._rewrite(self._parser.feed(chunk))
+
+    def _relay_run(self, run):
+        """A run of whole LF-delimited events: parsed up to the end of the last event
+        holding a marker, passed as received after it."""
+        last = max([run.rfind(marker) for marker in self._rewriter.markers] or [-1])
+        if last < 0:
+            return run
+        end = run.find(b"\n\n", last) + 2
+        head = self._rewrite(SSEParser().feed(run[:end]))
+        return head + run[end:] if end < len(run) else head
 
     def flush(self):
         if self._parser is None:

@@ -86,10 +86,8 @@ class StreamRewriter:
         self._ctx = ctx
         self._model_json = encode_json_value(ctx.requested_model)
 
-    @staticmethod
-    def wants(run: bytes) -> bool:
-        """Whether a run of whole events may hold a lifecycle event carrying the model."""
-        return any(name in run for name in _RESPONSE_EVENT_BYTES)
+    # The lifecycle events carrying the model: a run without them passes unparsed.
+    markers = _RESPONSE_EVENT_BYTES
 
     def event(self, ev) -> bytes:
         """The bytes to send for ``ev`` (a ``cliproxy.http.sse.Event``). Never raises."""
