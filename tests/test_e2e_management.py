@@ -329,3 +329,17 @@ def test_restrict_to_localhost_refuses_a_remote_peer_whatever_it_claims(tmp_path
     assert json.loads(response.body)["error"]["type"] == "permission_error"
     assert allowed.status == 200
     assert len(amp.requests) == 1
+
+
+def test_websocket_tunnel_closes_the_client_when_the_upstream_closes(tmp_path):
+    upstream = FakeWebSocketEcho().start()
+    try:
+        with proxy_for(tmp_path, upstream.url) as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+                sock.sendall(upgrade_request("/actors/gateway/T-1"))
+                head, _ = read_head(sock)
+                assert head.startswith("HTTP/1.1 101")
+                upstream.close()  # the far side goes away
+                assert sock.recv(4096) == b""  # ... and the client's side is closed too
+    finally:
+        upstream.close()
