@@ -66,10 +66,14 @@ class Headers:
         self._items.append((name.lower(), value))
 
     def set(self, name, value):
-        """Replace every ``name`` field by one with ``value``."""
+        """Replace every ``name`` field by one with ``value`` (at the end)."""
         name = name.lower()
-        self._items = [item for item in self._items if item[0] != name]
-        self._items.append((name, value))
+        items = self._items
+        for key, _ in items:
+            if key == name:
+                items = self._items = [item for item in items if item[0] != name]
+                break
+        items.append((name, value))
 
     def remove(self, *names):
         """Drop every field whose name is among ``names`` (lowercase)."""

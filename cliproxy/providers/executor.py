@@ -24,7 +24,7 @@ from typing import Optional
 from cliproxy.config.model import Config, Protocol
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError, UpstreamTimeout
 from cliproxy.http.codec import Decoder
-from cliproxy.http.headers import strip_hop_by_hop
+from cliproxy.http.headers import HOP_BY_HOP
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
@@ -54,6 +54,8 @@ _RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SE
 MAX_ERROR_BODY = 256 * 1024
 # Response headers never relayed from a provider: framing we redo, state we do not share.
 _DROPPED_RESPONSE_HEADERS = frozenset(("content-length", "content-encoding", "set-cookie"))
+# ... and, with them, the hop-by-hop fields: one set, so one pass over the fields.
+_NOT_RELAYED = _DROPPED_RESPONSE_HEADERS | HOP_BY_HOP
 
 
 @dataclass
@@ -269,7 +271,11 @@ def _without_alt(query):
 
 
 def _client_headers(upstream_headers):
-    return strip_hop_by_hop(upstream_headers).without(_DROPPED_RESPONSE_HEADERS)
+    """The provider's response fields the client gets: no hop-by-hop field (nor one that
+    ``Connection`` names) and none of ``_DROPPED_RESPONSE_HEADERS``, in one pass."""
+    named = upstream_headers.get_list("connection")
+    dropped = _NOT_RELAYED if _NOT_RELAYED.issuperset(named) else _NOT_RELAYED.union(named)
+    return upstream_headers.without(dropped)
 
 
 def _stream_decoder(headers, max_output=None):
@@ -333,6 +339,9 @@ def _untranslated(candidate, protocol):
 
 
 def _log_attempt(served, model, outcome, status=None, reason=None):
+    level = logging.INFO if outcome == "ok" else logging.WARNING
+    if not log.isEnabledFor(level):
+        return  # the fields below cost more than the rest of a successful attempt
     fields = {
         "credential": served.entry.path,
         "model": model,
@@ -341,6 +350,5 @@ def _log_attempt(served, model, outcome, status=None, reason=None):
         "status": status,
         "reason": reason,
     }
-    level = logging.INFO if outcome == "ok" else logging.WARNING
     log.log(level, "provider attempt", extra={"fields": fields})
 

@@ -198,6 +198,11 @@ _PROTOCOL_PREFIXES = {
 }
 
 
+# Read once: an enum member looked up on its class costs a slow attribute access per use.
+_CLAUDE = ProviderKind.CLAUDE
+_NATIVE = {kind: kind.protocol for kind in ProviderKind}
+
+
 def _family(protocol: Optional[Protocol]):
     # Chat Completions and Responses share OpenAI's headers.
     return Protocol.OPENAI if protocol is Protocol.RESPONSES else protocol
@@ -208,16 +213,16 @@ def _forwardable(headers: Headers, client_protocol: Optional[Protocol], provider
     that drops hop-by-hop fields (and those ``Connection`` names), client credentials,
     the always-dropped fields and prefixes, and the client protocol's option headers when
     the provider speaks another family."""
-    foreign = ()
-    if _family(client_protocol) is not _family(provider):
-        foreign = _PROTOCOL_PREFIXES.get(client_protocol, ())
-    dropped_prefixes = _DROPPED_PREFIXES + foreign
+    dropped_prefixes = _DROPPED_PREFIXES
+    # ``is`` first: the same protocol on both sides is the common case, and cheap to see.
+    if client_protocol is not provider and _family(client_protocol) is not _family(provider):
+        dropped_prefixes += _PROTOCOL_PREFIXES.get(client_protocol, ())
     dropped = _STRIPPED
     named = headers.get_list("connection")
     if named:
         dropped = dropped.union(named)
     return Headers.from_lowered(
-        [(name, value) for name, value in headers if name not in dropped and not name.startswith(dropped_prefixes)]
+        [item for item in headers if item[0] not in dropped and not item[0].startswith(dropped_prefixes)]
     )
 
 
@@ -238,12 +243,13 @@ def _without_dropped_betas(headers: Headers) -> None:
 
 def _inject_credential(headers: Headers, entry: ProviderEntry) -> None:
     key = entry.api_key
-    if entry.kind is ProviderKind.CLAUDE:
+    kind = entry.kind
+    if kind is _CLAUDE:
         if key:
             headers.set("x-api-key", key)
         if "anthropic-version" not in headers:
-            headers.set("anthropic-version", ANTHROPIC_VERSION)
-    elif entry.kind is ProviderKind.GEMINI:
+            headers.add("anthropic-version", ANTHROPIC_VERSION)
+    elif kind is ProviderKind.GEMINI:
         if key:
             headers.set("x-goog-api-key", key)
     elif key:  # OpenAI-style; local servers often have no key at all
@@ -260,7 +266,7 @@ def provider_headers(
     model call, e.g. a model list). The result carries ``entry``'s credential and no
     client credential (unless ``entry.headers`` itself configures one). The caller adds
     ``content-length`` and, when it sends a body, ``content-type``."""
-    headers = _forwardable(client_headers, client_protocol, entry.protocol)
+    headers = _forwardable(client_headers, client_protocol, _NATIVE[entry.kind])
     _without_dropped_betas(headers)
     headers.add("accept-encoding", "identity")  # dropped above: add, not set
     _inject_credential(headers, entry)

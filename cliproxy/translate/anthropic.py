@@ -54,6 +54,8 @@ CONTEXT_1M_BETA = "context-1m-2025-08-07"
 # answers with a tool name the request's own tools do not account for.
 CANONICAL_TOOL_NAMES = ("Bash", "Read", "Grep", "glob", "Task", "Check")
 
+_CANONICAL_BY_LOWER = {name.lower(): name for name in CANONICAL_TOOL_NAMES}
+
 _MESSAGE_START = "message_start"
 _BLOCK_START = "content_block_start"
 _QUOTED_MESSAGE_START = '"%s"' % _MESSAGE_START
@@ -158,7 +160,7 @@ def clean_beta_header(value: Optional[str]) -> Optional[str]:
 def tool_name_map(body: dict) -> Dict[str, str]:
     """Lowercase tool name → the casing to restore: the request's ``tools`` first, then
     ``CANONICAL_TOOL_NAMES`` for names the request does not declare."""
-    names = {name.lower(): name for name in CANONICAL_TOOL_NAMES}
+    names = dict(_CANONICAL_BY_LOWER)
     tools = body.get("tools")
     if isinstance(tools, list):
         for tool in tools:

@@ -7,6 +7,7 @@ decide whether to parse an SSE event with cheap substring checks first: most eve
 stream are deltas that pass through as the exact bytes received.
 """
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Dict, Optional
@@ -96,8 +97,11 @@ def has_value(data: str, key: str, value_json: str) -> bool:
     return (needle + ":" + value_json) in data or (needle + ": " + value_json) in data
 
 
+@functools.lru_cache(maxsize=256)
 def encode_json_value(value: str) -> str:
-    """The JSON encoding of a string, as ``dumps`` writes it."""
+    """The JSON encoding of a string, as ``dumps`` writes it. Remembered for the last
+    256 strings (a pure function of an immutable value): every response of a model call
+    checks its model name this way, and clients ask for a handful of names."""
     return json.dumps(value, ensure_ascii=False)
 
 
