@@ -520,6 +520,26 @@ def test_a_mapping_list_moves_to_the_next_model_when_the_first_is_out_of_quota(t
     ]
 
 
+def test_the_issue_mapping_keeps_an_agent_working_when_the_first_provider_is_out_of_quota(tmp_path, fakes, clock):
+    """{"from": opus, "to": [sonnet, "qwen3-coder"]} with qwen3-coder on a local server's
+    Anthropic-compatible endpoint (Ollama, llama.cpp and vLLM offer one)."""
+    a, b, _ = fakes
+    a.default = JSONReply(429, QUOTA_BODY)
+    b.default = ok("qwen3-coder:30b")
+    local = {"api-key": "local", "base-url": b.url, "models": [{"name": "qwen3-coder:30b", "alias": "qwen3-coder"}]}
+    doc = document(
+        claude_entry(0, a, models=[SONNET]),
+        local,
+        ampcode={"upstream-url": "", "model-mappings": [{"from": OPUS, "to": [SONNET, "qwen3-coder"]}]},
+    )
+    with running(tmp_path, doc, clock) as proxy:
+        for _ in range(3):
+            status, _, body = ask(proxy, model=OPUS)
+            assert (status, json.loads(body)["model"]) == (200, OPUS)
+    assert seen(a) == [("sk-ant-A", SONNET)]
+    assert seen(b) == [("local", "qwen3-coder:30b")] * 3
+
+
 def test_a_mapping_fallback_to_another_protocol_answers_501_rather_than_hanging(tmp_path, fakes, clock, caplog):
     # Changes when cross-protocol translation lands: qwen3-coder should then serve the call.
     a, _, c = fakes
