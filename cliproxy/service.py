@@ -48,7 +48,6 @@ class Service:
         self.address = None
         self.watcher = None
         self._watch_task = None
-        self.on_reload = None  # extra callbacks (systemd) set by the command line
 
     async def start(self):
         """Bind and serve; returns the bound (host, port). Raises OSError/SSLError."""

@@ -27,12 +27,12 @@ import zlib
 
 from cliproxy.config.model import Limits
 from cliproxy.errors import UpstreamError
+from cliproxy.http.codec import GZIP_MAGIC
 from cliproxy.http.headers import Headers, strip_hop_by_hop
 from cliproxy.http.server import Response
 
 log = logging.getLogger("cliproxy.http.proxy")
 
-GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 §2.3.1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib: expect a gzip header and trailer
 # Most output one decompress call may produce, so a small hostile chunk cannot inflate
 # into a huge single allocation (a 64 KiB read can expand ~1000x).

@@ -20,8 +20,9 @@ per-request cost of the shell is what bounds the proxy's throughput:
   body is wanted) or pipelined requests, which stay in the parser. Reading pauses once more
   than ``HIGH_WATER`` bytes wait unparsed and resumes when the parser runs dry. The next
   request is parsed only after the current response ended, so responses go out in order.
-- Writing: a response head and a bytes body go out in one ``transport.write``; a writer
-  awaits only while the transport has paused us (``pause_writing``/``resume_writing``).
+- Writing: a response head and a bytes body of up to ``SMALL_BODY`` go out in one
+  ``transport.write``; a writer awaits only while the transport has paused us
+  (``pause_writing``/``resume_writing``).
 - A body the handler did not read: if what is left is known and at most ``DISCARD_MAX``
   bytes it is read and dropped after the response and the connection is kept; a larger or
   chunked (unknown size) remainder, or a ``100-continue`` request whose ``100`` was never

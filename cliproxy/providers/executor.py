@@ -143,9 +143,9 @@ class Executor:
                 read_timeout=limits.read_timeout,
             )
         except UpstreamTimeout as exc:
-            return self._failed(call, candidate, served, FailureKind.TIMEOUT, exc)
+            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
         except UpstreamError as exc:
-            return self._failed(call, candidate, served, FailureKind.CONNECT, exc)
+            return self._failed(candidate, served, FailureKind.CONNECT, exc)
         ttfb = self.clock() - started
         if upstream.status >= 400:
             return await self._provider_error(call, candidate, served, upstream)
@@ -156,16 +156,16 @@ class Executor:
                 response = await self._json_response(call, upstream, started, ttfb)
         except UpstreamTimeout as exc:
             await upstream.aclose()
-            return self._failed(call, candidate, served, FailureKind.TIMEOUT, exc)
+            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
         except UpstreamError as exc:
             await upstream.aclose()
-            return self._failed(call, candidate, served, FailureKind.CONNECT, exc)
+            return self._failed(candidate, served, FailureKind.CONNECT, exc)
         self.pool.success(served, candidate.model, call.thread_id)
         self.metrics.count_attempt(entry.name, "ok")
         _log_attempt(served, candidate.model, "ok", status=upstream.status)
         return response
 
-    def _failed(self, call, candidate, served, kind, error, retry_after=None, status=None):
+    def _failed(self, candidate, served, kind, error, retry_after=None, status=None):
         self.pool.failure(served, candidate.model, kind, retry_after=retry_after)
         self.metrics.count_attempt(served.entry.name, kind.name.lower())
         _log_attempt(served, candidate.model, kind.name.lower(), status=status, reason=error.message)
@@ -188,7 +188,7 @@ class Executor:
             return Response(upstream.status, headers, data)
         retry_after = retry_after_from_headers(upstream.headers, time.time())
         error = _provider_failure(served, upstream.status, kind, data, retry_after)
-        return self._failed(call, candidate, served, kind, error, retry_after, upstream.status)
+        return self._failed(candidate, served, kind, error, retry_after, upstream.status)
 
     async def _json_response(self, call, upstream, started, ttfb):
         data = await upstream.read(call.config.limits.max_body_bytes)

@@ -83,6 +83,15 @@ def rewrite_model(body: dict, ctx: "RewriteContext") -> dict:
     return body
 
 
+def rewrite_model_raw(data: bytes, ctx: "RewriteContext") -> bytes:
+    """``rewrite_model`` over a raw body (see ``rewrite_json``); a body that already
+    names the requested model goes out as received. The ``rewrite_raw`` of Chat
+    Completions and Responses, whose answers name their model at the top level."""
+    if holds_only(data, "model", ctx.requested_model):
+        return data
+    return rewrite_json(data, rewrite_model, ctx)
+
+
 def has_value(data: str, key: str, value_json: str) -> bool:
     """True when ``data`` (a JSON text) certainly holds ``key`` once, with the value whose
     JSON encoding is ``value_json``.

@@ -11,9 +11,8 @@ sanitising, so this module has no ``sanitize_request``.
 from cliproxy.translate.context import (
     RewriteContext,
     TopLevelFieldRewriter,
-    holds_only,
-    rewrite_json,
     rewrite_model,
+    rewrite_model_raw,
 )
 
 __all__ = ["RewriteContext", "StreamRewriter", "rewrite_raw", "rewrite_response"]
@@ -21,14 +20,7 @@ __all__ = ["RewriteContext", "StreamRewriter", "rewrite_raw", "rewrite_response"
 
 # The only field to give back: the model the client asked for.
 rewrite_response = rewrite_model
-
-
-def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (see ``context.rewrite_json``); a body that
-    already names the requested model goes out as received."""
-    if holds_only(data, "model", ctx.requested_model):
-        return data
-    return rewrite_json(data, rewrite_response, ctx)
+rewrite_raw = rewrite_model_raw
 
 
 class StreamRewriter(TopLevelFieldRewriter):

@@ -17,8 +17,8 @@ class EventRelay:
     Whole events are cut out in runs (``EventRuns``); the part of a run after its last
     marked event (most of a stream: deltas) goes out as received, without parsing; the
     part up to it is parsed and rewritten event by event. Streams with CR line endings
-    take the parser for everything. Either way an event split across reads goes out whole, never held
-    back longer than its own last byte.
+    take the parser for everything. Either way an event split across reads goes out
+    whole, never held back longer than its own last byte.
     """
 
     __slots__ = ("_rewriter", "_runs", "_parser")

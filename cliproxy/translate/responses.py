@@ -14,9 +14,8 @@ from cliproxy.translate.context import (
     has_value,
     loads_object,
     reencode,
-    holds_only,
-    rewrite_json,
     rewrite_model,
+    rewrite_model_raw,
 )
 
 __all__ = [
@@ -66,14 +65,7 @@ def sanitize(body: dict) -> bool:
 
 # The only field to give back: the model the client asked for.
 rewrite_response = rewrite_model
-
-
-def rewrite_raw(data: bytes, ctx: RewriteContext) -> bytes:
-    """``rewrite_response`` over a raw body (see ``context.rewrite_json``); a body that
-    already names the requested model goes out as received."""
-    if holds_only(data, "model", ctx.requested_model):
-        return data
-    return rewrite_json(data, rewrite_response, ctx)
+rewrite_raw = rewrite_model_raw
 
 
 _RESPONSE_EVENT_BYTES = tuple(name.encode("ascii") for name in sorted(RESPONSE_EVENTS))
