@@ -378,23 +378,6 @@ def test_upstream_down_and_first_byte_timeout():
     run(main())
 
 
-def test_client_closing_event_abandons_the_upstream_wait():
-    async def main():
-        async def silent(upstream, reader, writer):
-            pass
-
-        async with Upstream(silent) as up:
-            client = HttpClient()
-            closing = asyncio.Event()
-            asyncio.get_running_loop().call_later(0.05, closing.set)
-            with pytest.raises(UpstreamError, match="client closed"):
-                await forward(client, "GET", up.url(), Headers(), None, client_closing=closing)
-            await asyncio.wait_for(up.saw_close.wait(), 2)
-            await client.aclose()
-
-    run(main())
-
-
 def test_head_and_no_content_responses_have_no_body():
     async def main():
         raw = b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n"

@@ -599,11 +599,6 @@ class ClientResponse:
             pass
         self._abort()
 
-    def close(self):
-        """Drop the connection now unless the body already ended (synchronous, for
-        callbacks and cleanup paths that cannot await). Idempotent."""
-        self._abort()
-
     async def __aenter__(self):
         return self
 

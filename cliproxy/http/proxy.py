@@ -21,7 +21,6 @@ Upstream failures surface as ``UpstreamError`` / ``UpstreamTimeout`` for the cal
 render (502 / 504).
 """
 
-import asyncio
 import logging
 import zlib
 
@@ -68,17 +67,15 @@ async def forward(
     body,
     *,
     proxy_url=None,
-    limits=Limits(),
-    client_closing=None
+    limits=Limits()
 ):
     """Send ``method url`` with ``headers`` and ``body`` upstream; return the server
     ``Response`` relaying the answer.
 
-    ``body`` is ``None``, bytes or an async iterator of bytes, passed on untouched.
-    ``client_closing`` (optional ``asyncio.Event`` or future) is set when the client went
-    away: waiting for the upstream head is then abandoned and its connection closed.
-    Raises ``UpstreamTimeout`` (connect or first byte too slow) and ``UpstreamError``
-    (unreachable, TLS, protocol, or the client left before the answer).
+    ``body`` is ``None``, bytes or an async iterator of bytes, passed on untouched. A
+    client that leaves while this waits is handled by the server, which cancels the
+    handler: the cancellation closes the upstream connection. Raises ``UpstreamTimeout``
+    (connect or first byte too slow) and ``UpstreamError`` (unreachable, TLS, protocol).
     """
     outbound = _strip(headers)
     outbound.remove("host")  # the client writes the upstream's own authority
@@ -92,45 +89,12 @@ async def forward(
         first_byte_timeout=limits.read_timeout,
         read_timeout=limits.read_timeout,
     )
-    if client_closing is None:
-        upstream = await request
-    else:
-        upstream = await _unless_closing(request, client_closing)
+    upstream = await request
     try:
         return await _relay(method, upstream, limits)
     except BaseException:
         await upstream.aclose()
         raise
-
-
-async def _unless_closing(request, closing):
-    """Await ``request`` unless ``closing`` fires first; then cancel it (closing its
-    connection) and raise ``UpstreamError``."""
-    task = asyncio.ensure_future(request)
-    waiter = asyncio.ensure_future(closing.wait() if hasattr(closing, "wait") else closing)
-    try:
-        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        _abandon(task)
-        raise
-    finally:
-        if waiter is not closing:
-            waiter.cancel()
-    if task.done():
-        return task.result()
-    _abandon(task)
-    raise UpstreamError("the client closed the connection before the upstream answered")
-
-
-def _abandon(task):
-    """Cancel a request task; a response it still produced in the meantime is closed."""
-    task.cancel()
-    task.add_done_callback(_close_result)
-
-
-def _close_result(task):
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()
 
 
 async def _relay(method, upstream, limits):
