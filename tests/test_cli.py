@@ -202,3 +202,21 @@ def test_json_log_format(pyz, tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+
+
+def test_serves_https_when_tls_is_enabled(pyz, tmp_path):
+    import ssl
+
+    certs = os.path.join(ROOT, "tests", "support", "certs")
+    config = write(
+        tmp_path / "c.json",
+        {"tls": {"enable": True, "cert": os.path.join(certs, "server.pem"), "key": os.path.join(certs, "server.key")}},
+    )
+    served = Served(pyz, tmp_path, "--config", config)
+    try:
+        assert served.url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=os.path.join(certs, "server.pem"))
+        with urllib.request.urlopen(served.url + "/healthz", timeout=5, context=context) as response:
+            assert response.status == 200
+    finally:
+        assert served.stop() == 0
