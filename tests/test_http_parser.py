@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from cliproxy.http import parser as _parser
 from cliproxy.http.headers import Headers
 from cliproxy.http.parser import (
     CONNECTION_CLOSED,
@@ -795,3 +796,172 @@ def test_fuzzed_input_only_has_documented_outcomes(kind):
         seen.add(outcomes[0][1])
     # The mutations reach both successes and several kinds of rejection.
     assert None in seen and 400 in seen and len(seen) >= 3
+
+
+# --- fast paths give exactly what the full grammar gives ---------------------------------
+
+def _reference_request_head(block):
+    """The request-head parse by the full grammar only (regex request line, checked
+    fields, separate specials pass): what the fast paths must reproduce."""
+    lines = _parser._split_block(block)
+    method, target, version = _parser._request_line_checked(lines[0])
+    items = _parser._check_fields(lines[1:])
+    special = _parser._specials(items)
+    hosts = special.get("host", ())
+    if len(hosts) > 1:
+        raise ProtocolError("more than one Host field")
+    if not hosts and version == "HTTP/1.1":
+        raise ProtocolError("HTTP/1.1 request without Host")
+    connection = _parser._tokens(special.get("connection", ()))
+    keep_alive = _parser._keep_alive(version, connection)
+    upgrade = "upgrade" in connection and "upgrade" in special
+    expect_continue = version == "HTTP/1.1" and "100-continue" in _parser._tokens(
+        special.get("expect", ())
+    )
+    transfer = special.get("transfer-encoding")
+    lengths = special.get("content-length")
+    if transfer is not None:
+        if lengths is not None:
+            raise ProtocolError("both Transfer-Encoding and Content-Length")
+        if version == "HTTP/1.0":
+            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+        _parser._is_chunked(transfer)
+        framing, length = _parser._Framing.CHUNKED, None
+    elif lengths is not None:
+        framing, length = _parser._Framing.CONTENT_LENGTH, _parser._content_length(lengths)
+    else:
+        framing, length = _parser._Framing.NONE, 0
+    head = RequestHead(
+        method, target, version, Headers.from_lowered(items), keep_alive,
+        expect_continue, upgrade, length,
+    )
+    return head, framing, length
+
+
+def _outcome(func, *args):
+    try:
+        return ("ok", func(*args))
+    except ProtocolError as exc:
+        return ("error", exc.status, exc.message)
+
+
+_REQUEST_LINES = [
+    "GET / HTTP/1.1",
+    "POST /v1/chat/completions?x=1 HTTP/1.0",
+    "HEAD * HTTP/1.1",
+    "CONNECT example.com:443 HTTP/1.1",
+    "OPTIONS * HTTP/1.1",
+    "PATCH /a HTTP/1.1",
+    "BREW /pot HTTP/1.1",
+    "get / HTTP/1.1",
+    "GET /a\tb HTTP/1.1",
+    "GET \t HTTP/1.1",
+    "GET  / HTTP/1.1",
+    "GET / HTTP/1.1 ",
+    "GET /  HTTP/1.1",
+    "GET / HTTP/2.0",
+    "GET / HTTP/1.2",
+    "GET / HTTP/0.9",
+    "GET / http/1.1",
+    "GET / HTTP/1.1x",
+    "GET /",
+    "GET",
+    "",
+    " GET / HTTP/1.1",
+    "G@T / HTTP/1.1",
+    "GET /caf\xe9 HTTP/1.1",
+]
+
+
+@pytest.mark.parametrize("line", _REQUEST_LINES)
+def test_request_line_fast_path_matches_the_grammar(line):
+    assert _outcome(_parser._request_line, line) == _outcome(_parser._request_line_checked, line)
+
+
+_FIELD_BLOCKS = [
+    [],
+    ["Host: a"],
+    ["Host: a", "Content-Length: 5", "Connection: keep-alive, Upgrade", "Upgrade: websocket"],
+    ["host:a", "HOST: b"],
+    ["Host: a", "Expect: 100-continue", "Content-Length: 3"],
+    ["Host: a", "Transfer-Encoding: chunked", "X-Custom-Field-%d: 1"],
+    ["Host: a", "Content-Length: 1", "Content-Length: 1"],
+    ["Host: a", " folded"],
+    ["Host: a", "\tfolded"],
+    ["Host: a", "no colon here"],
+    ["Host : a"],
+    ["Bad@Name: a"],
+    ["Host: a:b:c", "Empty:", "Spaces:   v  \t"],
+    [":empty-name"],
+]
+
+
+@pytest.mark.parametrize("lines", _FIELD_BLOCKS)
+def test_fields_and_specials_in_one_pass_match_the_checked_path(lines):
+    lines = [line.replace("%d", str(time.monotonic_ns())) for line in lines]
+
+    def reference(lines):
+        items = _parser._check_fields(lines)
+        return items, _parser._specials(items)
+
+    for _ in range(2):  # the second round runs with every valid name cached
+        expected = _outcome(reference, list(lines))
+        assert _outcome(_parser._parse_fields_and_specials, list(lines)) == expected
+        if expected[0] == "ok":
+            assert _parser._parse_fields(list(lines)) == expected[1][0]
+
+
+_HEADS = [
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:18997",
+    b"GET / HTTP/1.0",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive",
+    b"GET / HTTP/1.1",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close",
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket",
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nExpect: 100-Continue",
+    b"POST / HTTP/1.0\r\nContent-Length: 12\r\nExpect: 100-continue",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3",
+    b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456789",
+    b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: abc",
+    b"BREW /pot HTTP/1.1\r\nHost: a",
+    b"GET /a\tb HTTP/1.1\r\nHost: a",
+    b"GET / HTTP/2.0\r\nHost: a",
+    b"GET / HTTP/1.1\r\nHost: a\r\n folded",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b",
+]
+
+
+@pytest.mark.parametrize("block", _HEADS)
+def test_request_head_fast_paths_match_the_full_grammar(block):
+    for _ in range(2):  # cold and warm name cache
+        assert _outcome(_parser._parse_request_head, block) == _outcome(
+            _reference_request_head, block
+        )
+
+
+def test_bodiless_requests_share_a_reader_and_each_get_their_own_end():
+    parser = RequestParser()
+    parser.feed(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    events = []
+    while True:
+        event = parser.next_event()
+        if event is NEED_DATA:
+            break
+        events.append(event)
+    assert [type(e) for e in events] == [
+        RequestHead, EndOfMessage, RequestHead, EndOfMessage, RequestHead, Data, EndOfMessage,
+    ]
+    assert [e.target for e in events if type(e) is RequestHead] == ["/a", "/b", "/c"]
+    assert events[1] is not events[3]
+    assert events[5] == Data(b"hi")

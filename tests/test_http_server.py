@@ -933,3 +933,56 @@ def test_reset_with_pipelined_requests_queued_leaks_nothing():
         await assert_no_leaks(baseline)
 
     run(main())
+
+
+# -- exact bytes of the common response path ------------------------------------------
+
+
+def test_bytes_response_head_is_framed_by_the_server_byte_for_byte():
+    async def handler(request):
+        # The handler's framing fields are dropped; the server sets length and connection.
+        headers = Headers(
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", "999"),
+                ("Transfer-Encoding", "chunked"),
+                ("Connection", "close"),
+                ("X-A", "1"),
+            ]
+        )
+        return Response(200, headers, b'{"status":"ok"}')
+
+    async def main():
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(get("/a") + b"GET /b HTTP/1.0\r\n\r\n")
+            expected_head = (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-a: 1\r\n"
+                b"content-length: 15\r\n"
+            )
+            body = b'{"status":"ok"}'
+            first = await reader.readexactly(len(expected_head) + 2 + len(body))
+            assert first == expected_head + b"\r\n" + body
+            second = await reader.read()  # HTTP/1.0 without keep-alive: closed after it
+            assert second == expected_head + b"connection: close\r\n\r\n" + body
+            writer.close()
+
+    run(main())
+
+
+def test_bytes_response_to_http10_keep_alive_says_keep_alive():
+    async def handler(request):
+        return Response(204 if request.path == "/none" else 200, None, b"hi")
+
+    async def main():
+        async with serving(handler) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            expected = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nhi"
+            assert await reader.readexactly(len(expected)) == expected
+            writer.write(get("/none"))
+            expected = b"HTTP/1.1 204 No Content\r\n\r\n"
+            assert await reader.readexactly(len(expected)) == expected
+            writer.close()
+
+    run(main())

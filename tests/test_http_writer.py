@@ -1,6 +1,9 @@
 """Tests for cliproxy.http.writer: exact bytes, round trips through the parser, and
 refusal of anything that could inject a field or a message."""
 
+import http
+import re
+
 import pytest
 
 from cliproxy.http.headers import Headers
@@ -127,3 +130,79 @@ def test_invalid_start_lines_are_refused():
 def test_characters_outside_latin1_are_refused():
     with pytest.raises(ValueError):
         encode_request_head("GET", "/", Headers([("x-a", "\u2603")]))
+
+
+# --- the cached status lines and the one-pass head give exactly the old bytes ----------
+
+
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _reference_response_head(status, headers, reason=None):
+    """The response head as the writer made it before the caches: names checked one by
+    one, then formatted and checked as a whole."""
+    if not 100 <= status <= 999:
+        raise ValueError("invalid status code %r" % (status,))
+    if reason is None:
+        reason = {s.value: s.phrase for s in http.HTTPStatus}.get(status, "")
+    for name, _ in headers:
+        if _NAME.fullmatch(name) is None:
+            raise ValueError("invalid header name %r" % (name[:64],))
+    text = "HTTP/1.1 %d %s\r\n" % (status, reason)
+    data = (text + "".join(["%s: %s\r\n" % item for item in headers]) + "\r\n").encode(
+        "latin-1"
+    )
+    allowed = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+    if len(data.translate(None, allowed)) != 2 * len(headers) + 4:
+        raise ValueError("CR, LF or a control character in a header value")
+    return data
+
+
+def _outcome(func, *args):
+    try:
+        return ("ok", func(*args))
+    except ValueError as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def test_every_status_line_is_the_same_cold_and_cached():
+    fields = Headers.from_lowered([("content-type", "application/json")])
+    for status in range(100, 1000):
+        expected = _reference_response_head(status, fields)
+        assert encode_response_head(status, fields) == expected
+        assert encode_response_head(status, fields) == expected  # from the cache
+    assert encode_response_head(http.HTTPStatus.OK, []) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert encode_response_head(200, [], "Fine") == b"HTTP/1.1 200 Fine\r\n\r\n"
+    assert encode_response_head(200, []) == b"HTTP/1.1 200 OK\r\n\r\n"
+
+
+@pytest.mark.parametrize("status", [99, 1000, 0, -200, 99.5])
+def test_invalid_status_is_refused_every_time(status):
+    for _ in range(2):
+        with pytest.raises(ValueError, match="invalid status code"):
+            encode_response_head(status, [])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [],
+        [("content-length", "15")],
+        [("x-new-name-for-the-cache", "v"), ("content-type", "text/plain")],
+        [("x-ok", "v"), ("bad name", "v")],
+        [("bad@name", "v\r\ninjected: 1")],
+        [("x-ok", "v\r\ninjected: 1")],
+        [("x-ok", "v\n")],
+        [("x-ok", "v\r")],
+        [("x-ok", "a\x00b")],
+        [("x-ok", "a\x7fb")],
+        [("x-ok", "tab\tok"), ("x-obs", "caf\xe9")],
+        [("x-ok", "snow\u2603")],
+        [("x-num", 15)],
+    ],
+)
+def test_one_pass_head_matches_the_field_by_field_reference(fields):
+    for _ in range(2):  # cold and warm name cache
+        expected = _outcome(_reference_response_head, 200, fields)
+        assert _outcome(encode_response_head, 200, fields) == expected
+        assert _outcome(encode_response_head, 200, Headers.from_lowered(fields)) == expected

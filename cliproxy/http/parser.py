@@ -229,16 +229,35 @@ def _parse_fields(lines):
     Raises ``ProtocolError`` (400) for obs-fold, a missing colon, or a name that is not
     a token (which includes whitespace before the colon).
     """
+    return _parse_fields_and_specials(lines)[0]
+
+
+def _parse_fields_and_specials(lines):
+    """``(_parse_fields(lines), _specials(of those fields))`` in one pass over the lines.
+
+    Raises what ``_parse_fields`` raises.
+    """
+    items = []
+    found = {}
     cache = _NAME_CACHE
+    special = _SPECIAL
     try:
         # Hot path: every name already validated; a miss or a line without a colon
         # falls through to the checking loop.
-        return [
-            (cache[pair[0]], pair[1].strip(" \t"))
-            for pair in [line.split(":", 1) for line in lines]
-        ]
-    except (KeyError, IndexError):
-        return _check_fields(lines)
+        for line in lines:
+            name, value = line.split(":", 1)
+            name = cache[name]
+            value = value.strip(" \t")
+            items.append((name, value))
+            if name in special:
+                if name in found:
+                    found[name].append(value)
+                else:
+                    found[name] = [value]
+    except (KeyError, ValueError):
+        items = _check_fields(lines)
+        return items, _specials(items)
+    return items, found
 
 
 def _check_fields(lines):
@@ -542,6 +561,8 @@ class _ChunkedReader:
         return EndOfMessage(Headers.from_lowered(_parse_fields(lines)))
 
 
+_NO_BODY = _NoBodyReader(0, 0)
+
 _READERS = {
     _Framing.NONE: _NoBodyReader,
     _Framing.CONTENT_LENGTH: _ContentLengthReader,
@@ -629,7 +650,7 @@ class RequestParser(_BaseParser):
             return self._read_body()
         buf = self._buf
         # RFC 9112 §2.2: ignore empty lines before the request line.
-        while buf[:2] == b"\r\n":
+        while buf.startswith(b"\r\n"):
             del buf[:2]
         block = self._scanner.take(buf)
         if block is None:
@@ -639,22 +660,53 @@ class RequestParser(_BaseParser):
                 raise _closed_mid_message()
             return None
         head, framing, length = _parse_request_head(block)
-        self._reader = _READERS[framing](self.max_header_bytes, length)
+        if framing is _Framing.NONE:
+            self._reader = _NO_BODY  # stateless: one instance serves every request
+        else:
+            self._reader = _READERS[framing](self.max_header_bytes, length)
         return head
 
 
-def _parse_request_head(block):
-    """(RequestHead, framing, length) for a head block; raises ``ProtocolError``."""
-    lines = _split_block(block)
-    match = _REQUEST_LINE_RE.fullmatch(lines[0])
+# Methods accepted without the request-line regex: each is a token.
+_COMMON_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")
+)
+_VERSION_NAMES = {"HTTP/1.1": "HTTP/1.1", "HTTP/1.0": "HTTP/1.0"}
+
+
+def _request_line(line):
+    """(method, target, version) of a request line from ``_split_block`` (so it holds no
+    control character but HTAB). Raises 400 for a malformed line, 505 for a version other
+    than 1.0 and 1.1."""
+    parts = line.split(" ")
+    if len(parts) == 3:
+        # Fast path, same answer as the regex: a common method, a target with no space
+        # (split) and no control character (``_split_block`` left only HTAB to check).
+        method, target, version = parts
+        version = _VERSION_NAMES.get(version)
+        if version is not None and method in _COMMON_METHODS and target and "\t" not in target:
+            return method, target, version
+    return _request_line_checked(line)
+
+
+def _request_line_checked(line):
+    """``_request_line`` by the full grammar (``_REQUEST_LINE_RE``)."""
+    match = _REQUEST_LINE_RE.fullmatch(line)
     if match is None:
         raise _bad("invalid request line")
     method, target, major, minor = match.groups()
     version = _VERSIONS.get((major, minor))
     if version is None:
         raise ProtocolError("unsupported HTTP version %s.%s" % (major, minor), 505)
-    items = _parse_fields(lines[1:])
-    special = _specials(items)
+    return method, target, version
+
+
+def _parse_request_head(block):
+    """(RequestHead, framing, length) for a head block; raises ``ProtocolError``."""
+    lines = _split_block(block)
+    method, target, version = _request_line(lines[0])
+    del lines[0]
+    items, special = _parse_fields_and_specials(lines)
 
     hosts = special.get("host", ())
     if len(hosts) > 1:
@@ -662,11 +714,18 @@ def _parse_request_head(block):
     if not hosts and version == "HTTP/1.1":
         raise _bad("HTTP/1.1 request without Host")
 
-    connection = _tokens(special.get("connection", ()))
-    keep_alive = _keep_alive(version, connection)
-    upgrade = "upgrade" in connection and "upgrade" in special
-    expect_continue = version == "HTTP/1.1" and "100-continue" in _tokens(
-        special.get("expect", ())
+    connection = special.get("connection")
+    if connection is None:
+        # The common case: no Connection field, so no upgrade and the version's default.
+        keep_alive = version == "HTTP/1.1"
+        upgrade = False
+    else:
+        connection = _tokens(connection)
+        keep_alive = _keep_alive(version, connection)
+        upgrade = "upgrade" in connection and "upgrade" in special
+    expect = special.get("expect")
+    expect_continue = (
+        expect is not None and version == "HTTP/1.1" and "100-continue" in _tokens(expect)
     )
 
     transfer = special.get("transfer-encoding")
@@ -781,8 +840,7 @@ def _parse_response_head(block, method):
     status = int(code)
     if status < 100:
         raise _bad("invalid status code %d" % status)
-    items = _parse_fields(lines[1:])
-    special = _specials(items)
+    items, special = _parse_fields_and_specials(lines[1:])
     keep_alive = _keep_alive(version, _tokens(special.get("connection", ())))
     head = ResponseHead(status, reason or "", version, Headers.from_lowered(items), keep_alive)
     if status == 101 or (method == "CONNECT" and 200 <= status < 300):

@@ -846,10 +846,11 @@ class _Connection(asyncio.Protocol):
             transport.write(body)
 
     def _frame(self, request, cycle, response, streaming):
-        """The head's fields and the body framing: (headers, bodiless, chunked, expected
-        length of a streamed body or None). RFC 9112 §6: HEAD, 1xx, 204 and 304 carry no
-        body; bytes get a content-length; a stream keeps the handler's content-length, else
-        is chunked (HTTP/1.1) or close-delimited (HTTP/1.0)."""
+        """The head's fields and the body framing: (fields, bodiless, chunked, expected
+        length of a streamed body or None); fields are ``Headers``, or a list of pairs for
+        a bytes body. RFC 9112 §6: HEAD, 1xx, 204 and 304 carry no body; bytes get a
+        content-length; a stream keeps the handler's content-length, else is chunked
+        (HTTP/1.1) or close-delimited (HTTP/1.0)."""
         status = response.status
         body = response.body
         version = cycle.head.version
@@ -865,7 +866,7 @@ class _Connection(asyncio.Protocol):
                 items.append(("connection", "close"))
             elif version == _HTTP10:
                 items.append(("connection", "keep-alive"))
-            return Headers.from_lowered(items), False, False, None
+            return items, False, False, None  # pairs are all the writer needs
         else:
             headers = Headers() if given is None else given.without(_FRAMING_FIELDS)
             if status == 204 or status < 200:

@@ -26,6 +26,9 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Standard reason phrases, built once from the standard library's table.
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 
+# Status -> status line with the standard reason, formatted once per status.
+_STATUS_LINES = {}
+
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET_RE = re.compile(r"[^\x00-\x20\x7f]+")
 # Bytes a head line may hold (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text.
@@ -37,27 +40,28 @@ _GOOD_NAMES = set()
 _GOOD_NAMES_MAX = 1024
 
 
-def _check_names(headers):
-    names = [item[0] for item in headers]
-    if _GOOD_NAMES.issuperset(names):
-        return
-    for name in names:
-        if name not in _GOOD_NAMES:
-            if _TOKEN_RE.fullmatch(name) is None:
-                raise ValueError("invalid header name %r" % (name[:64],))
-            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-                _GOOD_NAMES.add(name)
+def _check_name(name):
+    """Raise ``ValueError`` unless ``name`` is a token; remember it when it is."""
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise ValueError("invalid header name %r" % (name[:64],))
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+        _GOOD_NAMES.add(name)
 
 
 def _finish(start_line, headers):
     """``start_line`` plus fields plus the blank line, checked and encoded."""
-    _check_names(headers)
-    data = (start_line + "".join(["%s: %s\r\n" % item for item in headers]) + "\r\n").encode(
-        "latin-1"
-    )
+    good = _GOOD_NAMES
+    lines = [start_line]
+    # One pass: check each name (a set hit, almost always) and format its line.
+    for item in headers:
+        if item[0] not in good:
+            _check_name(item[0])
+        lines.append("%s: %s\r\n" % item)
+    lines.append("\r\n")
+    data = "".join(lines).encode("latin-1")
     # Deleting every byte a line may hold leaves exactly one CRLF per line, unless a
     # value brought a CR, an LF or a control character: one pass in C.
-    if len(data.translate(None, _LINE_BYTES)) != 2 * len(headers) + 4:
+    if len(data.translate(None, _LINE_BYTES)) != 2 * len(lines):
         raise ValueError("CR, LF or a control character in a header value")
     return data
 
@@ -83,11 +87,20 @@ def encode_response_head(status, headers, reason=None):
     ``ValueError`` for a status outside 100-999 and for the same field faults as
     ``encode_request_head``.
     """
+    if reason is None:
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            line = _status_line(status, _REASONS.get(status, ""))
+            if type(status) is int:
+                _STATUS_LINES[status] = line  # at most 900 entries: status is 100-999
+        return _finish(line, headers)
+    return _finish(_status_line(status, reason), headers)
+
+
+def _status_line(status, reason):
     if not 100 <= status <= 999:
         raise ValueError("invalid status code %r" % (status,))
-    if reason is None:
-        reason = _REASONS.get(status, "")
-    return _finish("HTTP/1.1 %d %s\r\n" % (status, reason), headers)
+    return "HTTP/1.1 %d %s\r\n" % (status, reason)
 
 
 def encode_chunk(data):
