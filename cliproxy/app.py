@@ -13,7 +13,6 @@ store's snapshot changes: a request compares one reference, no locks.
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Optional
 
 from cliproxy.amp import offline
@@ -67,7 +66,7 @@ class Runtime:
 
     def decide(self, model, protocol):
         """``router.decide``, memoised: a decision is a pure function of the snapshot."""
-        key = (model, protocol)
+        key = (model, protocol._value_)  # an enum member hashes in Python code
         decision = self._decisions.get(key)
         if decision is None:
             if len(self._decisions) >= DECISION_CACHE_SIZE:
@@ -76,16 +75,67 @@ class Runtime:
         return decision
 
 
-@dataclass
 class Exchange:
-    """What the request log and metrics learn about one request as it is handled."""
+    """What the request log and metrics learn about one request as it is handled.
 
-    route: str = "none"
-    requested_model: Optional[str] = None
-    resolved_model: Optional[str] = None
-    provider: Optional[str] = None
-    protocol: Optional[Protocol] = None
-    notes: dict = field(default_factory=dict)
+    A plain class with slots, not a dataclass: one is built per request, and ``notes``
+    (read by the request log only) starts as None and becomes a dict when first read."""
+
+    __slots__ = ("route", "requested_model", "resolved_model", "provider", "protocol", "_notes")
+
+    def __init__(
+        self,
+        route="none",
+        requested_model=None,
+        resolved_model=None,
+        provider=None,
+        protocol=None,
+        notes=None,
+    ):
+        self.route = route  # type: str
+        self.requested_model = requested_model  # type: Optional[str]
+        self.resolved_model = resolved_model  # type: Optional[str]
+        self.provider = provider  # type: Optional[str]
+        self.protocol = protocol  # type: Optional[Protocol]
+        self._notes = notes  # type: Optional[dict]
+
+    @property
+    def notes(self):
+        """Free-form notes for the request log (a dict, created on first use)."""
+        notes = self._notes
+        if notes is None:
+            notes = self._notes = {}
+        return notes
+
+    @notes.setter
+    def notes(self, value):
+        self._notes = value
+
+    def __repr__(self):
+        return "Exchange(route=%r, requested_model=%r, resolved_model=%r, provider=%r, protocol=%r, notes=%r)" % (
+            self.route,
+            self.requested_model,
+            self.resolved_model,
+            self.provider,
+            self.protocol,
+            self.notes,
+        )
+
+    def __eq__(self, other):
+        if not isinstance(other, Exchange):
+            return NotImplemented
+        return (self.route, self.requested_model, self.resolved_model, self.provider, self.protocol, self.notes) == (
+            other.route,
+            other.requested_model,
+            other.resolved_model,
+            other.provider,
+            other.protocol,
+            other.notes,
+        )
+
+    __hash__ = None
+
+
 
 
 def _json_response(status, value, headers=()):
@@ -133,7 +183,7 @@ class App:
     async def handle(self, request):
         runtime = self.runtime()
         route = classify(request.method, request.path)
-        exchange = Exchange(route=route.family.value)
+        exchange = Exchange(route.family._value_)  # ``.value`` is a descriptor call
         if route.provider is not None:
             exchange.protocol = route.provider.protocol
         try:
@@ -251,7 +301,7 @@ class App:
         if not isinstance(model, str) or not model:
             raise BadRequest("the request names no model")
         decision = runtime.decide(model, protocol)
-        exchange.route = decision.route.name
+        exchange.route = decision.route._name_  # ``.name`` is a descriptor call
         exchange.requested_model = model
         self._log_decision(decision, request)
         if decision.route is RouteType.AMP_CREDITS:
@@ -267,7 +317,7 @@ class App:
         exchange.provider = first.served[0].entry.name if first.served else None
         if provider_route.endpoint is Endpoint.COUNT_TOKENS and not _claude_served(decision):
             return _token_estimate(body)
-        changed = _sanitise(protocol, body)
+        changed = _sanitise(protocol, body, decoded)
         call = ModelCall(
             request=request,
             config=config,
@@ -325,10 +375,11 @@ def _parse_json(data):
     return body
 
 
-def _sanitise(protocol, body):
-    """Sanitise ``body`` in place for its protocol; True when anything changed."""
+def _sanitise(protocol, body, raw):
+    """Sanitise ``body`` (parsed from the bytes ``raw``) in place for its protocol; True
+    when anything changed."""
     if protocol is Protocol.CLAUDE:
-        return anthropic.sanitize(body)
+        return anthropic.may_need_sanitize(raw) and anthropic.sanitize(body)
     if protocol is Protocol.RESPONSES:
         return responses.sanitize(body)
     return False

@@ -163,3 +163,186 @@ def test_settle_heap_freezes_start_up_objects():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+# -- provider request headers: the one-pass build equals the rule-by-rule build -----------
+
+
+def _old_provider_headers(entry, client_headers, client_protocol):
+    headers = outbound._forwardable(client_headers, client_protocol, entry.kind.protocol)
+    outbound._without_dropped_betas(headers)
+    headers.add("accept-encoding", "identity")
+    outbound._inject_credential(headers, entry)
+    for name, value in entry.headers:
+        headers.set(name, value)
+    return headers
+
+
+HEADER_SETS = [
+    CLIENT_HEADERS,
+    Headers([]),
+    Headers([("content-type", "application/json"), ("x-api-key", "sk-client"), ("user-agent", "amp")]),
+    Headers([("anthropic-version", "2024-01-01"), ("accept-encoding", "gzip"), ("authorization", "Bearer c")]),
+    Headers([("anthropic-beta", "context-1m-2025-08-07, tools-2024"), ("anthropic-version", "2024-01-01")]),
+    Headers([("connection", "keep-alive, x-drop"), ("x-drop", "1"), ("x-goog-api-key", "k"), ("x-amp-thread-id", "t")]),
+]
+
+
+@pytest.mark.parametrize("client_headers", HEADER_SETS)
+@pytest.mark.parametrize("client_protocol", [None, Protocol.CLAUDE, Protocol.OPENAI, Protocol.GEMINI])
+@pytest.mark.parametrize("kind", list(ProviderKind))
+@pytest.mark.parametrize("api_key", ["sk-up", ""])
+@pytest.mark.parametrize("extra", [(), (("X-Custom", "1"), ("Content-Type", "text/plain"), ("x-api-key", "cfg"))])
+def test_provider_headers_equal_rule_by_rule(client_headers, client_protocol, kind, api_key, extra):
+    entry = ProviderEntry(
+        kind=kind, path="p[0]", api_key=api_key, base_url="http://h", name=kind.value, headers=extra
+    )
+    before = client_headers.items()
+    fast = outbound.provider_headers(entry, client_headers, client_protocol)
+    assert fast.items() == _old_provider_headers(entry, client_headers, client_protocol).items()
+    assert client_headers.items() == before  # the client's headers are left alone
+
+
+# -- credential order: the no-thread, nothing-cooling shortcut equals the full walk ------
+
+
+def _old_order(pool, served, model, thread_id=None):
+    from cliproxy.providers.credentials import _credential_id, _key
+
+    now = pool._clock()
+    model_key = _key(model)
+    usable = [s for s in served if pool._usable(_credential_id(s), model_key, now)]
+    if not usable:
+        return []
+    sticky_id = pool._sticky_credential(thread_id, model_key, now)
+    sticky = None
+    if sticky_id is not None:
+        sticky = next((s for s in usable if _credential_id(s) == sticky_id), None)
+    if sticky is not None and pool._streak(sticky_id, model_key) == 0:
+        start = pool._counter(model_key, advance=False) % len(usable)
+        rotated = usable[start:] + usable[:start]
+        return [sticky] + [s for s in rotated if s is not sticky]
+    start = pool._counter(model_key, advance=True) % len(usable)
+    return usable[start:] + usable[:start]
+
+
+def _served(n):
+    from cliproxy.routing.registry import Served
+
+    return tuple(
+        Served(
+            ProviderEntry(kind=ProviderKind.CLAUDE, path="c[%d]" % i, api_key="k", base_url="http://h", name="c"),
+            "m",
+            "m",
+        )
+        for i in range(n)
+    )
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("model", ["m", "x" * 300])
+def test_credential_order_shortcut_equals_full_walk(n, model):
+    from cliproxy.providers.credentials import CredentialPool, FailureKind
+
+    served = _served(n)
+    now = [100.0]
+    fast, slow = CredentialPool(clock=lambda: now[0]), CredentialPool(clock=lambda: now[0])
+    steps = [None, None, "t1", None, "fail", None, "t1", "tick", None, "ok", None, None]
+    for step in steps:
+        if step == "fail" and served:
+            for pool in (fast, slow):
+                pool.failure(served[0], model, FailureKind.RATE_LIMITED, retry_after=5.0)
+            continue
+        if step == "ok" and served:
+            for pool in (fast, slow):
+                pool.success(served[-1], model, "t1")
+            continue
+        if step == "tick":
+            now[0] += 10.0
+            continue
+        thread = step if step and step.startswith("t") else None
+        assert fast.order(served, model, thread) == _old_order(slow, served, model, thread)
+        assert list(fast._counters.items()) == list(slow._counters.items())
+
+
+# -- request sanitising: the byte scan never skips a body that sanitize would change ---------
+
+
+SANITIZE_BODIES = [
+    {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    {"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]},
+    {"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]},
+    {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "1", "signature": "s"}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "ü", "cache_control": {"type": "e"}}] * 5}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "e"}}] * 4}]},
+    {"tools": [{"name": "t", "cache_control": {"type": "e"}}] * 6, "messages": []},
+]
+
+
+@pytest.mark.parametrize("body", SANITIZE_BODIES)
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_may_need_sanitize_is_false_only_when_sanitize_changes_nothing(body, ascii_only):
+    import copy
+
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode("utf-8")
+    escaped = raw.replace(b'"thinking"', b'"th\\u0069nking"').replace(b'"signature"', b'"sign\\u0061ture"')
+    for data in (raw, escaped):
+        parsed = json.loads(data)
+        changed = anthropic.sanitize(copy.deepcopy(parsed))
+        if not anthropic.may_need_sanitize(data):
+            assert not changed
+
+
+def test_may_need_sanitize_skips_a_plain_body():
+    assert not anthropic.may_need_sanitize(json.dumps(SANITIZE_BODIES[0]).encode("utf-8"))
+    assert anthropic.may_need_sanitize(json.dumps(SANITIZE_BODIES[1]).encode("utf-8"))
+
+
+# -- per-request records and metrics ---------------------------------------------------------
+
+
+def test_exchange_behaves_like_the_dataclass_it_replaced():
+    from cliproxy.app import Exchange
+
+    exchange = Exchange()
+    assert (exchange.route, exchange.requested_model, exchange.resolved_model) == ("none", None, None)
+    assert (exchange.provider, exchange.protocol) == (None, None)
+    assert exchange.notes == {} and exchange.notes is exchange.notes
+    exchange.notes["request_body"] = b"x"
+    assert Exchange("r", notes={"request_body": b"x"}) == Exchange(route="r", notes={"request_body": b"x"})
+    assert Exchange(route="r") != Exchange(route="s")
+    assert exchange.notes == {"request_body": b"x"}
+
+
+def test_plain_enum_attributes_equal_the_descriptors():
+    from cliproxy.amp.routes import Family
+    from cliproxy.config.model import Protocol as P
+    from cliproxy.providers.outbound import Endpoint
+    from cliproxy.routing.router import RouteType
+
+    assert all(route._name_ == route.name for route in RouteType)
+    assert all(family._value_ == family.value for family in Family)
+    for enum_type in (P, ProviderKind, Endpoint):  # values are unique: a safe cache key
+        assert len({member._value_ for member in enum_type}) == len(list(enum_type))
+    assert all(outbound._NATIVE[kind._value_] is kind.protocol for kind in ProviderKind)
+    assert all(executor._REWRITER_BY_VALUE[p._value_] is executor._REWRITERS[p] for p in P)
+
+
+def test_observe_upstream_equals_the_loop_it_replaced():
+    from cliproxy.ops.metrics import Histogram, Metrics
+
+    metrics = Metrics()
+    expected = {"ttfb": {}, "latency": {}}
+    for route, ttfb, total in [("A", 0.003, 0.2), ("A", None, 1.5), ("B", 0.07, None), ("A", 400.0, 0.01)]:
+        metrics.observe_upstream(route, ttfb, total)
+        for table, value in ((expected["ttfb"], ttfb), (expected["latency"], total)):
+            if value is not None:
+                table.setdefault(route, Histogram()).observe(value)
+    for mine, theirs in ((metrics.upstream_ttfb, expected["ttfb"]), (metrics.upstream_latency, expected["latency"])):
+        assert sorted(mine) == sorted(theirs)
+        for route in mine:
+            assert (mine[route].counts, mine[route].total, mine[route].count) == (
+                theirs[route].counts,
+                theirs[route].total,
+                theirs[route].count,
+            )

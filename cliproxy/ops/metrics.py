@@ -5,7 +5,7 @@ tuples. Everything runs on the event loop thread, so updates need no lock; rende
 walks the dicts once per scrape.
 """
 
-import bisect
+from bisect import bisect_left as _bisect_left
 
 # Seconds; covers a fast local model's first token up to a long agent turn.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -21,7 +21,7 @@ class Histogram:
         self.count = 0
 
     def observe(self, value):
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.counts[_bisect_left(self.buckets, value)] += 1
         self.total += value
         self.count += 1
 
@@ -53,13 +53,16 @@ class Metrics:
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def observe_upstream(self, route, ttfb, total):
-        for table, value in ((self.upstream_ttfb, ttfb), (self.upstream_latency, total)):
-            if value is None:
-                continue
-            histogram = table.get(route)
+        if ttfb is not None:
+            histogram = self.upstream_ttfb.get(route)
             if histogram is None:
-                histogram = table[route] = Histogram()
-            histogram.observe(value)
+                histogram = self.upstream_ttfb[route] = Histogram()
+            histogram.observe(ttfb)
+        if total is not None:
+            histogram = self.upstream_latency.get(route)
+            if histogram is None:
+                histogram = self.upstream_latency[route] = Histogram()
+            histogram.observe(total)
 
     def count_attempt(self, provider, outcome):
         key = (provider, outcome)

@@ -218,7 +218,10 @@ class CredentialPool:
         credential first when it is healthy, then round-robin. Cooled-down members are left
         out, so the list is empty when every member is cooling down."""
         now = self._clock()
-        model_key = _key(model)
+        model_key = model if len(model) <= MAX_KEY_CHARS else _key(model)
+        if not thread_id and not self._health:
+            # Nothing cools down and no thread to honour: plain round-robin over all.
+            return self._rotated(list(served), model_key)
         usable = [s for s in served if self._usable(_credential_id(s), model_key, now)]
         if not usable:
             return []
@@ -231,8 +234,22 @@ class CredentialPool:
             start = self._counter(model_key, advance=False) % len(usable)
             rotated = usable[start:] + usable[:start]
             return [sticky] + [s for s in rotated if s is not sticky]
-        start = self._counter(model_key, advance=True) % len(usable)
-        return usable[start:] + usable[:start]
+        return self._rotated(usable, model_key)
+
+    def _rotated(self, usable: List, model_key: str) -> List:
+        """``usable`` rotated by the model's counter, which advances by one."""
+        if not usable:
+            return usable
+        counters = self._counters
+        value = counters.get(model_key, 0)
+        counters[model_key] = value + 1
+        counters.move_to_end(model_key)
+        if len(counters) > STATE_LIMIT:
+            counters.popitem(last=False)
+        if len(usable) == 1:
+            return usable
+        start = value % len(usable)
+        return usable[start:] + usable[:start] if start else usable
 
     def soonest_recovery(self, served: Sequence, model: str) -> Optional[float]:
         """Seconds until the first member of ``served`` is usable for ``model`` (0.0 when

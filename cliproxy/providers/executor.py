@@ -56,11 +56,30 @@ MAX_ERROR_BODY = 256 * 1024
 _DROPPED_RESPONSE_HEADERS = frozenset(("content-length", "content-encoding", "set-cookie"))
 # ... and, with them, the hop-by-hop fields: one set, so one pass over the fields.
 _NOT_RELAYED = _DROPPED_RESPONSE_HEADERS | HOP_BY_HOP
+# Enum members hash through a Python-level ``__hash__`` and ``.name``/``.value`` are
+# descriptor calls, so per-request tables are keyed by the members' plain ``_value_`` and
+# labels read from ``_name_`` (both documented ``Enum`` attributes since 3.4).
+_REWRITER_BY_VALUE = {protocol._value_: module for protocol, module in _REWRITERS.items()}
 
 
 @dataclass
 class ModelCall:
     """One model call on its way to a local provider."""
+
+    # One per request: slots make it cheaper to build (no field has a default).
+    __slots__ = (
+        "request",
+        "config",
+        "decision",
+        "protocol",
+        "endpoint",
+        "body",
+        "raw",
+        "stream",
+        "query",
+        "thread_id",
+        "context",
+    )
 
     request: Request
     config: Config
@@ -89,36 +108,41 @@ class Executor:
         self.clock = clock
 
     async def execute(self, call):
-        """The response for ``call``, or raise the last attempt's error when all fail."""
-        last_error = None
-        for candidate in call.decision.candidates:
-            served = tuple(s for s in candidate.served if s.entry.protocol is call.protocol)
-            if not served:
-                last_error = _untranslated(candidate, call.protocol)
-                continue
-            outcome = await self._try_model(call, candidate, served)
-            if isinstance(outcome, Response):
-                return outcome
-            last_error = outcome or last_error
-        raise last_error or UpstreamError("no provider could serve %s" % call.decision.requested)
+        """The response for ``call``, or raise the last attempt's error when all fail.
 
-    async def _try_model(self, call, candidate, served):
-        """A Response, or the last ProxyError (None when every credential is cooling)."""
+        Candidates × rounds × credentials in one coroutine: each attempt is one await,
+        not three nested ones."""
         last_error = None
-        for _ in range(1 + call.config.request_retry):
-            order = self.pool.order(served, candidate.model, call.thread_id)
-            if not order:
-                return last_error or _cooling(candidate.model, self.pool.soonest_recovery(served, candidate.model))
-            worth_another_round = False
-            for choice in order:
-                result = await self._attempt(call, candidate, choice)
-                if isinstance(result, Response):
-                    return result
-                last_error = result.error
-                worth_another_round = worth_another_round or result.kind in _RETRYABLE
-            if not worth_another_round:
-                break
-        return last_error
+        protocol = call.protocol
+        pool = self.pool
+        for candidate in call.decision.candidates:
+            served = candidate.served
+            for member in served:
+                if member.entry.protocol is not protocol:
+                    served = tuple(s for s in served if s.entry.protocol is protocol)
+                    break
+            if not served:
+                last_error = _untranslated(candidate, protocol)
+                continue
+            model_error = None  # the last error of this model; None: every credential cools
+            for _ in range(1 + call.config.request_retry):
+                order = pool.order(served, candidate.model, call.thread_id)
+                if not order:
+                    model_error = model_error or _cooling(
+                        candidate.model, pool.soonest_recovery(served, candidate.model)
+                    )
+                    break
+                worth_another_round = False
+                for choice in order:
+                    result = await self._attempt(call, candidate, choice)
+                    if isinstance(result, Response):
+                        return result
+                    model_error = result.error
+                    worth_another_round = worth_another_round or result.kind in _RETRYABLE
+                if not worth_another_round:
+                    break
+            last_error = model_error or last_error
+        raise last_error or UpstreamError("no provider could serve %s" % call.decision.requested)
 
     async def _attempt(self, call, candidate, served):
         entry = served.entry
@@ -194,8 +218,8 @@ class Executor:
         data = await upstream.read(call.config.limits.max_body_bytes)
         await upstream.aclose()
         data = _decoded(upstream.headers, data, call.config.limits.max_body_bytes)
-        self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
-        data = _REWRITERS[call.protocol].rewrite_raw(data, call.context)
+        self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+        data = _REWRITER_BY_VALUE[call.protocol._value_].rewrite_raw(data, call.context)
         headers = _client_headers(upstream.headers)
         return Response(upstream.status, headers, data)
 
@@ -239,7 +263,7 @@ class Executor:
             yield error_event(call.protocol, exc)
         finally:
             await upstream.aclose()
-            self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
+            self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
 
 
 def _provider_body(call, candidate, served):

@@ -132,7 +132,8 @@ def provider_url(
     Raises ``ValueError`` when a Gemini endpoint has no model (a caller's bug). The result
     depends only on the entry's kind and base URL and the arguments, so it is remembered.
     """
-    key = (entry.kind, entry.base_url, endpoint, model, stream)
+    # Keyed by the members' values: an enum member hashes through Python code.
+    key = (entry.kind._value_, entry.base_url, endpoint._value_, model, stream)
     url = _URL_CACHE.get(key)
     if url is None:
         if len(_URL_CACHE) >= _URL_CACHE_SIZE:
@@ -200,7 +201,8 @@ _PROTOCOL_PREFIXES = {
 
 # Read once: an enum member looked up on its class costs a slow attribute access per use.
 _CLAUDE = ProviderKind.CLAUDE
-_NATIVE = {kind: kind.protocol for kind in ProviderKind}
+_GEMINI = ProviderKind.GEMINI
+_NATIVE = {kind._value_: kind.protocol for kind in ProviderKind}  # keyed by value: enum hashing is slow
 
 
 def _family(protocol: Optional[Protocol]):
@@ -213,6 +215,11 @@ def _forwardable(headers: Headers, client_protocol: Optional[Protocol], provider
     that drops hop-by-hop fields (and those ``Connection`` names), client credentials,
     the always-dropped fields and prefixes, and the client protocol's option headers when
     the provider speaks another family."""
+    return Headers.from_lowered(_forwardable_items(headers, client_protocol, provider))
+
+
+def _forwardable_items(headers: Headers, client_protocol: Optional[Protocol], provider: Protocol):
+    """``_forwardable`` as a new list of (lowercase name, value) pairs."""
     dropped_prefixes = _DROPPED_PREFIXES
     # ``is`` first: the same protocol on both sides is the common case, and cheap to see.
     if client_protocol is not provider and _family(client_protocol) is not _family(provider):
@@ -221,9 +228,7 @@ def _forwardable(headers: Headers, client_protocol: Optional[Protocol], provider
     named = headers.get_list("connection")
     if named:
         dropped = dropped.union(named)
-    return Headers.from_lowered(
-        [item for item in headers if item[0] not in dropped and not item[0].startswith(dropped_prefixes)]
-    )
+    return [item for item in headers if item[0] not in dropped and not item[0].startswith(dropped_prefixes)]
 
 
 def _without_dropped_betas(headers: Headers) -> None:
@@ -266,7 +271,37 @@ def provider_headers(
     model call, e.g. a model list). The result carries ``entry``'s credential and no
     client credential (unless ``entry.headers`` itself configures one). The caller adds
     ``content-length`` and, when it sends a body, ``content-type``."""
-    headers = _forwardable(client_headers, client_protocol, _NATIVE[entry.kind])
+    items = _forwardable_items(client_headers, client_protocol, _NATIVE[entry.kind._value_])
+    has_version = False
+    for name, _ in items:
+        if name == "anthropic-beta":
+            return _provider_headers_slow(entry, Headers.from_lowered(items))
+        if name == "anthropic-version":
+            has_version = True
+    # No credential field survived ``_forwardable`` and ``accept-encoding`` was dropped
+    # there too, so each ``set`` of the slow path is an append here.
+    items.append(("accept-encoding", "identity"))
+    key = entry.api_key
+    kind = entry.kind
+    if kind is _CLAUDE:
+        if key:
+            items.append(("x-api-key", key))
+        if not has_version:
+            items.append(("anthropic-version", ANTHROPIC_VERSION))
+    elif kind is _GEMINI:
+        if key:
+            items.append(("x-goog-api-key", key))
+    elif key:
+        items.append(("authorization", "Bearer " + key))
+    headers = Headers.from_lowered(items)
+    for name, value in entry.headers:
+        headers.set(name, value)
+    return headers
+
+
+def _provider_headers_slow(entry: ProviderEntry, headers: Headers) -> Headers:
+    """``provider_headers`` from the forwardable fields, one rule after the other (the
+    path for a client that sent ``anthropic-beta``)."""
     _without_dropped_betas(headers)
     headers.add("accept-encoding", "identity")  # dropped above: add, not set
     _inject_credential(headers, entry)

@@ -94,6 +94,17 @@ def sanitize(body: dict) -> bool:
     return changed
 
 
+def may_need_sanitize(raw: bytes) -> bool:
+    """False when ``sanitize`` would certainly change nothing in the body whose JSON
+    bytes are ``raw``: no ``"thinking"`` and no ``"signature"`` in them, at most
+    ``MAX_CACHE_CONTROL`` ``"cache_control"`` and no ``\\u`` escape that could spell any
+    of those. True means "maybe": the caller runs ``sanitize``. A scan of the bytes costs
+    far less than the walk over a long conversation."""
+    if b"\\u" in raw or b'"thinking"' in raw or b'"signature"' in raw:
+        return True
+    return raw.count(b'"cache_control"') > MAX_CACHE_CONTROL
+
+
 def _sanitize_message(message: dict) -> bool:
     content = message.get("content")
     if not isinstance(content, list):
