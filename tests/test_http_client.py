@@ -3,7 +3,6 @@
 import asyncio
 import base64
 import os
-import socket
 import ssl
 
 import pytest
@@ -11,6 +10,16 @@ import pytest
 from cliproxy.errors import UpstreamError, UpstreamTimeout
 from cliproxy.http.client import HttpClient
 from cliproxy.http.headers import Headers
+from tests.support.http_peers import (  # noqa: F401 (no_proxy_env is an autouse fixture)
+    RawServer,
+    answer,
+    free_port,
+    no_proxy_env,
+    read_request,
+    run,
+    send,
+    serving_with_client,
+)
 
 CERTS = os.path.join(os.path.dirname(__file__), "support", "certs")
 CERT = os.path.join(CERTS, "server.pem")
@@ -19,95 +28,37 @@ KEY = os.path.join(CERTS, "server.key")
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch):
-    """The runner's own proxy settings must not leak into these tests."""
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy") or name == "REQUEST_METHOD":
-            monkeypatch.delenv(name)
-
-
 def server_ssl_context():
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(CERT, KEY)
     return context
 
 
-async def read_request(reader):
-    """(head text, body bytes) of one request; decodes content-length and chunked."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    lower = head.lower()
-    if "transfer-encoding: chunked" in lower:
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            data = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            body += data[:-2]
-        return head, body
-    for line in lower.split("\r\n"):
-        if line.startswith("content-length:"):
-            return head, await reader.readexactly(int(line.split(":", 1)[1]))
-    return head, b""
-
-
-class Upstream:
-    """A raw asyncio server; ``handler(reader, writer, index)`` per connection."""
+class Upstream(RawServer):
+    """A raw upstream; ``handler(upstream, reader, writer, index)`` per connection."""
 
     def __init__(self, handler, ssl_context=None):
+        super().__init__(ssl_context)
         self.handler = handler
-        self.ssl_context = ssl_context
         self.accepted = 0
         self.requests = []
-        self.tasks = []
 
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(
-            self._on_connect, "127.0.0.1", 0, ssl=self.ssl_context
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        # Since 3.12 wait_closed() also waits for the accepted connections to close.
-        await self.server.wait_closed()
-
-    async def _on_connect(self, reader, writer):
-        self.tasks.append(asyncio.current_task())
+    async def serve(self, reader, writer):
         index = self.accepted
         self.accepted += 1
-        try:
-            await self.handler(self, reader, writer, index)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass  # the test is over or the client left: both are expected endings
-        finally:
-            writer.close()
-
-    def url(self, path="/", scheme="http", host="127.0.0.1"):
-        return "%s://%s:%d%s" % (scheme, host, self.port, path)
+        await self.handler(self, reader, writer, index)
 
 
 async def keep_alive_ok(upstream, reader, writer, index):
     while True:
         head, body = await read_request(reader)
         upstream.requests.append((index, head, body))
-        writer.write(OK)
-        await writer.drain()
+        await send(writer, OK)
 
 
 def test_keep_alive_reuses_one_connection():
     async def main():
-        client = HttpClient()
-        async with Upstream(keep_alive_ok) as up:
+        async with serving_with_client(Upstream(keep_alive_ok)) as (up, client):
             for _ in range(3):
                 response = await client.request("GET", up.url("/a?b=1"), Headers())
                 assert response.status == 200
@@ -116,23 +67,20 @@ def test_keep_alive_reuses_one_connection():
             assert [r[0] for r in up.requests] == [0, 0, 0]
             assert up.requests[0][1].startswith("GET /a?b=1 HTTP/1.1\r\n")
             assert "host: 127.0.0.1:%d\r\n" % up.port in up.requests[0][1]
-        await client.aclose()
 
     run(main())
 
 
 def test_unread_body_is_not_reused_but_complete_one_is():
     async def main():
-        client = HttpClient()
         big = b"x" * 300000
 
         async def handler(upstream, reader, writer, index):
             while True:
-                await read_request(reader)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big) + big)
-                await writer.drain()
+                head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big)
+                await answer(reader, writer, head + big)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             response = await client.request("GET", up.url(), Headers())
             await response.__anext__()
             await response.aclose()
@@ -142,103 +90,86 @@ def test_unread_body_is_not_reused_but_complete_one_is():
             response = await client.request("GET", up.url(), Headers())
             assert await response.read() == big
             assert up.accepted == 2
-        await client.aclose()
 
     run(main())
 
 
 def test_dead_pooled_connection_is_retried_once():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
             head, _ = await read_request(reader)
             upstream.requests.append((index, head))
             if index == 0:
-                writer.write(OK)
-                await writer.drain()
+                await send(writer, OK)
                 # Read the next request, then die without answering (a server that timed
                 # the connection out just as the request arrived).
                 head, _ = await read_request(reader)
                 upstream.requests.append((index, head))
                 writer.transport.abort()
                 return
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh")
-            await writer.drain()
+            await send(writer, b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh")
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
             response = await client.request("POST", up.url("/p"), Headers(), b"payload")
             assert await response.read() == b"fresh"
             assert up.accepted == 2
             assert [i for i, _ in up.requests] == [0, 0, 1]
-        await client.aclose()
 
     run(main())
 
 
 def test_dead_pooled_connection_with_streamed_body_is_not_replayed():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(OK)
-            await writer.drain()
+            await answer(reader, writer, OK)
             await reader.readuntil(b"\r\n\r\n")
             writer.transport.abort()
 
         async def body():
             yield b"once"
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             await (await client.request("GET", up.url(), Headers())).read()
             with pytest.raises(UpstreamError, match="reused connection"):
                 await client.request("POST", up.url(), Headers(), body())
             assert up.accepted == 1
-        await client.aclose()
 
     run(main())
 
 
 def test_idle_connection_closed_by_server_is_not_reused():
     async def main():
-        client = HttpClient()
         closed = asyncio.Event()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(OK)
-            await writer.drain()
+            await answer(reader, writer, OK)
             if index == 0:
                 writer.close()
                 closed.set()
                 return
             await asyncio.sleep(5)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
             await closed.wait()
             await asyncio.sleep(0.05)  # let the FIN reach the client's reader
             assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
             assert up.accepted == 2
-        await client.aclose()
 
     run(main())
 
 
 def test_chunked_response_and_chunked_request_body():
     async def main():
-        client = HttpClient()
         seen = []
 
         async def handler(upstream, reader, writer, index):
-            head, body = await read_request(reader)
-            seen.append((head, body))
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
-            await writer.drain()
-            writer.write(b"6\r\n world\r\n0\r\n\r\n")
-            await writer.drain()
+            chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            seen.append(await answer(reader, writer, chunked + b"5\r\nhello\r\n"))
+            await send(writer, b"6\r\n world\r\n0\r\n\r\n")
             await read_request(reader)  # keeps the connection open
 
         async def body():
@@ -246,104 +177,83 @@ def test_chunked_response_and_chunked_request_body():
             yield b""
             yield b"part two"
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             response = await client.request("PUT", up.url("/up"), Headers([("X-A", "1")]), body())
             assert await response.read() == b"hello world"
             head, received = seen[0]
             assert "transfer-encoding: chunked\r\n" in head
             assert "x-a: 1\r\n" in head
             assert received == b"part one, part two"
-        await client.aclose()
 
     run(main())
 
 
 def test_streamed_body_with_content_length_is_sent_raw():
     async def main():
-        client = HttpClient()
         seen = []
 
         async def handler(upstream, reader, writer, index):
-            seen.append(await read_request(reader))
-            writer.write(OK)
-            await writer.drain()
+            seen.append(await answer(reader, writer, OK))
 
         async def body():
             yield b"abc"
             yield b"de"
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             headers = Headers([("content-length", "5")])
             await (await client.request("POST", up.url(), headers, body())).read()
             head, received = seen[0]
             assert "transfer-encoding" not in head
             assert received == b"abcde"
-        await client.aclose()
 
     run(main())
 
 
 def test_close_delimited_response_is_read_to_eof_and_not_pooled():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ")
-            await writer.drain()
-            writer.write(b"the end")
-            await writer.drain()
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n"
+            await answer(reader, writer, head + b"until ")
+            await send(writer, b"the end")
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             for _ in range(2):
                 response = await client.request("GET", up.url(), Headers())
                 assert await response.read() == b"until the end"
             assert up.accepted == 2
-        await client.aclose()
 
     run(main())
 
 
 def test_first_byte_timeout():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
             await read_request(reader)
             await asyncio.sleep(5)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             with pytest.raises(UpstreamTimeout, match="did not answer within 0.2s"):
                 await client.request("GET", up.url(), Headers(), first_byte_timeout=0.2)
-        await client.aclose()
 
     run(main())
 
 
 def test_read_timeout_between_body_chunks():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
-            await writer.drain()
+            await answer(reader, writer, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
             await asyncio.sleep(5)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             response = await client.request("GET", up.url(), Headers(), read_timeout=0.2)
             assert await response.__anext__() == b"abc"
             with pytest.raises(UpstreamTimeout, match="sent nothing for 0.2s"):
                 await response.__anext__()
-        await client.aclose()
 
     run(main())
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_connection_refused():
@@ -371,9 +281,7 @@ def test_reset_before_head_on_fresh_connection_is_upstream_error():
 def test_malformed_response_is_upstream_error():
     async def main():
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-            await writer.drain()
+            await answer(reader, writer, b"NOT HTTP AT ALL\r\n\r\n")
 
         async with Upstream(handler) as up:
             with pytest.raises(UpstreamError, match="invalid response"):
@@ -419,17 +327,14 @@ class ConnectProxy:
         head, _ = await read_request(reader)
         self.heads.append(head)
         if not head.startswith("CONNECT "):
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied")
-            await writer.drain()
+            await send(writer, b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied")
             return
         if self.refuse:
-            writer.write(self.refuse)
-            await writer.drain()
+            await send(writer, self.refuse)
             return
         host, port = head.split(" ")[1].rsplit(":", 1)
         target_reader, target_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
+        await send(writer, b"HTTP/1.1 200 Connection established\r\n\r\n")
 
         async def pipe(src, dst):
             try:
@@ -532,8 +437,7 @@ def test_http_proxy_env_and_no_proxy_bypass(monkeypatch):
 
 def test_read_limit_and_context_manager():
     async def main():
-        client = HttpClient()
-        async with Upstream(keep_alive_ok) as up:
+        async with serving_with_client(Upstream(keep_alive_ok)) as (up, client):
             async with await client.request("GET", up.url(), Headers()) as response:
                 with pytest.raises(UpstreamError, match="exceeds 1 bytes"):
                     await response.read(limit=1)
@@ -544,7 +448,6 @@ def test_read_limit_and_context_manager():
             # the pool, even unread.
             await (await client.request("GET", up.url(), Headers())).read()
             assert up.accepted == 1
-        await client.aclose()
 
     run(main())
 
@@ -555,16 +458,14 @@ def test_open_upgrade_returns_streams_and_leftover():
             head, _ = await read_request(reader)
             upstream.requests.append(head)
             if "upgrade: websocket" not in head:
-                writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 4\r\n\r\nnope")
-                await writer.drain()
+                await send(writer, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 4\r\n\r\nnope")
                 return
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
                 b"connection: upgrade\r\n\r\nearly"
             )
             await writer.drain()
-            writer.write(await reader.readexactly(4))
-            await writer.drain()
+            await send(writer, await reader.readexactly(4))
 
         async with Upstream(handler) as up:
             client = HttpClient()
@@ -596,18 +497,16 @@ def test_invalid_header_value_is_refused_before_sending():
 
 def test_slow_reader_pauses_the_upstream_until_it_reads_again():
     async def main():
-        client = HttpClient()
         body = b"x" * (64 * 1024 * 1024)  # more than loopback socket buffers can hold
         drained = asyncio.Event()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
-            await writer.drain()
+            head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body)
+            await answer(reader, writer, head + body)
             drained.set()
             await read_request(reader)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             response = await client.request("GET", up.url(), Headers())
             size = len(await response.__anext__())
             # Nobody reads for a while: the client must stop reading too, so the
@@ -618,80 +517,68 @@ def test_slow_reader_pauses_the_upstream_until_it_reads_again():
                 size += len(chunk)
             assert size == len(body)
             await asyncio.wait_for(drained.wait(), 2)
-        await client.aclose()
 
     run(main())
 
 
 def test_longer_wait_after_a_shorter_deadline_does_not_time_out_early():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc")
-            await writer.drain()
+            await answer(reader, writer, b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc")
             await asyncio.sleep(0.3)  # past the first-byte deadline, within the read one
-            writer.write(b"def")
-            await writer.drain()
+            await send(writer, b"def")
             await read_request(reader)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             response = await client.request(
                 "GET", up.url(), Headers(), first_byte_timeout=0.1, read_timeout=2
             )
             assert await response.read() == b"abcdef"
-        await client.aclose()
 
     run(main())
 
 
 def test_unsolicited_bytes_on_an_idle_connection_close_it():
     async def main():
-        client = HttpClient()
         sent = asyncio.Event()
 
         async def handler(upstream, reader, writer, index):
             await read_request(reader)
             writer.write(OK)
             if index == 0:
-                writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
+                await send(writer, b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
                 sent.set()
             await read_request(reader)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
             await sent.wait()
             await asyncio.sleep(0.05)  # let the stray answer reach the idle connection
             response = await client.request("GET", up.url(), Headers())
             assert response.status == 200 and await response.read() == b"ok"
             assert up.accepted == 2
-        await client.aclose()
 
     run(main())
 
 
 def test_answer_before_the_body_was_sent_whole_is_not_pooled():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
             await reader.readuntil(b"\r\n\r\n")
             # Answer at once without reading the (huge) body, keep-alive and all.
-            writer.write(OK)
-            await writer.drain()
+            await send(writer, OK)
             if index == 0:
                 await asyncio.sleep(5)
             await read_request(reader)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             body = b"y" * (64 * 1024 * 1024)
             response = await client.request("POST", up.url(), Headers(), body)
             assert await response.read() == b"ok"
             assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
             assert up.accepted == 2
-        await client.aclose()
 
     run(main())
 
@@ -699,11 +586,9 @@ def test_answer_before_the_body_was_sent_whole_is_not_pooled():
 def test_open_upgrade_over_tls_hands_over_the_streams():
     async def main():
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
-            await writer.drain()
-            writer.write(await reader.readexactly(4))
-            await writer.drain()
+            switching = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"
+            await answer(reader, writer, switching)
+            await send(writer, await reader.readexactly(4))
             writer.close()
 
         async with Upstream(handler, server_ssl_context()) as up:
@@ -713,8 +598,7 @@ def test_open_upgrade_over_tls_hands_over_the_streams():
                 up.url("/ws", scheme="https"), headers
             )
             assert response.status == 101 and leftover == b""
-            writer.write(b"pong")
-            await writer.drain()
+            await send(writer, b"pong")
             assert await reader.readexactly(4) == b"pong"
             assert await reader.read() == b""  # the upstream's close reaches the reader
             writer.close()
@@ -724,18 +608,14 @@ def test_open_upgrade_over_tls_hands_over_the_streams():
 
 def test_complete_turns_true_once_the_body_ended():
     async def main():
-        client = HttpClient()
 
         async def handler(upstream, reader, writer, index):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc")
-            await writer.drain()
+            await answer(reader, writer, b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabc")
             await upstream.go.wait()
-            writer.write(b"def")
-            await writer.drain()
+            await send(writer, b"def")
             await read_request(reader)
 
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             up.go = asyncio.Event()
             response = await client.request("GET", up.url(), Headers())
             assert await response.__anext__() == b"abc"
@@ -743,6 +623,5 @@ def test_complete_turns_true_once_the_body_ended():
             up.go.set()
             assert await response.__anext__() == b"def"
             assert response.complete
-        await client.aclose()
 
     run(main())

@@ -4,7 +4,6 @@ end to end through cliproxy.http.server for client disconnects."""
 import asyncio
 import gzip
 import os
-import socket
 import zlib
 
 import pytest
@@ -15,67 +14,37 @@ from cliproxy.http.client import HttpClient
 from cliproxy.http.headers import Headers
 from cliproxy.http.proxy import forward, is_event_stream
 from cliproxy.http.server import Server
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch):
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy") or name == "REQUEST_METHOD":
-            monkeypatch.delenv(name)
-
-
-async def read_request(reader):
-    """(head text, body bytes) of one request (content-length bodies only)."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    for line in head.lower().split("\r\n"):
-        if line.startswith("content-length:"):
-            return head, await reader.readexactly(int(line.split(":", 1)[1]))
-    return head, b""
+from tests.support.http_peers import (  # noqa: F401 (no_proxy_env is an autouse fixture)
+    RawServer,
+    free_port,
+    no_proxy_env,
+    read_request,
+    run,
+    send,
+    serving_with_client,
+)
 
 
 def chunk(data):
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-class Upstream:
-    """A raw asyncio server running ``handler(upstream, reader, writer)`` per connection."""
+class Upstream(RawServer):
+    """A raw upstream: reads one request, then runs ``handler(upstream, reader, writer)``."""
 
     def __init__(self, handler):
+        super().__init__()
         self.handler = handler
         self.requests = []
-        self.tasks = []
         self.saw_close = asyncio.Event()
 
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        # Since 3.12 wait_closed() also waits for the accepted connections to close.
-        await self.server.wait_closed()
-
-    async def _on_connect(self, reader, writer):
-        self.tasks.append(asyncio.current_task())
-        try:
-            self.requests.append(await read_request(reader))
-            # Watch for the proxy closing its side while the handler writes.
-            watch = asyncio.ensure_future(self.wait_for_close(reader))
-            self.tasks.append(watch)
-            await self.handler(self, reader, writer)
-            await watch
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
+    async def serve(self, reader, writer):
+        self.requests.append(await read_request(reader))
+        # Watch for the proxy closing its side while the handler writes.
+        watch = asyncio.ensure_future(self.wait_for_close(reader))
+        self.tasks.append(watch)
+        await self.handler(self, reader, writer)
+        await watch
 
     async def wait_for_close(self, reader):
         """Record when the proxy closes its side (EOF or reset) of this connection."""
@@ -86,14 +55,10 @@ class Upstream:
             pass
         self.saw_close.set()
 
-    def url(self, path="/"):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
-
 
 def respond(raw):
     async def handler(upstream, reader, writer):
-        writer.write(raw)
-        await writer.drain()
+        await send(writer, raw)
 
     return handler
 
@@ -124,8 +89,7 @@ def test_hop_by_hop_dropped_both_ways_and_host_set():
             b"x-resp-hop: 1\r\nproxy-authenticate: Basic\r\nx-kept: yes\r\n"
             b"content-length: 2\r\n\r\n{}"
         )
-        async with Upstream(respond(raw)) as up:
-            client = HttpClient()
+        async with serving_with_client(Upstream(respond(raw))) as (up, client):
             headers = Headers(
                 [
                     ("Host", "proxy.local:8317"),
@@ -159,7 +123,6 @@ def test_hop_by_hop_dropped_both_ways_and_host_set():
             assert body == b'{"a":1}'
             # The original headers object is not changed.
             assert headers.get("host") == "proxy.local:8317"
-            await client.aclose()
 
     run(main())
 
@@ -179,12 +142,10 @@ def sse_handler(events, gzipped=False, content_type=b"text/event-stream"):
                 upstream.go.clear()
             if gzipped:
                 event = compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
-            writer.write(chunk(event))
-            await writer.drain()
+            await send(writer, chunk(event))
         if gzipped:
             writer.write(chunk(compressor.flush()))
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        await send(writer, b"0\r\n\r\n")
 
     return handler
 
@@ -210,14 +171,12 @@ EVENTS = [b"event: a\ndata: {\"n\":1}\n\n", b"data: {\"n\":2}\n\n", b"data: [DON
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_sse_events_arrive_one_by_one(gzipped):
     async def main():
-        async with Upstream(sse_handler(EVENTS, gzipped)) as up:
+        async with serving_with_client(Upstream(sse_handler(EVENTS, gzipped))) as (up, client):
             up.go = asyncio.Event()
-            client = HttpClient()
             response = await forward(client, "GET", up.url("/stream"), Headers(), None)
             assert response.status == 200
             assert "content-length" not in response.headers
             await check_one_by_one(up, response.body, EVENTS)
-            await client.aclose()
 
     run(main())
 
@@ -230,13 +189,11 @@ def test_gzip_without_content_encoding_is_decompressed_with_exact_length():
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n" % len(packed)
         ) + packed
-        async with Upstream(respond(raw)) as up:
-            client = HttpClient()
+        async with serving_with_client(Upstream(respond(raw))) as (up, client):
             response = await forward(client, "GET", up.url(), Headers(), None)
             assert response.body == payload
             assert response.headers.get("content-length") == str(len(payload))
             assert "content-encoding" not in response.headers
-            await client.aclose()
 
     run(main())
 
@@ -250,12 +207,10 @@ def test_chunked_gzip_body_read_whole_and_length_set():
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
         ) + chunk(packed[:half]) + chunk(packed[half:]) + b"0\r\n\r\n"
-        async with Upstream(respond(raw)) as up:
-            client = HttpClient()
+        async with serving_with_client(Upstream(respond(raw))) as (up, client):
             response = await forward(client, "GET", up.url(), Headers(), None)
             assert response.body == payload
             assert response.headers.get("content-length") == str(len(payload))
-            await client.aclose()
 
     run(main())
 
@@ -268,13 +223,11 @@ def test_gzip_larger_than_limit_streams_decompressed_without_length():
             b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
             b"content-length: %d\r\n\r\n" % len(packed)
         ) + packed
-        async with Upstream(respond(raw)) as up:
-            client = HttpClient()
+        async with serving_with_client(Upstream(respond(raw))) as (up, client):
             limits = Limits(max_body_bytes=1000)
             response = await forward(client, "GET", up.url(), Headers(), None, limits=limits)
             assert "content-length" not in response.headers
             assert await collect(response.body) == payload
-            await client.aclose()
 
     run(main())
 
@@ -306,35 +259,30 @@ def test_ndjson_named_stream_is_not_treated_as_sse_but_still_streams():
     async def main():
         events = [b'{"n":1}\n', b'{"n":2}\n']
         handler = sse_handler(events, content_type=b"application/x-ndjson-stream")
-        async with Upstream(handler) as up:
+        async with serving_with_client(Upstream(handler)) as (up, client):
             up.go = asyncio.Event()
-            client = HttpClient()
             response = await forward(client, "GET", up.url(), Headers(), None)
             await check_one_by_one(up, response.body, events)
-            await client.aclose()
 
     run(main())
 
 
 def test_relay_body_aclose_closes_upstream_at_once():
     async def main():
-        async with Upstream(sse_handler(EVENTS)) as up:
+        async with serving_with_client(Upstream(sse_handler(EVENTS))) as (up, client):
             up.go = asyncio.Event()
-            client = HttpClient()
             response = await forward(client, "GET", up.url(), Headers(), None)
             assert await response.body.__anext__() == EVENTS[0]
             await response.body.aclose()
             await asyncio.wait_for(up.saw_close.wait(), 2)
-            await client.aclose()
 
     run(main())
 
 
 def test_client_disconnect_mid_stream_closes_upstream_end_to_end():
     async def main():
-        async with Upstream(sse_handler(EVENTS)) as up:
+        async with serving_with_client(Upstream(sse_handler(EVENTS))) as (up, client):
             up.go = asyncio.Event()
-            client = HttpClient()
 
             async def handler(request):
                 return await forward(client, request.method, up.url(request.target),
@@ -352,16 +300,13 @@ def test_client_disconnect_mid_stream_closes_upstream_end_to_end():
             await asyncio.wait_for(up.saw_close.wait(), 2)
             assert not up.go.is_set()
             await server.shutdown(1)
-            await client.aclose()
 
     run(main())
 
 
 def test_upstream_down_and_first_byte_timeout():
     async def main():
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         client = HttpClient()
         with pytest.raises(UpstreamError, match="connection refused"):
             await forward(client, "GET", "http://127.0.0.1:%d/" % port, Headers(), None)
@@ -381,11 +326,9 @@ def test_upstream_down_and_first_byte_timeout():
 def test_head_and_no_content_responses_have_no_body():
     async def main():
         raw = b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n"
-        async with Upstream(respond(raw)) as up:
-            client = HttpClient()
+        async with serving_with_client(Upstream(respond(raw))) as (up, client):
             response = await forward(client, "DELETE", up.url(), Headers(), None)
             assert response.status == 204 and response.body == b""
-            await client.aclose()
 
     run(main())
 

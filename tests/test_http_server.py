@@ -45,6 +45,24 @@ async def serving(handler, ssl_context=None, **limit_values):
         await server.shutdown(1.0)
 
 
+def tls_contexts():
+    """(server context with the test certificate, client context that trusts it)."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(CERTS / "server.pem"), str(CERTS / "server.key"))
+    return server_ctx, ssl.create_default_context(cafile=str(CERTS / "server.pem"))
+
+
+@contextlib.asynccontextmanager
+async def connected(handler, tls=False, **limit_values):
+    """``serving(handler)`` plus one client connection (over TLS when ``tls``); yields
+    (server, reader, writer) and closes the client before the server shuts down."""
+    server_ctx, client_ctx = tls_contexts() if tls else (None, None)
+    async with serving(handler, server_ctx, **limit_values) as (server, port):
+        reader, writer = await connect(port, client_ctx)
+        yield server, reader, writer
+        writer.close()
+
+
 async def connect(port, ssl_context=None):
     if ssl_context is None:
         return await asyncio.open_connection("127.0.0.1", port)
@@ -144,8 +162,7 @@ def test_keep_alive_reuses_the_connection():
         return Response(200, body=b"hi")
 
     async def main():
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (server, reader, writer):
             for _ in range(2):
                 writer.write(get("/a/b?x=1&y"))
                 reply = await read_response(reader)
@@ -153,7 +170,6 @@ def test_keep_alive_reuses_the_connection():
                 assert reply.headers["content-length"] == "2"
                 assert "connection" not in reply.headers
             assert server.open_connections == 1
-            writer.close()
 
     run(main())
     assert len(peers) == 2 and peers[0] == peers[1] and peers[0][0] == "127.0.0.1"
@@ -171,8 +187,7 @@ def test_pipelined_requests_are_answered_in_order():
         return Response(200, body=request.path.encode() + b":" + body)
 
     async def main():
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(
                 b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
                 + get("/fast")
@@ -181,7 +196,6 @@ def test_pipelined_requests_are_answered_in_order():
             )
             bodies = [(await read_response(reader)).body for _ in range(3)]
             assert bodies == [b"/slow:abc", b"/fast:", b"/third:z"]
-            writer.close()
 
     run(main())
     assert log == [
@@ -210,8 +224,7 @@ def test_chunked_request_body_is_streamed_with_async_for():
                 first.set()
             return Response(200, body=b"|".join(chunks))
 
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(
                 b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
             )
@@ -220,7 +233,6 @@ def test_chunked_request_body_is_streamed_with_async_for():
             writer.write(b"6\r\n world\r\n0\r\n\r\n")
             reply = await read_response(reader)
             assert reply.status == 200 and reply.body == b"hello| world"
-            writer.close()
         assert seen["length"] is None
 
     run(main())
@@ -232,8 +244,7 @@ def test_read_over_limit_is_413_and_closes():
         return Response(200)
 
     async def main():
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
             writer.write(b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
             reply = await read_response(reader)
@@ -241,7 +252,6 @@ def test_read_over_limit_is_413_and_closes():
             assert reply.json()["error"]["type"] == "request_too_large"
             assert reply.headers["connection"] == "close"
             await assert_closed(reader)
-            writer.close()
 
     run(main())
 
@@ -254,15 +264,13 @@ def test_content_length_over_max_is_413_before_the_body_is_read():
         return Response(200)
 
     async def main():
-        async with serving(handler, max_body_bytes=100) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler, max_body_bytes=100) as (_, reader, writer):
             # No body is sent: the answer must come from the head alone.
             writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
             reply = await read_response(reader)
             assert reply.status == 413 and reply.headers["connection"] == "close"
             assert reply.json()["error"]["type"] == "request_too_large"
             await assert_closed(reader)
-            writer.close()
 
     run(main())
     assert calls == []
@@ -302,14 +310,12 @@ def test_100_continue_is_sent_only_when_the_body_is_read():
 
 def test_small_unread_body_is_discarded_and_the_connection_kept():
     async def main():
-        async with serving(echo_path) as (server, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path) as (server, reader, writer):
             writer.write(b"POST /one HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789")
             reply = await read_response(reader)
             assert reply.status == 200 and "connection" not in reply.headers
             writer.write(get("/two"))
             assert (await read_response(reader)).body == b"/two"
-            writer.close()
 
     run(main())
 
@@ -334,8 +340,7 @@ def test_streaming_response_body_is_chunked_and_aclosed():
             headers = Headers([("transfer-encoding", "gzip"), ("connection", "foo"), ("x-a", "1")])
             return Response(200, headers, body())
 
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (server, reader, writer):
             writer.write(get())
             reply = await read_response(reader)
             assert reply.headers["transfer-encoding"] == "chunked"
@@ -345,7 +350,6 @@ def test_streaming_response_body_is_chunked_and_aclosed():
             writer.write(get("/again"))
             assert (await read_response(reader)).status == 200
             assert server.open_streams == 0
-            writer.close()
 
     run(main())
     assert closed == [True, True]
@@ -360,22 +364,19 @@ def test_streaming_response_to_http10_is_close_delimited():
         return Response(200, body=body())
 
     async def main():
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             status, headers = await read_head(reader)
             assert status == 200 and headers["connection"] == "close"
             assert "transfer-encoding" not in headers and "content-length" not in headers
             assert await reader.read() == b"abcdef"
-            writer.close()
 
     run(main())
 
 
 def test_head_response_has_no_body():
     async def main():
-        async with serving(echo_path) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path) as (_, reader, writer):
             writer.write(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n")
             reply = await read_response(reader, method="HEAD")
             assert reply.status == 200 and reply.headers["content-length"] == "2"
@@ -383,7 +384,6 @@ def test_head_response_has_no_body():
             writer.write(get("/next"))
             reply = await read_response(reader)
             assert reply.status == 200 and reply.body == b"/next"
-            writer.close()
 
     run(main())
 
@@ -395,8 +395,7 @@ def test_handler_errors_become_json_responses():
         raise errors.Forbidden("not you", headers=[("x-why", "test")])
 
     async def main():
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(get("/boom"))
             reply = await read_response(reader)
             assert reply.status == 500 and reply.json()["error"]["type"] == "api_error"
@@ -405,7 +404,6 @@ def test_handler_errors_become_json_responses():
             reply = await read_response(reader)
             assert reply.status == 403 and reply.headers["x-why"] == "test"
             assert reply.json() == {"error": {"type": "permission_error", "message": "not you"}}
-            writer.close()
 
     run(main())
 
@@ -471,26 +469,22 @@ def test_bad_chunk_framing_is_400_and_closes():
 
 def test_idle_keep_alive_connection_is_closed_quietly():
     async def main():
-        async with serving(echo_path, idle_timeout=0.2) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path, idle_timeout=0.2) as (_, reader, writer):
             writer.write(get())
             assert (await read_response(reader)).status == 200
             # Nothing more is sent: the server closes without writing anything.
             await assert_closed(reader)
-            writer.close()
 
     run(main())
 
 
 def test_slow_request_head_gets_408_and_close():
     async def main():
-        async with serving(echo_path, read_timeout=0.2) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path, read_timeout=0.2) as (_, reader, writer):
             writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
             reply = await read_response(reader)
             assert reply.status == 408 and reply.headers["connection"] == "close"
             await assert_closed(reader)
-            writer.close()
 
     run(main())
 
@@ -500,14 +494,12 @@ def test_slow_request_body_gets_408():
         return Response(200, body=await request.body.read(100))
 
     async def main():
-        async with serving(handler, read_timeout=0.2) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler, read_timeout=0.2) as (_, reader, writer):
             writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
             reply = await read_response(reader)
             assert reply.status == 408 and reply.headers["connection"] == "close"
             assert reply.json()["error"]["type"] == "timeout_error"
             await assert_closed(reader)
-            writer.close()
 
     run(main())
 
@@ -527,19 +519,27 @@ async def assert_no_leaks(baseline):
     assert open_fds() == fds
 
 
+def waiting_handler():
+    """(handler, started, cancelled): the handler sets ``started``, then waits as if for an
+    upstream until it is cancelled, and sets ``cancelled`` on its way out."""
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(request):
+        started.set()
+        try:
+            await asyncio.sleep(30)  # stands for awaiting an upstream
+        finally:
+            cancelled.set()
+        return Response(200)
+
+    return handler, started, cancelled
+
+
 def test_client_disconnect_cancels_a_waiting_handler():
     async def main():
         baseline = await leak_baseline()
-        started = asyncio.Event()
-        cancelled = asyncio.Event()
-
-        async def handler(request):
-            started.set()
-            try:
-                await asyncio.sleep(30)  # stands for awaiting an upstream
-            finally:
-                cancelled.set()
-            return Response(200)
+        handler, started, cancelled = waiting_handler()
 
         async with serving(handler) as (server, port):
             reader, writer = await connect(port)
@@ -722,15 +722,10 @@ def test_tls_request():
         return Response(200, body=b"secure")
 
     async def main():
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_ctx.load_cert_chain(str(CERTS / "server.pem"), str(CERTS / "server.key"))
-        client_ctx = ssl.create_default_context(cafile=str(CERTS / "server.pem"))
-        async with serving(handler, ssl_context=server_ctx) as (_, port):
-            reader, writer = await connect(port, client_ctx)
+        async with connected(handler, tls=True) as (_, reader, writer):
             writer.write(get())
             reply = await read_response(reader)
             assert reply.status == 200 and reply.body == b"secure"
-            writer.close()
 
     run(main())
     assert seen == [True]
@@ -764,13 +759,11 @@ def test_large_request_body_reaches_a_slow_reader_whole():
         return Response(200, body=b"%d:%d" % (len(data), data == payload))
 
     async def main():
-        async with serving(handler, max_body_bytes=len(payload)) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler, max_body_bytes=len(payload)) as (_, reader, writer):
             writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(payload))
             writer.write(payload)
             reply = await read_response(reader)
             assert reply.status == 200 and reply.body == b"%d:1" % len(payload)
-            writer.close()
 
     run(main())
 
@@ -790,42 +783,36 @@ def test_large_responses_reach_a_slow_client_whole():
         return Response(200, body=body())
 
     async def main():
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (server, reader, writer):
             for path, expected in (("/bytes", big), ("/stream", big * 4)):
                 writer.write(get(path))
                 await asyncio.sleep(0.1)  # let the server fill the buffers and pause
                 reply = await read_response(reader)
                 assert reply.status == 200 and reply.body == expected
             assert server.open_streams == 0
-            writer.close()
 
     run(main())
 
 
 def test_a_burst_of_pipelined_requests_is_answered_in_order():
     async def main():
-        async with serving(echo_path) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path) as (_, reader, writer):
             writer.write(b"".join(get("/%d" % i) for i in range(500)))
             for i in range(500):
                 reply = await read_response(reader)
                 assert reply.status == 200 and reply.body == b"/%d" % i
-            writer.close()
 
     run(main())
 
 
 def test_eof_in_the_middle_of_a_head_is_400_and_closes():
     async def main():
-        async with serving(echo_path) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path) as (_, reader, writer):
             writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n")
             writer.write_eof()
             reply = await read_response(reader)
             assert reply.status == 400 and reply.headers["connection"] == "close"
             await assert_closed(reader)
-            writer.close()
 
     run(main())
 
@@ -833,19 +820,9 @@ def test_eof_in_the_middle_of_a_head_is_400_and_closes():
 def test_half_closed_client_cancels_its_handler():
     async def main():
         baseline = await leak_baseline()
-        started = asyncio.Event()
-        cancelled = asyncio.Event()
+        handler, started, cancelled = waiting_handler()
 
-        async def handler(request):
-            started.set()
-            try:
-                await asyncio.sleep(30)
-            finally:
-                cancelled.set()
-            return Response(200)
-
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (server, reader, writer):
             writer.write(get())
             await asyncio.wait_for(started.wait(), 3)
             writer.write_eof()
@@ -853,7 +830,6 @@ def test_half_closed_client_cancels_its_handler():
             await assert_closed(reader)
             await settle()
             assert server.in_flight == 0 and server.open_connections == 0
-            writer.close()
         await assert_no_leaks(baseline)
 
     run(main())
@@ -861,14 +837,12 @@ def test_half_closed_client_cancels_its_handler():
 
 def test_idle_timeout_counts_from_the_last_response():
     async def main():
-        async with serving(echo_path, idle_timeout=0.3) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(echo_path, idle_timeout=0.3) as (_, reader, writer):
             for _ in range(4):  # 0.6 s in all: longer than one idle timeout
                 writer.write(get())
                 assert (await read_response(reader)).status == 200
                 await asyncio.sleep(0.15)
             await assert_closed(reader)
-            writer.close()
 
     run(main())
 
@@ -884,9 +858,7 @@ def test_upgrade_over_tls():
         async def handler(request):
             return Response(101, Headers([("upgrade", "echo")]), on_upgrade=echo)
 
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_ctx.load_cert_chain(str(CERTS / "server.pem"), str(CERTS / "server.key"))
-        client_ctx = ssl.create_default_context(cafile=str(CERTS / "server.pem"))
+        server_ctx, client_ctx = tls_contexts()
         async with serving(handler, ssl_context=server_ctx) as (server, port):
             reader, writer = await connect(port, client_ctx)
             writer.write(get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n") + b"ab")
@@ -953,8 +925,7 @@ def test_bytes_response_head_is_framed_by_the_server_byte_for_byte():
         return Response(200, headers, b'{"status":"ok"}')
 
     async def main():
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(get("/a") + b"GET /b HTTP/1.0\r\n\r\n")
             expected_head = (
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-a: 1\r\n"
@@ -965,7 +936,6 @@ def test_bytes_response_head_is_framed_by_the_server_byte_for_byte():
             assert first == expected_head + b"\r\n" + body
             second = await reader.read()  # HTTP/1.0 without keep-alive: closed after it
             assert second == expected_head + b"connection: close\r\n\r\n" + body
-            writer.close()
 
     run(main())
 
@@ -975,14 +945,12 @@ def test_bytes_response_to_http10_keep_alive_says_keep_alive():
         return Response(204 if request.path == "/none" else 200, None, b"hi")
 
     async def main():
-        async with serving(handler) as (_, port):
-            reader, writer = await connect(port)
+        async with connected(handler) as (_, reader, writer):
             writer.write(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             expected = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nhi"
             assert await reader.readexactly(len(expected)) == expected
             writer.write(get("/none"))
             expected = b"HTTP/1.1 204 No Content\r\n\r\n"
             assert await reader.readexactly(len(expected)) == expected
-            writer.close()
 
     run(main())

@@ -1,0 +1,121 @@
+"""Tiny raw HTTP peers on 127.0.0.1 for the cliproxy.http client and proxy tests.
+
+Strategy: the peers speak HTTP by hand over asyncio streams, so the code under test is
+checked against an independent reading of the wire. ``RawServer`` owns the listening
+socket and the per-connection tasks; each test file subclasses it only for what its
+connections do. ``read_request`` and ``send`` are the two wire steps nearly every fake
+upstream repeats.
+"""
+
+import asyncio
+import contextlib
+import os
+import socket
+
+import pytest
+
+from cliproxy.http.client import HttpClient
+
+
+def run(coro):
+    """Run ``coro`` in a fresh event loop; raises ``asyncio.TimeoutError`` after 10 s."""
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    """The runner's own proxy settings must not leak into these tests."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name == "REQUEST_METHOD":
+            monkeypatch.delenv(name)
+
+
+def free_port():
+    """A port on 127.0.0.1 that nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def read_request(reader):
+    """(head text, body bytes) of one request; decodes content-length and chunked.
+
+    Raises ``asyncio.IncompleteReadError`` when the peer closes mid-request.
+    """
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lower = head.lower()
+    if "transfer-encoding: chunked" in lower:
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += data[:-2]
+        return head, body
+    for line in lower.split("\r\n"):
+        if line.startswith("content-length:"):
+            return head, await reader.readexactly(int(line.split(":", 1)[1]))
+    return head, b""
+
+
+async def send(writer, data):
+    """Write ``data`` and wait until the transport has taken it."""
+    writer.write(data)
+    await writer.drain()
+
+
+class RawServer:
+    """An asyncio server on 127.0.0.1 port 0 running ``self.serve(reader, writer)`` per
+    connection; an async context manager that cancels every connection on exit.
+
+    A subclass defines ``serve``; it may end with the exceptions a peer leaving raises.
+    """
+
+    def __init__(self, ssl_context=None):
+        self.ssl_context = ssl_context
+        self.tasks = []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(
+            self._on_connect, "127.0.0.1", 0, ssl=self.ssl_context
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Since 3.12 wait_closed() also waits for the accepted connections to close.
+        await self.server.wait_closed()
+
+    async def _on_connect(self, reader, writer):
+        self.tasks.append(asyncio.current_task())
+        try:
+            await self.serve(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the test is over or the peer left: both are expected endings
+        finally:
+            writer.close()
+
+    def url(self, path="/", scheme="http", host="127.0.0.1"):
+        return "%s://%s:%d%s" % (scheme, host, self.port, path)
+
+
+async def answer(reader, writer, data):
+    """Read one request, send ``data`` as the answer, and return (head, body) of the request."""
+    request = await read_request(reader)
+    await send(writer, data)
+    return request
+
+
+@contextlib.asynccontextmanager
+async def serving_with_client(server):
+    """Enter ``server`` and yield (server, a fresh ``HttpClient``); the client is closed
+    before the server stops."""
+    client = HttpClient()
+    async with server:
+        yield server, client
+        await client.aclose()
