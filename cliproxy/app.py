@@ -370,6 +370,8 @@ def _parse_json(data):
         body = json.loads(data)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply")
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body

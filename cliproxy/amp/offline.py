@@ -70,6 +70,8 @@ def decode_rpc_body(raw, content_encoding, max_bytes):
         return json.loads(raw)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply")
 
 
 class ThreadStore:
