@@ -97,3 +97,14 @@ def test_offline_control_plane_rejects_nasty_bodies_cleanly(tmp_path):
         for body in NASTY[:2] + (b"\x1f\x8b not really gzip",):
             assert_clear_answer(*offline.request("POST", "/api/internal?uploadThread", body, {"x-api-key": "k"}))
         assert offline.request("GET", "/healthz")[0] == 200
+
+
+def test_a_provider_answering_absurdly_nested_json_is_relayed_not_a_crash(tmp_path):
+    nested = b"[" * 100000 + b"]" * 100000
+    with FakeUpstream(default=JSONReply(body=nested)) as upstream:
+        document = {"api-keys": ["k"], "claude-api-key": [{"api-key": "a", "base-url": upstream.url}], "ampcode": {"upstream-url": ""}}
+        with RunningProxy(document, tmp_path) as running:
+            status, _, data = running.request(
+                "POST", "/api/provider/anthropic/v1/messages", b'{"model": "claude-x", "messages": []}', {"x-api-key": "k"}
+            )
+    assert (status, data) == (200, nested)

@@ -120,7 +120,7 @@ class UpstreamKeys:
             return self._problem(path, "too large")
         try:
             document = json.loads(data.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError, nesting
             return self._problem(path, "not valid JSON")
         value = document.get(SECRETS_FILE_KEY) if isinstance(document, dict) else None
         if not isinstance(value, str) or not value.strip():

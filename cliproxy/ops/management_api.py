@@ -330,6 +330,8 @@ async def _read_body(request) -> Optional[Dict[str, Any]]:
     except (UnicodeDecodeError, ValueError) as exc:
         # json.JSONDecodeError is a ValueError; its message names a position, not content.
         raise BadRequest("request body is not valid JSON: %s" % _json_error(exc))
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply")
     if not isinstance(body, dict) or set(body) != {"value"}:
         raise BadRequest('request body must be a JSON object {"value": ...}')
     return body

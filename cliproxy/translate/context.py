@@ -36,7 +36,7 @@ def loads_object(text) -> Optional[dict]:
     when they cannot be understood."""
     try:
         value = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -45,7 +45,7 @@ def loads_any(text):
     """``text`` parsed as JSON, or ``None`` when it is not valid JSON. Never raises."""
     try:
         return json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
 
 
