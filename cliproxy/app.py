@@ -16,7 +16,7 @@ import time
 from typing import Optional
 
 from cliproxy.amp import offline
-from cliproxy.amp.auth import KeySet, client_key, is_loopback, strip_credentials
+from cliproxy.amp.auth import KeySet, client_key, is_loopback, strip_credential_params, strip_credentials
 from cliproxy.amp.routes import Family, classify
 from cliproxy.amp.secrets import UpstreamKeys
 from cliproxy.config.model import Protocol
@@ -28,8 +28,8 @@ from cliproxy.errors import (
     ProxyError,
     Unauthorized,
 )
-from cliproxy.http.codec import decode_body
 from cliproxy.http.headers import Headers
+from cliproxy.http.jsonbody import decode_request_body, parse_json
 from cliproxy.http.proxy import forward
 from cliproxy.http.server import Response
 from cliproxy.http.websocket import is_websocket_upgrade, pipe, validate_upgrade
@@ -76,66 +76,18 @@ class Runtime:
 
 
 class Exchange:
-    """What the request log and metrics learn about one request as it is handled.
+    """What the request log and metrics learn about one request as it is handled (one
+    per request, so a plain slotted class)."""
 
-    A plain class with slots, not a dataclass: one is built per request, and ``notes``
-    (read by the request log only) starts as None and becomes a dict when first read."""
+    __slots__ = ("route", "requested_model", "resolved_model", "provider", "protocol", "request_body")
 
-    __slots__ = ("route", "requested_model", "resolved_model", "provider", "protocol", "_notes")
-
-    def __init__(
-        self,
-        route="none",
-        requested_model=None,
-        resolved_model=None,
-        provider=None,
-        protocol=None,
-        notes=None,
-    ):
-        self.route = route  # type: str
-        self.requested_model = requested_model  # type: Optional[str]
-        self.resolved_model = resolved_model  # type: Optional[str]
-        self.provider = provider  # type: Optional[str]
-        self.protocol = protocol  # type: Optional[Protocol]
-        self._notes = notes  # type: Optional[dict]
-
-    @property
-    def notes(self):
-        """Free-form notes for the request log (a dict, created on first use)."""
-        notes = self._notes
-        if notes is None:
-            notes = self._notes = {}
-        return notes
-
-    @notes.setter
-    def notes(self, value):
-        self._notes = value
-
-    def __repr__(self):
-        return "Exchange(route=%r, requested_model=%r, resolved_model=%r, provider=%r, protocol=%r, notes=%r)" % (
-            self.route,
-            self.requested_model,
-            self.resolved_model,
-            self.provider,
-            self.protocol,
-            self.notes,
-        )
-
-    def __eq__(self, other):
-        if not isinstance(other, Exchange):
-            return NotImplemented
-        return (self.route, self.requested_model, self.resolved_model, self.provider, self.protocol, self.notes) == (
-            other.route,
-            other.requested_model,
-            other.resolved_model,
-            other.provider,
-            other.protocol,
-            other.notes,
-        )
-
-    __hash__ = None
-
-
+    def __init__(self, route="none"):
+        self.route = route
+        self.requested_model = None  # type: Optional[str]
+        self.resolved_model = None  # type: Optional[str]
+        self.provider = None  # type: Optional[str]
+        self.protocol = None  # type: Optional[Protocol]
+        self.request_body = None  # type: Optional[bytes]  # decoded; model calls only
 
 
 def _json_response(status, value, headers=()):
@@ -295,8 +247,9 @@ class App:
         if provider_route.is_model_list:
             return _json_response(200, model_list(runtime, protocol))
         raw = await request.body.read(config.limits.max_body_bytes)
-        decoded = _decoded_body(raw, request.headers.get("content-encoding"), config.limits.max_body_bytes)
-        body = _parse_json(decoded)
+        decoded = decode_request_body(raw, request.headers.get("content-encoding"), config.limits.max_body_bytes)
+        body = _parse_object(decoded)
+        exchange.request_body = decoded
         model = provider_route.model or body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("the request names no model")
@@ -327,7 +280,7 @@ class App:
             body=body,
             raw=None if changed else decoded,
             stream=provider_route.stream,
-            query=strip_credentials(request.headers, request.query)[1] if request.query else "",
+            query=strip_credential_params(request.query),
             thread_id=request.headers.get("x-amp-thread-id"),
             context=_rewrite_context(protocol, model, body),
         )
@@ -356,22 +309,9 @@ async def _read_quietly(response):
         await response.aclose()
 
 
-def _decoded_body(raw, content_encoding, limit):
-    """The request body with ``gzip``/``deflate`` undone (415 for other codings)."""
-    coding = content_encoding.strip().lower() if content_encoding else ""
-    if coding and coding != "identity":
-        return decode_body(raw, coding, limit)
-    return raw
-
-
-def _parse_json(data):
+def _parse_object(data):
     """The request's JSON object (the one ``json.loads`` of a model call)."""
-    try:
-        body = json.loads(data)
-    except ValueError as exc:
-        raise BadRequest("request body is not valid JSON: %s" % exc)
-    except RecursionError:
-        raise BadRequest("request body is not valid JSON: nested too deeply")
+    body = parse_json(data)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body

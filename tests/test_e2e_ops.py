@@ -1,6 +1,7 @@
 """End to end: /healthz, /metrics, the request log, error files, and secrets kept out of
 every log line and file."""
 
+import gzip
 import json
 import logging
 import os
@@ -155,3 +156,19 @@ def test_management_api_end_to_end(tmp_path, fakes):
 def test_management_api_is_404_without_a_secret(tmp_path, fakes):
     with RunningProxy(document(*fakes), tmp_path) as proxy:
         assert proxy.json("GET", "/v0/management/ampcode", headers={"X-Management-Key": "x"})[0] == 404
+
+
+def test_error_files_hold_the_decoded_request_body(tmp_path, fakes):
+    provider, _ = fakes
+    provider.route("POST", "/v1/messages", JSONReply(status=500, body={"error": {"message": "boom"}}))
+    extra = {"request-log": True, "request-retry": 0}
+    request = {"model": "claude-x", "messages": [{"role": "user", "content": "find me in the file"}]}
+    raw = gzip.compress(json.dumps(request).encode())
+    headers = {"x-api-key": CLIENT_KEY, "Content-Encoding": "gzip"}
+    with RunningProxy(document(*fakes, **extra), tmp_path) as proxy:
+        assert proxy.request("POST", MESSAGES, raw, headers)[0] == 500
+    logs = tmp_path / "logs"
+    (name,) = [name for name in os.listdir(str(logs)) if name.startswith("error-")]
+    saved = json.loads((logs / name).read_text())
+    assert json.loads(saved["request"]["body"]) == request
+    assert CLIENT_KEY not in (logs / name).read_text()

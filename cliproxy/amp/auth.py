@@ -125,8 +125,14 @@ def strip_credentials(headers: Headers, query: str) -> Tuple[Headers, str]:
     ``x-goog-api-key``, and ``query`` without any ``key`` or ``auth_token`` parameter
     (names compared decoded, so ``k%65y`` goes too); every other piece of the query is
     kept exactly as received, in order."""
-    kept = [piece for name, piece, _ in _query_params(query) if name not in _CREDENTIAL_QUERY_SET]
-    return headers.without(_CREDENTIAL_HEADER_SET), "&".join(kept) if query else query
+    return headers.without(_CREDENTIAL_HEADER_SET), strip_credential_params(query)
+
+
+def strip_credential_params(query: str) -> str:
+    """``query`` without ``key`` or ``auth_token`` parameters (see ``strip_credentials``)."""
+    if not query:
+        return query
+    return "&".join(piece for name, piece, _ in _query_params(query) if name not in _CREDENTIAL_QUERY_SET)
 
 
 def is_loopback(host: str) -> bool:

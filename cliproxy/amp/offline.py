@@ -13,11 +13,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 
 from cliproxy.errors import BadRequest, ServiceUnavailable
-from cliproxy.http.codec import decode_body, is_gzip
+from cliproxy.files import keep_newest, replace_file
 from cliproxy.http.headers import Headers
+from cliproxy.http.jsonbody import decode_request_body, parse_json
 from cliproxy.http.server import Response
 
 log = logging.getLogger("cliproxy.offline")
@@ -59,19 +59,9 @@ def internal_method(query, params):
 
 
 def decode_rpc_body(raw, content_encoding, max_bytes):
-    """The JSON object of an internal-API body, decoded when gzip-encoded."""
-    if content_encoding:
-        raw = decode_body(raw, content_encoding, max_bytes)
-    elif is_gzip(raw[:2]):
-        raw = decode_body(raw, "gzip", max_bytes)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest("request body is not valid JSON: %s" % exc)
-    except RecursionError:
-        raise BadRequest("request body is not valid JSON: nested too deeply")
+    """The JSON value of an internal-API body (``{}`` when empty), decoded when gzip."""
+    raw = decode_request_body(raw, content_encoding, max_bytes, sniff_gzip=True)
+    return parse_json(raw) if raw.strip() else {}
 
 
 class ThreadStore:
@@ -87,34 +77,14 @@ class ThreadStore:
         if not isinstance(thread_id, str) or not _THREAD_ID.match(thread_id):
             raise BadRequest("uploadThread: params.thread.id is missing or not a valid id")
         os.makedirs(self.directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(thread, out, ensure_ascii=False)
-            os.replace(temporary, os.path.join(self.directory, thread_id + ".json"))
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        self._prune()
+        data = json.dumps(thread, ensure_ascii=False).encode("utf-8")
+        replace_file(os.path.join(self.directory, thread_id + ".json"), data)
+        keep_newest(self.directory, _is_thread_file, self.limit)
         return thread_id
 
-    def _prune(self):
-        entries = []
-        for name in os.listdir(self.directory):
-            if name.endswith(".json"):
-                path = os.path.join(self.directory, name)
-                try:
-                    entries.append((os.stat(path).st_mtime_ns, path))
-                except FileNotFoundError:
-                    continue
-        if len(entries) <= self.limit:
-            return
-        entries.sort()
-        for _, path in entries[: len(entries) - self.limit]:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+
+def _is_thread_file(name):
+    return name.endswith(".json")
 
 
 async def answer(request, config):

@@ -12,10 +12,9 @@ A symlinked config file is written through the link, which stays in place.
 
 import copy
 import json
-import os
-import stat
-import tempfile
 from typing import Any, Dict
+
+from cliproxy.files import replace_file
 
 
 class _Delete(object):
@@ -34,65 +33,14 @@ def serialise(document: Any) -> bytes:
 
 
 def write_document(path: str, document: Dict[str, Any]) -> None:
-    """Replace the file at ``path`` by ``document`` in one atomic rename.
+    """Replace the file at ``path`` by ``document`` in one atomic rename
+    (``files.replace_file``: permission bits and owner kept, a new file gets 0600).
 
-    Keeps the original's permission bits (a new file gets 0600). Raises ``OSError`` when
-    the directory is not writable or the disk is full; the original is then untouched and
-    no temporary file is left behind. Raises ``TypeError``/``ValueError`` for a document
-    that is not JSON-serialisable, before anything is written.
+    Raises ``OSError`` when the directory is not writable or the disk is full; the original
+    is then untouched. Raises ``TypeError``/``ValueError`` for a document that is not
+    JSON-serialisable, before anything is written.
     """
-    data = serialise(document)
-    target = os.path.realpath(path)
-    directory = os.path.dirname(target)
-    try:
-        original = os.stat(target)
-    except FileNotFoundError:
-        original = None
-    fd, temp = tempfile.mkstemp(
-        prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if original is not None:
-            os.chmod(temp, stat.S_IMODE(original.st_mode))
-            _keep_owner(temp, original)
-        os.replace(temp, target)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _keep_owner(temp: str, original: os.stat_result) -> None:
-    # Only root may give a file away; anyone else writes files they own already.
-    if not hasattr(os, "chown"):
-        return
-    if (original.st_uid, original.st_gid) == (os.getuid(), os.getgid()):
-        return
-    try:
-        os.chown(temp, original.st_uid, original.st_gid)
-    except OSError:
-        pass
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    replace_file(path, serialise(document))
 
 
 def update_ampcode(document: Dict[str, Any], changes: Dict[str, Any]) -> Dict[str, Any]:

@@ -106,8 +106,11 @@ class Headers:
         return "".join("%s: %s\r\n" % item for item in self._items).encode("latin-1")
 
 
-def strip_hop_by_hop(headers):
+def strip_hop_by_hop(headers, dropped=HOP_BY_HOP):
     """A copy of ``headers`` without hop-by-hop fields, including those named in
-    ``Connection`` (RFC 9110 §7.6.1)."""
-    named = set(headers.get_list("connection"))
-    return headers.without(HOP_BY_HOP | named if named else HOP_BY_HOP)
+    ``Connection`` (RFC 9110 §7.6.1), in one pass. ``dropped`` is the fixed set of names to
+    drop: ``HOP_BY_HOP``, or a caller's precomputed superset of it."""
+    named = headers.get_list("connection")
+    if named and not dropped.issuperset(named):
+        dropped = dropped.union(named)
+    return headers.without(dropped)

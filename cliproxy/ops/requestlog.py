@@ -13,7 +13,8 @@ import os
 import time
 
 from cliproxy.http.server import Response
-from cliproxy.masking import mask_headers
+from cliproxy.files import keep_newest
+from cliproxy.masking import mask_headers, mask_query
 
 log = logging.getLogger("cliproxy.requests")
 
@@ -111,7 +112,7 @@ class _Record:
                     "method": self.request.method,
                     "target": _masked_target(self.request),
                     "headers": mask_headers(self.request.headers),
-                    "body": _text(self.exchange.notes.get("request_body", b"")),
+                    "body": _text(self.exchange.request_body or b""),
                 },
                 "response": {
                     "status": self.response.status,
@@ -122,20 +123,18 @@ class _Record:
             }
             with open(os.path.join(directory, name), "w", encoding="utf-8") as out:
                 json.dump(document, out, ensure_ascii=False, indent=2)
-            _prune(directory, self.config.error_logs_max_files)
+            keep_newest(directory, _is_error_file, self.config.error_logs_max_files)
         except OSError as exc:
             log.warning("cannot write error log file: %s", exc)
 
 
 def _masked_target(request):
     """The path and query with credential parameters masked."""
-    if not request.query:
-        return request.path
-    parts = []
-    for part in request.query.split("&"):
-        name = part.split("=", 1)[0]
-        parts.append(name + "=***" if name in ("key", "auth_token") else part)
-    return request.path + "?" + "&".join(parts)
+    return request.path + ("?" + mask_query(request.query) if request.query else "")
+
+
+def _is_error_file(name):
+    return name.startswith(ERROR_FILE_PREFIX) and name.endswith(".json")
 
 
 def _text(data):
@@ -146,17 +145,3 @@ def _text(data):
 
 def _iso(wall):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + ".%03dZ" % int((wall % 1) * 1000)
-
-
-def _prune(directory, keep):
-    """Remove the oldest error files beyond ``keep`` (0 keeps all)."""
-    if keep <= 0:
-        return
-    files = sorted(
-        name for name in os.listdir(directory) if name.startswith(ERROR_FILE_PREFIX) and name.endswith(".json")
-    )
-    for name in files[: max(0, len(files) - keep)]:
-        try:
-            os.unlink(os.path.join(directory, name))
-        except OSError:
-            pass

@@ -14,7 +14,6 @@ Same-protocol calls only: a candidate whose provider speaks another protocol ans
 """
 
 import copy
-import json
 import logging
 import math
 import time
@@ -23,8 +22,8 @@ from typing import Optional
 
 from cliproxy.config.model import Config, Protocol
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError, UpstreamTimeout
-from cliproxy.http.codec import Decoder
-from cliproxy.http.headers import HOP_BY_HOP
+from cliproxy.http.codec import Decoder, decode_body
+from cliproxy.http.headers import HOP_BY_HOP, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
@@ -32,18 +31,13 @@ from cliproxy.providers.outbound import Endpoint, provider_headers, provider_url
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
 from cliproxy.translate.anthropic import RewriteContext
+from cliproxy.translate.context import dumps, loads_any
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.relay import EventRelay
 from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
 
 log = logging.getLogger("cliproxy.executor")
 
-_REWRITERS = {
-    Protocol.CLAUDE: anthropic,
-    Protocol.OPENAI: openai,
-    Protocol.RESPONSES: responses,
-    Protocol.GEMINI: gemini,
-}
 # Failures that say nothing about the request itself: another credential or model may work.
 _FAILOVER = frozenset(
     (FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR, FailureKind.RATE_LIMITED, FailureKind.AUTH)
@@ -59,7 +53,12 @@ _NOT_RELAYED = _DROPPED_RESPONSE_HEADERS | HOP_BY_HOP
 # Enum members hash through a Python-level ``__hash__`` and ``.name``/``.value`` are
 # descriptor calls, so per-request tables are keyed by the members' plain ``_value_`` and
 # labels read from ``_name_`` (both documented ``Enum`` attributes since 3.4).
-_REWRITER_BY_VALUE = {protocol._value_: module for protocol, module in _REWRITERS.items()}
+_REWRITERS = {
+    Protocol.CLAUDE._value_: anthropic,
+    Protocol.OPENAI._value_: openai,
+    Protocol.RESPONSES._value_: responses,
+    Protocol.GEMINI._value_: gemini,
+}
 
 
 @dataclass
@@ -217,9 +216,9 @@ class Executor:
     async def _json_response(self, call, upstream, started, ttfb):
         data = await upstream.read(call.config.limits.max_body_bytes)
         await upstream.aclose()
-        data = _decoded(upstream.headers, data, call.config.limits.max_body_bytes)
+        data = decode_body(data, _coding(upstream.headers), call.config.limits.max_body_bytes)
         self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
-        data = _REWRITER_BY_VALUE[call.protocol._value_].rewrite_raw(data, call.context)
+        data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
         headers = _client_headers(upstream.headers)
         return Response(upstream.status, headers, data)
 
@@ -237,7 +236,7 @@ class Executor:
         return Response(upstream.status, headers, body)
 
     async def _relay_events(self, call, served, upstream, chunks, first, decoder, started, ttfb):
-        relay = EventRelay(_REWRITERS[call.protocol].StreamRewriter(call.context))
+        relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
         chunk = first
         try:
             while True:
@@ -282,11 +281,7 @@ def _provider_body(call, candidate, served):
             if name in body:
                 body[name] = copy.deepcopy(body[name])
         body = apply_suffix(call.protocol, body, candidate.suffix, served.upstream_model)
-    return _dumps(body)
-
-
-def _dumps(document):
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dumps(body).encode("utf-8")
 
 
 def _without_alt(query):
@@ -295,30 +290,23 @@ def _without_alt(query):
 
 
 def _client_headers(upstream_headers):
-    """The provider's response fields the client gets: no hop-by-hop field (nor one that
-    ``Connection`` names) and none of ``_DROPPED_RESPONSE_HEADERS``, in one pass."""
-    named = upstream_headers.get_list("connection")
-    dropped = _NOT_RELAYED if _NOT_RELAYED.issuperset(named) else _NOT_RELAYED.union(named)
-    return upstream_headers.without(dropped)
+    """The provider's response fields the client gets (see ``_NOT_RELAYED``)."""
+    return strip_hop_by_hop(upstream_headers, _NOT_RELAYED)
 
 
-def _stream_decoder(headers, max_output=None):
-    coding = (headers.get("content-encoding") or "").strip().lower()
-    return Decoder(coding, max_output) if coding and coding != "identity" else None
+def _coding(headers):
+    return (headers.get("content-encoding") or "").strip().lower()
 
 
-def _decoded(headers, data, limit):
-    decoder = _stream_decoder(headers, limit)
-    if decoder is None:
-        return data
-    return decoder.decompress(data) + decoder.flush()
+def _stream_decoder(headers):
+    coding = _coding(headers)
+    return Decoder(coding) if coding and coding != "identity" else None
 
 
 def _error_message(data):
     """The provider's own error message, if its body has one, shortened."""
-    try:
-        document = json.loads(data)
-    except ValueError:
+    document = loads_any(data)
+    if document is None:
         text = data[:200].decode("utf-8", "replace").strip()
         return text or None
     error = document.get("error") if isinstance(document, dict) else None

@@ -231,34 +231,39 @@ def _forwardable_items(headers: Headers, client_protocol: Optional[Protocol], pr
     return [item for item in headers if item[0] not in dropped and not item[0].startswith(dropped_prefixes)]
 
 
-def _without_dropped_betas(headers: Headers) -> None:
-    values = headers.get_all("anthropic-beta")
-    if not values:
-        return
+def _without_dropped_betas(items):
+    """``items`` with ``Anthropic-Beta`` cleaned of ``DROPPED_ANTHROPIC_BETAS`` (one field
+    with the remaining betas, in order, at the end; none when nothing remains)."""
     betas = [
         part.strip()
-        for value in values
+        for name, value in items
+        if name == "anthropic-beta"
         for part in value.split(",")
         if part.strip() and part.strip().lower() not in DROPPED_ANTHROPIC_BETAS
     ]
-    headers.remove("anthropic-beta")
+    kept = [item for item in items if item[0] != "anthropic-beta"]
     if betas:
-        headers.add("anthropic-beta", ",".join(betas))
+        kept.append(("anthropic-beta", ",".join(betas)))
+    return kept
 
 
-def _inject_credential(headers: Headers, entry: ProviderEntry) -> None:
+def _credential_fields(entry: ProviderEntry, items):
+    """The fields carrying ``entry``'s credential (``_forwardable`` dropped the client's):
+    ``x-api-key`` (+ ``anthropic-version`` unless the client sent one) for Anthropic,
+    ``x-goog-api-key`` for Gemini, ``Authorization: Bearer`` for OpenAI-style entries;
+    nothing for an empty key (local servers often have none)."""
     key = entry.api_key
     kind = entry.kind
     if kind is _CLAUDE:
-        if key:
-            headers.set("x-api-key", key)
-        if "anthropic-version" not in headers:
-            headers.add("anthropic-version", ANTHROPIC_VERSION)
-    elif kind is ProviderKind.GEMINI:
-        if key:
-            headers.set("x-goog-api-key", key)
-    elif key:  # OpenAI-style; local servers often have no key at all
-        headers.set("authorization", "Bearer " + key)
+        fields = [("x-api-key", key)] if key else []
+        if not any(name == "anthropic-version" for name, _ in items):
+            fields.append(("anthropic-version", ANTHROPIC_VERSION))
+        return fields
+    if not key:
+        return []
+    if kind is _GEMINI:
+        return [("x-goog-api-key", key)]
+    return [("authorization", "Bearer " + key)]
 
 
 def provider_headers(
@@ -272,39 +277,11 @@ def provider_headers(
     client credential (unless ``entry.headers`` itself configures one). The caller adds
     ``content-length`` and, when it sends a body, ``content-type``."""
     items = _forwardable_items(client_headers, client_protocol, _NATIVE[entry.kind._value_])
-    has_version = False
-    for name, _ in items:
-        if name == "anthropic-beta":
-            return _provider_headers_slow(entry, Headers.from_lowered(items))
-        if name == "anthropic-version":
-            has_version = True
-    # No credential field survived ``_forwardable`` and ``accept-encoding`` was dropped
-    # there too, so each ``set`` of the slow path is an append here.
-    items.append(("accept-encoding", "identity"))
-    key = entry.api_key
-    kind = entry.kind
-    if kind is _CLAUDE:
-        if key:
-            items.append(("x-api-key", key))
-        if not has_version:
-            items.append(("anthropic-version", ANTHROPIC_VERSION))
-    elif kind is _GEMINI:
-        if key:
-            items.append(("x-goog-api-key", key))
-    elif key:
-        items.append(("authorization", "Bearer " + key))
+    if any(name == "anthropic-beta" for name, _ in items):
+        items = _without_dropped_betas(items)
+    items.append(("accept-encoding", "identity"))  # the client's was dropped above
+    items.extend(_credential_fields(entry, items))
     headers = Headers.from_lowered(items)
-    for name, value in entry.headers:
-        headers.set(name, value)
-    return headers
-
-
-def _provider_headers_slow(entry: ProviderEntry, headers: Headers) -> Headers:
-    """``provider_headers`` from the forwardable fields, one rule after the other (the
-    path for a client that sent ``anthropic-beta``)."""
-    _without_dropped_betas(headers)
-    headers.add("accept-encoding", "identity")  # dropped above: add, not set
-    _inject_credential(headers, entry)
     for name, value in entry.headers:
         headers.set(name, value)
     return headers
