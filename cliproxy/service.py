@@ -68,7 +68,11 @@ class Service:
         return self.address
 
     def reload_now(self):
-        """Re-read the config file at once (SIGHUP); returns the watcher's poll result."""
+        """Re-read the config file and Amp's secrets file at once (SIGHUP); returns the
+        watcher's poll result."""
+        # A reload also re-reads Amp's secrets file, whose 5-minute cache would otherwise
+        # keep a key the user just replaced by logging in again.
+        self.app.upstream_keys.invalidate()
         if self.watcher is None:
             log.info("no config file to reload")
             return None

@@ -226,3 +226,26 @@ def test_a_port_change_is_logged_as_needing_a_restart_and_not_rebound(tmp_path, 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("port changed" in text and "restart" in text for text in warnings)
     assert not any("host changed" in text or "tls changed" in text for text in warnings)
+
+
+def test_sighup_reload_rereads_amp_secrets_file_before_its_cache_expires(tmp_path):
+    from tests.support.fakes import FakeUpstream, JSONReply
+
+    secrets = tmp_path / "no-secrets.json"  # the path RunningProxy gives UpstreamKeys
+
+    def write_secret(value):
+        secrets.write_text(json.dumps({"apiKey@https://ampcode.com/": value}))
+
+    write_secret("amp-file-1")
+    with FakeUpstream(default=JSONReply(body={"ok": True})) as amp:
+        with RunningProxy({"api-keys": ["k"], "ampcode": {"upstream-url": amp.url}}, tmp_path) as proxy:
+            proxy.request("GET", "/api/user", None, {"x-api-key": "k"})
+            write_secret("amp-file-2")
+            proxy.request("GET", "/api/user", None, {"x-api-key": "k"})
+            proxy.call(proxy.service.reload_now)
+            proxy.request("GET", "/api/user", None, {"x-api-key": "k"})
+    assert [r.headers["authorization"] for r in amp.requests] == [
+        "Bearer amp-file-1",
+        "Bearer amp-file-1",  # cached for 5 minutes
+        "Bearer amp-file-2",  # SIGHUP re-reads it at once
+    ]

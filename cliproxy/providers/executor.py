@@ -38,10 +38,6 @@ from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
 
 log = logging.getLogger("cliproxy.executor")
 
-# Failures that say nothing about the request itself: another credential or model may work.
-_FAILOVER = frozenset(
-    (FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR, FailureKind.RATE_LIMITED, FailureKind.AUTH)
-)
 # Failures worth another round over the same credentials (SPEC §2 request-retry).
 _RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR))
 # An error body is read whole to classify it; provider error bodies are small.
@@ -203,7 +199,7 @@ class Executor:
         finally:
             await upstream.aclose()
         kind = classify(upstream.status, data)
-        if kind not in _FAILOVER:
+        if not kind.fails_over:
             # The request itself is wrong (400, 404, 422...): the client must see why.
             _log_attempt(served, candidate.model, "client-error", status=upstream.status)
             self.pool.success(served, candidate.model, call.thread_id)
