@@ -16,7 +16,6 @@ debug level, once per distinct problem, and never with its content.
 """
 
 import functools
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from typing import Callable, Mapping, Optional
 
 from cliproxy.amp.auth import KeySet
 from cliproxy.config.model import AmpCode
+from cliproxy.jsontext import loads
 
 log = logging.getLogger("cliproxy.amp.secrets")
 
@@ -119,8 +119,8 @@ class UpstreamKeys:
         if len(data) > MAX_SECRETS_FILE_BYTES:
             return self._problem(path, "too large")
         try:
-            document = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError, nesting
+            document = loads(data.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and invalid JSON are ValueErrors
             return self._problem(path, "not valid JSON")
         value = document.get(SECRETS_FILE_KEY) if isinstance(document, dict) else None
         if not isinstance(value, str) or not value.strip():

@@ -45,6 +45,7 @@ from cliproxy.config.model import (
     UpstreamKeyMapping,
 )
 from cliproxy.errors import ProxyError
+from cliproxy.jsontext import loads
 
 ENV_PREFIX = "env:"
 DEFAULT_CONFIG_NAME = "config.json"
@@ -675,15 +676,13 @@ def _reject_constant(name):
 def parse_json(text: str, source: str = "config") -> Any:
     """Parse JSON text; raises ``ConfigError`` naming line and column on bad syntax."""
     try:
-        return json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
+        return loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             ["%s: invalid JSON at line %d column %d: %s" % (source, exc.lineno, exc.colno, exc.msg)]
         )
     except ValueError as exc:  # NaN / Infinity
         raise ConfigError(["%s: invalid JSON: %s" % (source, exc)])
-    except RecursionError:
-        raise ConfigError(["%s: invalid JSON: nested too deeply" % source])
 
 
 def load_file(

@@ -7,10 +7,9 @@ codings and invalid JSON (absurd nesting included), ``PayloadTooLarge`` (413) pa
 limit, ``UnsupportedMediaType`` (415) for codings other than gzip and deflate.
 """
 
-import json
-
 from cliproxy.errors import BadRequest
 from cliproxy.http.codec import decode_body, is_gzip
+from cliproxy.jsontext import loads
 
 
 def decode_request_body(raw, content_encoding, limit, sniff_gzip=False):
@@ -26,8 +25,6 @@ def decode_request_body(raw, content_encoding, limit, sniff_gzip=False):
 def parse_json(data):
     """``data`` (bytes) parsed as JSON; raises ``BadRequest`` naming what is wrong."""
     try:
-        return json.loads(data)
+        return loads(data)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)
-    except RecursionError:
-        raise BadRequest("request body is not valid JSON: nested too deeply")

@@ -38,6 +38,7 @@ from cliproxy.config.writer import DELETE, update_ampcode, write_document
 from cliproxy.errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthorized
 from cliproxy.http.headers import Headers
 from cliproxy.http.server import Response
+from cliproxy.jsontext import loads
 from cliproxy.masking import is_masked, mask_secret
 
 log = logging.getLogger("cliproxy.ops.management_api")
@@ -326,12 +327,10 @@ async def _read_body(request) -> Optional[Dict[str, Any]]:
     if not data.strip():
         return None
     try:
-        body = json.loads(codecs.decode(data, "utf-8-sig"), parse_constant=_reject_constant)
+        body = loads(codecs.decode(data, "utf-8-sig"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         # json.JSONDecodeError is a ValueError; its message names a position, not content.
         raise BadRequest("request body is not valid JSON: %s" % _json_error(exc))
-    except RecursionError:
-        raise BadRequest("request body is not valid JSON: nested too deeply")
     if not isinstance(body, dict) or set(body) != {"value"}:
         raise BadRequest('request body must be a JSON object {"value": ...}')
     return body

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from cliproxy.http.sse import encode_event
+from cliproxy.jsontext import loads
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ def loads_object(text) -> Optional[dict]:
     JSON or not an object. Never raises: upstream bodies are passed through untouched
     when they cannot be understood."""
     try:
-        value = json.loads(text)
-    except (ValueError, TypeError, RecursionError):
+        value = loads(text)
+    except (ValueError, TypeError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -44,8 +45,8 @@ def loads_object(text) -> Optional[dict]:
 def loads_any(text):
     """``text`` parsed as JSON, or ``None`` when it is not valid JSON. Never raises."""
     try:
-        return json.loads(text)
-    except (ValueError, TypeError, RecursionError):
+        return loads(text)
+    except (ValueError, TypeError):
         return None
 
 
