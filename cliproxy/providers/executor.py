@@ -9,25 +9,26 @@ moves on: to the next credential, to another round (``request-retry``), then to 
 model. Once the response head is returned the stream is committed; a later upstream
 failure ends it with the protocol's in-stream error event.
 
-Same-protocol calls only: a candidate whose provider speaks another protocol answers a
-501 naming both protocols until translation lands.
+The order of attempts is ``providers.plan.AttemptPlan``; this module makes them. Same-
+protocol calls only: a candidate whose provider speaks another protocol answers a 501
+naming both protocols until translation lands.
 """
 
 import copy
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 from cliproxy.config.model import Config, Protocol
-from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError, UpstreamTimeout
+from cliproxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from cliproxy.http.codec import Decoder, decode_body
 from cliproxy.http.headers import HOP_BY_HOP, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
 from cliproxy.providers.outbound import Endpoint, provider_headers, provider_url, proxy_for
+from cliproxy.providers.plan import AttemptPlan, Failure
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
 from cliproxy.translate.anthropic import RewriteContext
@@ -38,8 +39,6 @@ from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
 
 log = logging.getLogger("cliproxy.executor")
 
-# Failures worth another round over the same credentials (SPEC §2 request-retry).
-_RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR))
 # An error body is read whole to classify it; provider error bodies are small.
 MAX_ERROR_BODY = 256 * 1024
 # Response headers never relayed from a provider: framing we redo, state we do not share.
@@ -89,13 +88,14 @@ class ModelCall:
     context: RewriteContext
 
 
-@dataclass
-class Failure:
-    kind: FailureKind
-    error: ProxyError
-
-
 class Executor:
+    """Carries out model calls: ``execute`` as a coroutine, one attempt after another.
+
+    The pieces of an attempt that do no I/O (``prepare``, ``judge_error``,
+    ``json_answer``, ``StreamPipeline``, ``succeeded``/``failed``) are shared with
+    ``providers.express``, which makes a call's first attempt from event-loop callbacks.
+    """
+
     def __init__(self, client, pool, metrics, clock):
         self.client = client
         self.pool = pool
@@ -103,52 +103,22 @@ class Executor:
         self.clock = clock
 
     async def execute(self, call):
-        """The response for ``call``, or raise the last attempt's error when all fail.
+        """The response for ``call``, or raise the last attempt's error when all fail."""
+        plan = AttemptPlan(call, self.pool)
+        return await self.resume(call, plan, plan.first())
 
-        Candidates × rounds × credentials in one coroutine: each attempt is one await,
-        not three nested ones."""
-        last_error = None
-        protocol = call.protocol
-        pool = self.pool
-        for candidate in call.decision.candidates:
-            served = candidate.served
-            for member in served:
-                if member.entry.protocol is not protocol:
-                    served = tuple(s for s in served if s.entry.protocol is protocol)
-                    break
-            if not served:
-                last_error = _untranslated(candidate, protocol)
-                continue
-            model_error = None  # the last error of this model; None: every credential cools
-            for _ in range(1 + call.config.request_retry):
-                order = pool.order(served, candidate.model, call.thread_id)
-                if not order:
-                    model_error = model_error or _cooling(
-                        candidate.model, pool.soonest_recovery(served, candidate.model)
-                    )
-                    break
-                worth_another_round = False
-                for choice in order:
-                    result = await self._attempt(call, candidate, choice)
-                    if isinstance(result, Response):
-                        return result
-                    model_error = result.error
-                    worth_another_round = worth_another_round or result.kind in _RETRYABLE
-                if not worth_another_round:
-                    break
-            last_error = model_error or last_error
-        raise last_error or UpstreamError("no provider could serve %s" % call.decision.requested)
+    async def resume(self, call, plan, choice):
+        """Go on with ``plan`` from ``choice`` (``None``: the plan is spent)."""
+        while choice is not None:
+            result = await self._attempt(call, choice.candidate, choice.served)
+            if isinstance(result, Response):
+                return result
+            choice = plan.after(result)
+        raise plan.error
 
     async def _attempt(self, call, candidate, served):
-        entry = served.entry
         limits = call.config.limits
-        url = provider_url(entry, call.endpoint, model=served.upstream_model, stream=call.stream)
-        if call.protocol is Protocol.GEMINI and call.query:
-            url += ("&" if "?" in url else "?") + _without_alt(call.query)
-            url = url.rstrip("?&")
-        headers = provider_headers(entry, call.request.headers, call.protocol)
-        headers.set("content-type", "application/json")
-        body = _provider_body(call, candidate, served)
+        url, headers, body = prepare(call, candidate, served)
         started = self.clock()
         try:
             upstream = await self.client.request(
@@ -156,109 +126,149 @@ class Executor:
                 url,
                 headers,
                 body,
-                proxy_url=proxy_for(entry, call.config),
+                proxy_url=proxy_for(served.entry, call.config),
                 connect_timeout=limits.connect_timeout,
                 first_byte_timeout=limits.read_timeout,
                 read_timeout=limits.read_timeout,
             )
         except UpstreamTimeout as exc:
-            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
+            return self.failed(candidate, served, FailureKind.TIMEOUT, exc)
         except UpstreamError as exc:
-            return self._failed(candidate, served, FailureKind.CONNECT, exc)
+            return self.failed(candidate, served, FailureKind.CONNECT, exc)
         ttfb = self.clock() - started
         if upstream.status >= 400:
-            return await self._provider_error(call, candidate, served, upstream)
+            try:
+                data = await upstream.read(MAX_ERROR_BODY)
+            except ProxyError:
+                data = b""
+            finally:
+                await upstream.aclose()
+            return self.judge_error(call, candidate, served, upstream.status, upstream.headers, data)
         try:
             if is_event_stream(upstream.headers):
                 response = await self._stream_response(call, served, upstream, started, ttfb)
             else:
-                response = await self._json_response(call, upstream, started, ttfb)
+                data = await upstream.read(call.config.limits.max_body_bytes)
+                await upstream.aclose()
+                response = self.json_answer(call, upstream.status, upstream.headers, data, started, ttfb)
         except UpstreamTimeout as exc:
             await upstream.aclose()
-            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
+            return self.failed(candidate, served, FailureKind.TIMEOUT, exc)
         except UpstreamError as exc:
             await upstream.aclose()
-            return self._failed(candidate, served, FailureKind.CONNECT, exc)
-        self.pool.success(served, candidate.model, call.thread_id)
-        self.metrics.count_attempt(entry.name, "ok")
-        _log_attempt(served, candidate.model, "ok", status=upstream.status)
+            return self.failed(candidate, served, FailureKind.CONNECT, exc)
+        self.succeeded(call, candidate, served, upstream.status)
         return response
 
-    def _failed(self, candidate, served, kind, error, retry_after=None, status=None):
+    def succeeded(self, call, candidate, served, status):
+        """Record an attempt whose answer goes to the client."""
+        self.pool.success(served, candidate.model, call.thread_id)
+        self.metrics.count_attempt(served.entry.name, "ok")
+        _log_attempt(served, candidate.model, "ok", status=status)
+
+    def failed(self, candidate, served, kind, error, retry_after=None, status=None):
+        """Record a failed attempt; the ``Failure`` to hand to the plan."""
         self.pool.failure(served, candidate.model, kind, retry_after=retry_after)
         self.metrics.count_attempt(served.entry.name, kind.name.lower())
         _log_attempt(served, candidate.model, kind.name.lower(), status=status, reason=error.message)
         return Failure(kind, error)
 
-    async def _provider_error(self, call, candidate, served, upstream):
-        """A Failure to fail over from, or the provider's own answer for a client error."""
-        try:
-            data = await upstream.read(MAX_ERROR_BODY)
-        except ProxyError:
-            data = b""
-        finally:
-            await upstream.aclose()
-        kind = classify(upstream.status, data)
+    def judge_error(self, call, candidate, served, status, headers, data):
+        """For a provider's error answer (``status`` >= 400, body ``data``): a Failure
+        to fail over from, or the provider's own answer when the request itself is wrong
+        (400, 404, 422...): the client must see why."""
+        kind = classify(status, data)
         if not kind.fails_over:
-            # The request itself is wrong (400, 404, 422...): the client must see why.
-            _log_attempt(served, candidate.model, "client-error", status=upstream.status)
+            _log_attempt(served, candidate.model, "client-error", status=status)
             self.pool.success(served, candidate.model, call.thread_id)
-            headers = _client_headers(upstream.headers)
-            return Response(upstream.status, headers, data)
-        retry_after = retry_after_from_headers(upstream.headers, time.time())
-        error = _provider_failure(served, upstream.status, kind, data, retry_after)
-        return self._failed(candidate, served, kind, error, retry_after, upstream.status)
+            return Response(status, _client_headers(headers), data)
+        retry_after = retry_after_from_headers(headers, time.time())
+        error = _provider_failure(served, status, kind, data, retry_after)
+        return self.failed(candidate, served, kind, error, retry_after, status)
 
-    async def _json_response(self, call, upstream, started, ttfb):
-        data = await upstream.read(call.config.limits.max_body_bytes)
-        await upstream.aclose()
-        data = decode_body(data, _coding(upstream.headers), call.config.limits.max_body_bytes)
+    def json_answer(self, call, status, headers, data, started, ttfb):
+        """The client's response for a provider's whole non-stream answer ``data``:
+        decoded, model and tool names rewritten. Raises ``UpstreamError`` for a body that
+        does not decode."""
+        data = decode_body(data, _coding(headers), call.config.limits.max_body_bytes)
         self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
         data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
-        headers = _client_headers(upstream.headers)
-        return Response(upstream.status, headers, data)
+        return Response(status, _client_headers(headers), data)
+
+    def stream_failed(self, call, served, error):
+        """Bytes already reached the client: log, count, and the protocol's error event
+        that ends the stream."""
+        log.warning(
+            "stream from provider failed mid-way",
+            extra={"fields": {"credential": served.entry.path, "reason": error.message}},
+        )
+        self.metrics.count_attempt(served.entry.name, "stream-error")
+        return error_event(call.protocol, error)
 
     async def _stream_response(self, call, served, upstream, started, ttfb):
         """Wait for the first body bytes (so a stream that dies at once still fails over),
         then commit to streaming the rest event by event."""
         chunks = upstream.__aiter__()
-        decoder = _stream_decoder(upstream.headers)
+        pipeline = StreamPipeline(call, upstream.headers)
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
             first = b""
-        headers = _client_headers(upstream.headers)
-        body = self._relay_events(call, served, upstream, chunks, first, decoder, started, ttfb)
-        return Response(upstream.status, headers, body)
+        body = self._relay_events(call, served, upstream, chunks, first, pipeline, started, ttfb)
+        return Response(upstream.status, _client_headers(upstream.headers), body)
 
-    async def _relay_events(self, call, served, upstream, chunks, first, decoder, started, ttfb):
-        relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+    async def _relay_events(self, call, served, upstream, chunks, first, pipeline, started, ttfb):
         chunk = first
         try:
             while True:
-                if decoder is not None:
-                    chunk = decoder.decompress(chunk)
-                out = relay.feed(chunk)
+                out = pipeline.feed(chunk)
                 if out:
                     yield out
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
-            tail = relay.flush()
+            tail = pipeline.flush()
             if tail:
                 yield tail
         except ProxyError as exc:
-            # Bytes already reached the client: end the stream the protocol's way.
-            log.warning(
-                "stream from provider failed mid-way",
-                extra={"fields": {"credential": served.entry.path, "reason": exc.message}},
-            )
-            self.metrics.count_attempt(served.entry.name, "stream-error")
-            yield error_event(call.protocol, exc)
+            yield self.stream_failed(call, served, exc)
         finally:
             await upstream.aclose()
             self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+
+
+class StreamPipeline:
+    """A provider's SSE body on its way to the client: decoded when it has a
+    ``Content-Encoding``, then relayed through the protocol's stream rewriter. Pure:
+    bytes in, bytes out; ``feed`` raises ``UpstreamError`` for a body that does not
+    decode."""
+
+    __slots__ = ("_decoder", "_relay")
+
+    def __init__(self, call, upstream_headers):
+        self._decoder = _stream_decoder(upstream_headers)
+        self._relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+
+    def feed(self, chunk):
+        if self._decoder is not None:
+            chunk = self._decoder.decompress(chunk)
+        return self._relay.feed(chunk)
+
+    def flush(self):
+        return self._relay.flush()
+
+
+def prepare(call, candidate, served):
+    """``(url, headers, body)`` of the attempt of ``call`` on ``served``."""
+    entry = served.entry
+    url = provider_url(entry, call.endpoint, model=served.upstream_model, stream=call.stream)
+    if call.protocol is Protocol.GEMINI and call.query:
+        url += ("&" if "?" in url else "?") + _without_alt(call.query)
+        url = url.rstrip("?&")
+    headers = provider_headers(entry, call.request.headers, call.protocol)
+    headers.set("content-type", "application/json")
+    return url, headers, _provider_body(call, candidate, served)
 
 
 def _provider_body(call, candidate, served):
@@ -325,25 +335,6 @@ def _provider_failure(served, status, kind, data, retry_after):
         return UpstreamError(message + " (check this credential)")
     return ProxyError(message, status=status if 500 <= status < 600 else 502, error_type="api_error")
 
-
-def _cooling(model, wait):
-    """The 429 for a model whose credentials all cool down; ``wait`` (seconds until the
-    first comes back) becomes ``Retry-After`` so clients back off that long, not less."""
-    headers = (("retry-after", "%d" % max(1, math.ceil(wait))),) if wait else ()
-    return ProxyError(
-        "every credential serving %s is cooling down after recent failures; retry shortly" % model,
-        status=429,
-        error_type="rate_limit_error",
-        headers=headers,
-    )
-
-
-def _untranslated(candidate, protocol):
-    native = candidate.served[0].entry.protocol if candidate.served else None
-    return NotImplementedYet(
-        "%s is served by a provider speaking %s; translating %s requests to %s is not supported yet"
-        % (candidate.model, native.value if native else "?", protocol.value, native.value if native else "?")
-    )
 
 
 def _log_attempt(served, model, outcome, status=None, reason=None):

@@ -1,0 +1,116 @@
+"""Which credential a model call tries next: candidates × rounds × credentials, sans-IO.
+
+Strategy: the failover policy (SPEC §2 ``request-retry``, the mapping's ``to`` list, the
+credential pool's order) is one loop, written once as a generator that yields the next
+``Choice`` and is sent the ``Failure`` of each attempt. ``AttemptPlan`` wraps it so that
+two I/O shells can drive the same policy: the executor's coroutine, and the callback
+path that makes a call's first attempt straight from the event loop and hands the plan
+over to the coroutine when that attempt fails. No I/O and no clock here: the pool owns
+the clock.
+
+The loop, per candidate model (primary first): only credentials speaking the client's
+protocol serve it (else the candidate's error is a 501 naming both protocols); each round
+asks the pool for the usable credentials in order and tries each; another round follows
+only when some failure was transient (connect, timeout, 5xx). When no credential is usable
+the model's error is a 429 whose ``Retry-After`` is the wait for the first to come back.
+When every candidate is spent, ``error`` is the last error seen.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError
+from cliproxy.providers.credentials import FailureKind
+
+# Failures worth another round over the same credentials (SPEC §2 request-retry).
+RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR))
+
+
+class Choice(NamedTuple):
+    """One attempt to make: a candidate model and one credential serving it."""
+
+    candidate: object  # routing.router.Candidate
+    served: object  # routing.registry.Served
+
+
+class Failure(NamedTuple):
+    """How an attempt failed, and the error the client gets if nothing else works."""
+
+    kind: FailureKind
+    error: ProxyError
+
+
+class AttemptPlan:
+    """The attempts of one model call, in order.
+
+    ``first()`` gives the first ``Choice`` (or ``None``), ``after(failure)`` the one to
+    try after an attempt failed (or ``None``); once either returns ``None``, ``error``
+    is the error to answer with. Call ``first()`` exactly once, before ``after``.
+    """
+
+    __slots__ = ("error", "_steps")
+
+    def __init__(self, call, pool):
+        self.error = None  # type: Optional[ProxyError]
+        self._steps = _walk(self, call, pool)
+
+    def first(self):
+        return next(self._steps, None)
+
+    def after(self, failure):
+        try:
+            return self._steps.send(failure)
+        except StopIteration:
+            return None
+
+
+def _walk(plan, call, pool):
+    """The policy loop (see the module docstring); sets ``plan.error`` when spent."""
+    last_error = None
+    protocol = call.protocol
+    for candidate in call.decision.candidates:
+        served = candidate.served
+        for member in served:
+            if member.entry.protocol is not protocol:
+                served = tuple(s for s in served if s.entry.protocol is protocol)
+                break
+        if not served:
+            last_error = untranslated(candidate, protocol)
+            continue
+        model_error = None  # the last error of this model; None: every credential cools
+        for _ in range(1 + call.config.request_retry):
+            order = pool.order(served, candidate.model, call.thread_id)
+            if not order:
+                model_error = model_error or cooling(candidate.model, pool.soonest_recovery(served, candidate.model))
+                break
+            worth_another_round = False
+            for member in order:
+                failure = yield Choice(candidate, member)
+                model_error = failure.error
+                worth_another_round = worth_another_round or failure.kind in RETRYABLE
+            if not worth_another_round:
+                break
+        last_error = model_error or last_error
+    plan.error = last_error or UpstreamError("no provider could serve %s" % call.decision.requested)
+
+
+def cooling(model, wait):
+    """The 429 for a model whose credentials all cool down; ``wait`` (seconds until the
+    first comes back) becomes ``Retry-After`` so clients back off that long, not less."""
+    headers = (("retry-after", "%d" % max(1, math.ceil(wait))),) if wait else ()
+    return ProxyError(
+        "every credential serving %s is cooling down after recent failures; retry shortly" % model,
+        status=429,
+        error_type="rate_limit_error",
+        headers=headers,
+    )
+
+
+def untranslated(candidate, protocol):
+    """The 501 for a candidate served only by providers speaking another protocol."""
+    native = candidate.served[0].entry.protocol if candidate.served else None
+    name = native.value if native else "?"
+    return NotImplementedYet(
+        "%s is served by a provider speaking %s; translating %s requests to %s is not supported yet"
+        % (candidate.model, name, protocol.value, name)
+    )
