@@ -47,10 +47,10 @@ credential.
 import asyncio
 import base64
 import logging
+import os
 import socket
 import ssl
 import time
-import urllib.request
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
@@ -122,6 +122,17 @@ class _StaleConnection(Exception):
 
 class _TimedOut(Exception):
     """A connection's wait passed its deadline (private signal)."""
+
+
+def _environment_proxies():
+    """``{scheme: proxy URL}`` from the ``*_proxy`` environment variables (``no`` holds
+    ``NO_PROXY``). ``urllib.request`` is imported only when one is set: it pulls in the
+    email and http.client packages, 2 MB of memory a proxy without one never needs."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return {}
+    import urllib.request
+
+    return urllib.request.getproxies_environment()
 
 
 def _bracket(host):
@@ -636,7 +647,7 @@ class HttpClient:
         self._targets = {}  # type: Dict[str, _Target]
         # The proxy environment is read once, as Go's net/http does: scanning os.environ
         # per request cost more than the rest of the request path together.
-        self._env_proxies = urllib.request.getproxies_environment()
+        self._env_proxies = _environment_proxies()
         self._bypass = {}  # type: Dict[str, bool]
         self._closed = False
 
@@ -776,6 +787,8 @@ class HttpClient:
         if bypassed is None:
             if len(self._bypass) >= 1024:
                 self._bypass.clear()
+            import urllib.request  # see _environment_proxies
+
             bypassed = bool(urllib.request.proxy_bypass_environment(host, self._env_proxies))
             self._bypass[host] = bypassed
         return bypassed
