@@ -241,6 +241,14 @@ class RequestBody:
             raise StopAsyncIteration
         return chunk
 
+    def detach(self):
+        """Drop the references back to the connection and the request cycle once the
+        request is over. They form reference cycles (cycle -> body -> cycle) that only
+        the cyclic garbage collector would free, hundreds of requests later: with 60 KB
+        bodies cached that held megabytes. Reads after this are not allowed."""
+        self._conn = None
+        self._cycle = None
+
     def _fail(self):
         # The rest of the body is unknown or unwanted: answer, then close.
         self._cycle.must_close = True
@@ -722,6 +730,7 @@ class _Connection(asyncio.Protocol):
         finally:
             self.task = None
             self.running = False
+            cycle.body.detach()
             if self.lost:
                 self.forget()
         if keep:
