@@ -1,6 +1,7 @@
 """The failover order of a model call (cliproxy.providers.plan), with a real router and a
 real credential pool on a hand-moved clock."""
 
+import gc
 from types import SimpleNamespace
 
 from cliproxy.config.model import AmpCode, Config, ModelEntry, ModelMapping, Protocol, ProviderEntry, ProviderKind
@@ -113,3 +114,18 @@ def test_a_call_with_no_candidate_has_a_generic_upstream_error():
     plan = AttemptPlan(call, CredentialPool(clock=FakeClock()))
     assert plan.first() is None
     assert isinstance(plan.error, UpstreamError)
+
+
+def test_a_plan_holds_no_reference_cycle():
+    # A cycle would keep the call (its parsed body) alive until the cyclic collector ran.
+    call = make_call([claude(0, "m")], "m")
+    pool = CredentialPool(clock=FakeClock())
+    gc.collect()
+    gc.disable()
+    try:
+        plan = AttemptPlan(call, pool)
+        plan.first()
+        del plan
+        assert not [obj for obj in gc.get_objects() if type(obj) is AttemptPlan]
+    finally:
+        gc.enable()

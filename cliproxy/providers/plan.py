@@ -52,20 +52,26 @@ class AttemptPlan:
 
     def __init__(self, call, pool):
         self.error = None  # type: Optional[ProxyError]
-        self._steps = _walk(self, call, pool)
+        # The generator must not refer back to the plan: that cycle would keep the call
+        # (its parsed body, a 60 KB agent turn) until the cyclic collector ran.
+        self._steps = _walk(call, pool)
 
     def first(self):
-        return next(self._steps, None)
+        return self._step(None)
 
     def after(self, failure):
+        return self._step(failure)
+
+    def _step(self, failure):
         try:
             return self._steps.send(failure)
-        except StopIteration:
+        except StopIteration as spent:
+            self.error = spent.value
             return None
 
 
-def _walk(plan, call, pool):
-    """The policy loop (see the module docstring); sets ``plan.error`` when spent."""
+def _walk(call, pool):
+    """The policy loop (see the module docstring); returns the error when spent."""
     last_error = None
     protocol = call.protocol
     for candidate in call.decision.candidates:
@@ -91,7 +97,7 @@ def _walk(plan, call, pool):
             if not worth_another_round:
                 break
         last_error = model_error or last_error
-    plan.error = last_error or UpstreamError("no provider could serve %s" % call.decision.requested)
+    return last_error or UpstreamError("no provider could serve %s" % call.decision.requested)
 
 
 def cooling(model, wait):
