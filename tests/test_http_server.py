@@ -21,17 +21,9 @@ from cliproxy import errors
 from cliproxy.config.model import Limits
 from cliproxy.http.headers import Headers
 from cliproxy.http.server import Response, Server
+from tests.support.http_peers import run
 
 CERTS = Path(__file__).parent / "support" / "certs"
-
-
-def run(coro, timeout=10.0):
-    """Run ``coro`` in a fresh event loop, failing the test if it hangs."""
-
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 @contextlib.asynccontextmanager
@@ -507,14 +499,13 @@ def test_slow_request_body_gets_408():
 # -- client going away ----------------------------------------------------------------
 
 
-async def leak_baseline():
+@contextlib.asynccontextmanager
+async def no_leaks():
+    """Assert that the block leaves no task and no file descriptor behind."""
     await settle()
-    return set(asyncio.all_tasks()), open_fds()
-
-
-async def assert_no_leaks(baseline):
+    tasks, fds = set(asyncio.all_tasks()), open_fds()
+    yield
     await settle()
-    tasks, fds = baseline
     assert set(asyncio.all_tasks()) == tasks
     assert open_fds() == fds
 
@@ -538,50 +529,48 @@ def waiting_handler():
 
 def test_client_disconnect_cancels_a_waiting_handler():
     async def main():
-        baseline = await leak_baseline()
-        handler, started, cancelled = waiting_handler()
+        async with no_leaks():
+            handler, started, cancelled = waiting_handler()
 
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
-            writer.write(get())
-            await asyncio.wait_for(started.wait(), 3)
-            assert server.in_flight == 1
-            writer.close()
-            await asyncio.wait_for(cancelled.wait(), 3)
-            await settle()
-            assert server.in_flight == 0 and server.open_connections == 0
-        await assert_no_leaks(baseline)
+            async with serving(handler) as (server, port):
+                reader, writer = await connect(port)
+                writer.write(get())
+                await asyncio.wait_for(started.wait(), 3)
+                assert server.in_flight == 1
+                writer.close()
+                await asyncio.wait_for(cancelled.wait(), 3)
+                await settle()
+                assert server.in_flight == 0 and server.open_connections == 0
 
     run(main())
 
 
 def test_client_disconnect_mid_stream_acloses_the_body():
     async def main():
-        baseline = await leak_baseline()
-        closed = asyncio.Event()
+        async with no_leaks():
+            closed = asyncio.Event()
 
-        async def handler(request):
-            async def body():
-                try:
-                    while True:
-                        yield b"tick"
-                        await asyncio.sleep(0.01)
-                finally:
-                    closed.set()
+            async def handler(request):
+                async def body():
+                    try:
+                        while True:
+                            yield b"tick"
+                            await asyncio.sleep(0.01)
+                    finally:
+                        closed.set()
 
-            return Response(200, body=body())
+                return Response(200, body=body())
 
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
-            writer.write(get())
-            status, headers = await read_head(reader)
-            assert status == 200 and await read_chunk(reader) == b"tick"
-            assert server.open_streams == 1
-            writer.close()
-            await asyncio.wait_for(closed.wait(), 3)
-            await settle()
-            assert server.open_streams == 0 and server.open_connections == 0
-        await assert_no_leaks(baseline)
+            async with serving(handler) as (server, port):
+                reader, writer = await connect(port)
+                writer.write(get())
+                status, headers = await read_head(reader)
+                assert status == 200 and await read_chunk(reader) == b"tick"
+                assert server.open_streams == 1
+                writer.close()
+                await asyncio.wait_for(closed.wait(), 3)
+                await settle()
+                assert server.open_streams == 0 and server.open_connections == 0
 
     run(main())
 
@@ -591,80 +580,78 @@ def test_client_disconnect_mid_stream_acloses_the_body():
 
 def test_graceful_shutdown_lets_a_stream_finish():
     async def main():
-        baseline = await leak_baseline()
-        release = asyncio.Event()
+        async with no_leaks():
+            release = asyncio.Event()
 
-        async def handler(request):
-            async def body():
-                yield b"first"
-                await release.wait()
-                yield b"last"
+            async def handler(request):
+                async def body():
+                    yield b"first"
+                    await release.wait()
+                    yield b"last"
 
-            if request.path == "/idle":
-                return Response(200)
-            return Response(200, body=body())
+                if request.path == "/idle":
+                    return Response(200)
+                return Response(200, body=body())
 
-        server = Server(handler, Limits)
-        _, port = await server.start("127.0.0.1", 0)
-        idle_reader, idle_writer = await connect(port)
-        idle_writer.write(get("/idle"))
-        assert (await read_response(idle_reader)).status == 200
-        reader, writer = await connect(port)
-        writer.write(get())
-        await read_head(reader)
-        assert await read_chunk(reader) == b"first"
+            server = Server(handler, Limits)
+            _, port = await server.start("127.0.0.1", 0)
+            idle_reader, idle_writer = await connect(port)
+            idle_writer.write(get("/idle"))
+            assert (await read_response(idle_reader)).status == 200
+            reader, writer = await connect(port)
+            writer.write(get())
+            await read_head(reader)
+            assert await read_chunk(reader) == b"first"
 
-        stopping = asyncio.ensure_future(server.shutdown(5.0))
-        await asyncio.sleep(0.05)
-        try:
-            await connect(port)
-        except ConnectionRefusedError:
-            pass
-        else:
-            raise AssertionError("a new connection was accepted during shutdown")
-        await assert_closed(idle_reader)  # idle keep-alive connections are closed at once
-        assert not stopping.done() and server.in_flight == 1
+            stopping = asyncio.ensure_future(server.shutdown(5.0))
+            await asyncio.sleep(0.05)
+            try:
+                await connect(port)
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise AssertionError("a new connection was accepted during shutdown")
+            await assert_closed(idle_reader)  # idle keep-alive connections are closed at once
+            assert not stopping.done() and server.in_flight == 1
 
-        release.set()
-        assert await read_chunk(reader) == b"last"
-        assert await read_chunk(reader) == b""
-        await assert_closed(reader)
-        await asyncio.wait_for(stopping, 3)
-        assert server.open_connections == 0
-        writer.close()
-        idle_writer.close()
-        await assert_no_leaks(baseline)
+            release.set()
+            assert await read_chunk(reader) == b"last"
+            assert await read_chunk(reader) == b""
+            await assert_closed(reader)
+            await asyncio.wait_for(stopping, 3)
+            assert server.open_connections == 0
+            writer.close()
+            idle_writer.close()
 
     run(main())
 
 
 def test_shutdown_cancels_a_stream_that_outlives_the_drain_timeout():
     async def main():
-        baseline = await leak_baseline()
-        closed = asyncio.Event()
+        async with no_leaks():
+            closed = asyncio.Event()
 
-        async def handler(request):
-            async def body():
-                try:
-                    yield b"first"
-                    await asyncio.Event().wait()
-                finally:
-                    closed.set()
+            async def handler(request):
+                async def body():
+                    try:
+                        yield b"first"
+                        await asyncio.Event().wait()
+                    finally:
+                        closed.set()
 
-            return Response(200, body=body())
+                return Response(200, body=body())
 
-        server = Server(handler, Limits)
-        _, port = await server.start("127.0.0.1", 0)
-        reader, writer = await connect(port)
-        writer.write(get())
-        await read_head(reader)
-        assert await read_chunk(reader) == b"first"
-        await asyncio.wait_for(server.shutdown(0.2), 3)
-        assert closed.is_set()
-        # Cut short: EOF without the last chunk.
-        assert await asyncio.wait_for(reader.read(), 3) == b""
-        writer.close()
-        await assert_no_leaks(baseline)
+            server = Server(handler, Limits)
+            _, port = await server.start("127.0.0.1", 0)
+            reader, writer = await connect(port)
+            writer.write(get())
+            await read_head(reader)
+            assert await read_chunk(reader) == b"first"
+            await asyncio.wait_for(server.shutdown(0.2), 3)
+            assert closed.is_set()
+            # Cut short: EOF without the last chunk.
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+            writer.close()
 
     run(main())
 
@@ -819,18 +806,17 @@ def test_eof_in_the_middle_of_a_head_is_400_and_closes():
 
 def test_half_closed_client_cancels_its_handler():
     async def main():
-        baseline = await leak_baseline()
-        handler, started, cancelled = waiting_handler()
+        async with no_leaks():
+            handler, started, cancelled = waiting_handler()
 
-        async with connected(handler) as (server, reader, writer):
-            writer.write(get())
-            await asyncio.wait_for(started.wait(), 3)
-            writer.write_eof()
-            await asyncio.wait_for(cancelled.wait(), 3)
-            await assert_closed(reader)
-            await settle()
-            assert server.in_flight == 0 and server.open_connections == 0
-        await assert_no_leaks(baseline)
+            async with connected(handler) as (server, reader, writer):
+                writer.write(get())
+                await asyncio.wait_for(started.wait(), 3)
+                writer.write_eof()
+                await asyncio.wait_for(cancelled.wait(), 3)
+                await assert_closed(reader)
+                await settle()
+                assert server.in_flight == 0 and server.open_connections == 0
 
     run(main())
 
@@ -879,30 +865,29 @@ def test_reset_with_pipelined_requests_queued_leaks_nothing():
     # than the high-water mark of pipelined input waits): the server learns it only when
     # writing, just before it would start the next pipelined request.
     async def main():
-        baseline = await leak_baseline()
-        started = asyncio.Event()
-        release = asyncio.Event()
+        async with no_leaks():
+            started = asyncio.Event()
+            release = asyncio.Event()
 
-        async def handler(request):
-            if request.path == "/first":
-                started.set()
-                await release.wait()
-            return Response(200, body=b"ok")
+            async def handler(request):
+                if request.path == "/first":
+                    started.set()
+                    await release.wait()
+                return Response(200, body=b"ok")
 
-        async with serving(handler) as (server, port):
-            reader, writer = await connect(port)
-            writer.write(get("/first"))
-            await asyncio.wait_for(started.wait(), 3)
-            writer.write(get("/next") * 4000)  # well past the read high-water mark
-            await settle()
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()  # RST
-            await settle()
-            release.set()
-            await settle()
-            assert server.in_flight == 0 and server.open_connections == 0
-        await assert_no_leaks(baseline)
+            async with serving(handler) as (server, port):
+                reader, writer = await connect(port)
+                writer.write(get("/first"))
+                await asyncio.wait_for(started.wait(), 3)
+                writer.write(get("/next") * 4000)  # well past the read high-water mark
+                await settle()
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()  # RST
+                await settle()
+                release.set()
+                await settle()
+                assert server.in_flight == 0 and server.open_connections == 0
 
     run(main())
 

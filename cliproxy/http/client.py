@@ -55,7 +55,6 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from cliproxy.errors import UpstreamError, UpstreamTimeout
-from cliproxy.http.headers import Headers
 from cliproxy.http.parser import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -233,7 +232,7 @@ def _prepare(method, target, proxy, headers, body):
             items.append(("proxy-authorization", proxy.authorization))
     keep_alive = "connection" not in names or "close" not in headers.get_list("connection")
     try:
-        head = encode_request_head(method, request_target, Headers.from_lowered(items))
+        head = encode_request_head(method, request_target, items)  # pairs: no Headers copy
     except ValueError as exc:  # CR/LF or a control character: never written
         raise UpstreamError("refusing to send an invalid request head: %s" % exc)
     return head, chunked, keep_alive

@@ -1,12 +1,13 @@
 """Serialise HTTP/1.1 heads and chunked framing.
 
-Strategy: pure functions from (start line, ``Headers``) to bytes, the counterpart of
-``cliproxy.http.parser``; everything they produce parses back to the same values. Each
-head is formatted as one ``str`` and encoded once as latin-1. Field names must be tokens
-and no part of a head may hold CR, LF, NUL or another control character (HTAB aside):
-such input raises ``ValueError`` instead of being written, so a value taken from a client
-or an upstream can never inject a field or a second message. The check runs over the whole
-formatted head at once rather than per field, to keep the hot path cheap.
+Strategy: pure functions from (start line, fields: ``Headers`` or lowercase (name, value)
+pairs) to bytes, the counterpart of ``cliproxy.http.parser``; everything they produce
+parses back to the same values. Each head is formatted as one ``str`` and encoded once as
+latin-1. Field names must be tokens and no part of a head may hold CR, LF, NUL or another
+control character (HTAB aside): such input raises ``ValueError`` instead of being written,
+so a value taken from a client or an upstream can never inject a field or a second
+message. The check runs over the whole formatted head at once rather than per field, to
+keep the hot path cheap.
 """
 
 import http

@@ -89,11 +89,11 @@ class ModelCall:
 
 
 class Executor:
-    """Carries out model calls: ``execute`` as a coroutine, one attempt after another.
+    """Carries out model calls: ``execute`` makes the plan's attempts one after another.
 
-    The pieces of an attempt that do no I/O (``prepare``, ``judge_error``,
-    ``json_answer``, ``StreamPipeline``, ``succeeded``/``failed``) are shared with
-    ``providers.express``, which makes a call's first attempt from event-loop callbacks.
+    Each attempt is I/O (``_attempt``) around pieces that do none: the request
+    (``_prepare``), the verdict on an error answer (``_judge_error``), the rewritten JSON
+    answer (``_json_answer``) and stream (``_StreamPipeline``).
     """
 
     def __init__(self, client, pool, metrics, clock):
@@ -105,10 +105,7 @@ class Executor:
     async def execute(self, call):
         """The response for ``call``, or raise the last attempt's error when all fail."""
         plan = AttemptPlan(call, self.pool)
-        return await self.resume(call, plan, plan.first())
-
-    async def resume(self, call, plan, choice):
-        """Go on with ``plan`` from ``choice`` (``None``: the plan is spent)."""
+        choice = plan.first()
         while choice is not None:
             result = await self._attempt(call, choice.candidate, choice.served)
             if isinstance(result, Response):
@@ -118,7 +115,7 @@ class Executor:
 
     async def _attempt(self, call, candidate, served):
         limits = call.config.limits
-        url, headers, body = prepare(call, candidate, served)
+        url, headers, body = _prepare(call, candidate, served)
         started = self.clock()
         try:
             upstream = await self.client.request(
@@ -132,9 +129,9 @@ class Executor:
                 read_timeout=limits.read_timeout,
             )
         except UpstreamTimeout as exc:
-            return self.failed(candidate, served, FailureKind.TIMEOUT, exc)
+            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
         except UpstreamError as exc:
-            return self.failed(candidate, served, FailureKind.CONNECT, exc)
+            return self._failed(candidate, served, FailureKind.CONNECT, exc)
         ttfb = self.clock() - started
         if upstream.status >= 400:
             try:
@@ -143,37 +140,37 @@ class Executor:
                 data = b""
             finally:
                 await upstream.aclose()
-            return self.judge_error(call, candidate, served, upstream.status, upstream.headers, data)
+            return self._judge_error(call, candidate, served, upstream.status, upstream.headers, data)
         try:
             if is_event_stream(upstream.headers):
                 response = await self._stream_response(call, served, upstream, started, ttfb)
             else:
                 data = await upstream.read(call.config.limits.max_body_bytes)
                 await upstream.aclose()
-                response = self.json_answer(call, upstream.status, upstream.headers, data, started, ttfb)
+                response = self._json_answer(call, upstream.status, upstream.headers, data, started, ttfb)
         except UpstreamTimeout as exc:
             await upstream.aclose()
-            return self.failed(candidate, served, FailureKind.TIMEOUT, exc)
+            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
         except UpstreamError as exc:
             await upstream.aclose()
-            return self.failed(candidate, served, FailureKind.CONNECT, exc)
-        self.succeeded(call, candidate, served, upstream.status)
+            return self._failed(candidate, served, FailureKind.CONNECT, exc)
+        self._succeeded(call, candidate, served, upstream.status)
         return response
 
-    def succeeded(self, call, candidate, served, status):
+    def _succeeded(self, call, candidate, served, status):
         """Record an attempt whose answer goes to the client."""
         self.pool.success(served, candidate.model, call.thread_id)
         self.metrics.count_attempt(served.entry.name, "ok")
         _log_attempt(served, candidate.model, "ok", status=status)
 
-    def failed(self, candidate, served, kind, error, retry_after=None, status=None):
+    def _failed(self, candidate, served, kind, error, retry_after=None, status=None):
         """Record a failed attempt; the ``Failure`` to hand to the plan."""
         self.pool.failure(served, candidate.model, kind, retry_after=retry_after)
         self.metrics.count_attempt(served.entry.name, kind.name.lower())
         _log_attempt(served, candidate.model, kind.name.lower(), status=status, reason=error.message)
         return Failure(kind, error)
 
-    def judge_error(self, call, candidate, served, status, headers, data):
+    def _judge_error(self, call, candidate, served, status, headers, data):
         """For a provider's error answer (``status`` >= 400, body ``data``): a Failure
         to fail over from, or the provider's own answer when the request itself is wrong
         (400, 404, 422...): the client must see why."""
@@ -184,9 +181,9 @@ class Executor:
             return Response(status, _client_headers(headers), data)
         retry_after = retry_after_from_headers(headers, time.time())
         error = _provider_failure(served, status, kind, data, retry_after)
-        return self.failed(candidate, served, kind, error, retry_after, status)
+        return self._failed(candidate, served, kind, error, retry_after, status)
 
-    def json_answer(self, call, status, headers, data, started, ttfb):
+    def _json_answer(self, call, status, headers, data, started, ttfb):
         """The client's response for a provider's whole non-stream answer ``data``:
         decoded, model and tool names rewritten. Raises ``UpstreamError`` for a body that
         does not decode."""
@@ -195,7 +192,7 @@ class Executor:
         data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
         return Response(status, _client_headers(headers), data)
 
-    def stream_failed(self, call, served, error):
+    def _stream_failed(self, call, served, error):
         """Bytes already reached the client: log, count, and the protocol's error event
         that ends the stream."""
         log.warning(
@@ -209,7 +206,7 @@ class Executor:
         """Wait for the first body bytes (so a stream that dies at once still fails over),
         then commit to streaming the rest event by event."""
         chunks = upstream.__aiter__()
-        pipeline = StreamPipeline(call, upstream.headers)
+        pipeline = _StreamPipeline(call, upstream.headers)
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
@@ -232,13 +229,13 @@ class Executor:
             if tail:
                 yield tail
         except ProxyError as exc:
-            yield self.stream_failed(call, served, exc)
+            yield self._stream_failed(call, served, exc)
         finally:
             await upstream.aclose()
             self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
 
 
-class StreamPipeline:
+class _StreamPipeline:
     """A provider's SSE body on its way to the client: decoded when it has a
     ``Content-Encoding``, then relayed through the protocol's stream rewriter. Pure:
     bytes in, bytes out; ``feed`` raises ``UpstreamError`` for a body that does not
@@ -259,7 +256,7 @@ class StreamPipeline:
         return self._relay.flush()
 
 
-def prepare(call, candidate, served):
+def _prepare(call, candidate, served):
     """``(url, headers, body)`` of the attempt of ``call`` on ``served``."""
     entry = served.entry
     url = provider_url(entry, call.endpoint, model=served.upstream_model, stream=call.stream)

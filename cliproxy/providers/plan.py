@@ -2,11 +2,9 @@
 
 Strategy: the failover policy (SPEC §2 ``request-retry``, the mapping's ``to`` list, the
 credential pool's order) is one loop, written once as a generator that yields the next
-``Choice`` and is sent the ``Failure`` of each attempt. ``AttemptPlan`` wraps it so that
-two I/O shells can drive the same policy: the executor's coroutine, and the callback
-path that makes a call's first attempt straight from the event loop and hands the plan
-over to the coroutine when that attempt fails. No I/O and no clock here: the pool owns
-the clock.
+``Choice`` and is sent the ``Failure`` of each attempt. ``AttemptPlan`` wraps it for
+the executor, whose coroutine only makes the attempts; the policy is tested here without
+any socket. No I/O and no clock here: the pool owns the clock.
 
 The loop, per candidate model (primary first): only credentials speaking the client's
 protocol serve it (else the candidate's error is a 501 naming both protocols); each round
