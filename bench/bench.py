@@ -11,6 +11,11 @@ after and divided by the requests wrk completed; its memory is read from
 /proc/<pid>/status (VmRSS now, VmHWM the peak). A 1 GB body is then streamed through an
 Amp management route with http.client while the proxy's RSS is sampled every 100 MB.
 
+Then, unless ``--no-calibration``, two Python programs of this folder run through the c=32
+and SSE scenarios in place of cliproxy, each against its own direct run: ``pump.py`` (a
+byte pump, no parsing) and ``lean.py`` (only the work the targets describe). Their rows
+show what this machine gives any Python proxy, next to cliproxy's.
+
 The numbers are printed as measured, targets marked PASS or MISS; a proxied scenario whose
 responses are not 2xx is reported as such, with the first error body. Results also go to
 bench/out/results.json. Linux only (/proc); standard library only; only 127.0.0.1.
@@ -126,6 +131,22 @@ class StreamResult:
         if not self.rss_samples_mb:
             return None
         return max(self.rss_samples_mb) - min(self.rss_samples_mb)
+
+
+# Calibration programs run through the same scenarios in the same run (``--calibration``):
+# (file under bench/, the scenarios it can serve, what it shows).
+CALIBRATIONS = [
+    ("pump.py", ("json 2KB c=32",), "byte pump, no parsing: the event loop and four socket calls"),
+    ("lean.py", ("json 2KB c=32", "sse 200ev c=8"),
+     "the least the targets describe: heads split, one json.loads, key swapped"),
+]
+
+
+@dataclasses.dataclass
+class CalibrationRow:
+    program: str
+    what: str
+    result: "ScenarioResult"
 
 
 class BenchError(Exception):
@@ -541,6 +562,43 @@ def run_scenario(scenario, nginx_port, proxy_port, proxy_pid, args, workdir):
     return ScenarioResult(scenario=scenario, direct=_median(directs), proxy=run, probe=checked)
 
 
+def run_calibrations(chosen, nginx_port, args, workdir):
+    """Each calibration program through the chosen scenarios it can serve, one program at a
+    time on the proxy's port, each run against its own direct run."""
+    rows = []
+    for program, names, what in CALIBRATIONS:
+        wanted = [s for s in chosen if s.name in names]
+        if not wanted:
+            continue
+        port = free_port()
+        process, _ = start_proxy(os.path.join(HERE, program), workdir, port, nginx_port)
+        try:
+            for scenario in wanted:
+                rows.append(CalibrationRow(program, what, run_scenario(
+                    scenario, nginx_port, port, process.pid, args, workdir)))
+        finally:
+            stop(process)
+    return rows
+
+
+def calibration_table(results, rows):
+    """cliproxy's rows next to the calibration programs' rows of the same run."""
+    lines = ["%-14s %-15s %7s %14s  %s" % ("program", "scenario", "ratio", "CPU us/req", "")]
+    for r in results:
+        if any(r.scenario.name == row.result.scenario.name for row in rows):
+            lines.append(_calibration_line("cliproxy", r, "the product"))
+    for row in rows:
+        lines.append(_calibration_line(row.program, row.result, row.what))
+    return "\n".join(lines)
+
+
+def _calibration_line(program, result, what):
+    cpu = result.proxy.cpu_us_per_request
+    return "%-14s %-15s %7s %14s  %s" % (
+        program, result.scenario.name, _ratio_text(result),
+        "n/a" if cpu is None else "%.0f" % cpu, what)
+
+
 def _median(runs):
     """The run with the median requests/s (the lower middle one for an even count)."""
     ordered = sorted(runs, key=lambda run: run.rps)
@@ -673,7 +731,19 @@ def report(results, stream, peak_mb, peak_before_stream_mb, machine, proxy_name)
         print("  %-40s %-11s %s" % (name, ratio, cpu))
 
 
-def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args):
+def _scenario_json(r):
+    return {
+        "name": r.scenario.name,
+        "connections": r.scenario.connections,
+        "request_bytes": os.path.getsize(r.scenario.body_file),
+        "direct": dataclasses.asdict(r.direct),
+        "proxy": dataclasses.asdict(r.proxy),
+        "ratio": r.ratio,
+        "probe": dataclasses.asdict(r.probe),
+    }
+
+
+def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args, calibration):
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
@@ -681,15 +751,9 @@ def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args):
         "duration_s": args.duration,
         "rounds": args.rounds,
         "load_average_at_end": load_average(),
-        "scenarios": [{
-            "name": r.scenario.name,
-            "connections": r.scenario.connections,
-            "request_bytes": os.path.getsize(r.scenario.body_file),
-            "direct": dataclasses.asdict(r.direct),
-            "proxy": dataclasses.asdict(r.proxy),
-            "ratio": r.ratio,
-            "probe": dataclasses.asdict(r.probe),
-        } for r in results],
+        "scenarios": [_scenario_json(r) for r in results],
+        "calibration": [dict(_scenario_json(row.result), program=row.program)
+                        for row in calibration],
         "peak_rss_mb": peak_mb,
         "peak_rss_before_stream_mb": peak_before_stream_mb,
         "stream": None if stream is None else dict(dataclasses.asdict(stream),
@@ -731,7 +795,10 @@ def parse_args(argv):
                         help="size of the memory-flat stream (0 skips it)")
     parser.add_argument("--proxy", default=DEFAULT_PYZ, metavar="PATH",
                         help="the proxy program run with python3 (default dist/cliproxy.pyz; "
-                             "bench/relay.py is the bare-relay baseline)")
+                             "bench/pump.py and bench/lean.py are the calibration programs)")
+    parser.add_argument("--no-calibration", dest="calibration", action="store_false",
+                        help="skip the calibration rows (bench/pump.py and bench/lean.py "
+                             "through the c=32 and SSE scenarios)")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--only", action="append", default=[],
                         help="run only scenarios whose name contains this (repeatable)")
@@ -770,13 +837,22 @@ def main(argv=None):
         peak = memory_mb(proxy.pid, "VmHWM")
         if proxy.poll() is not None:
             raise BenchError("cliproxy died during the run: %s" % _tail(proxy_log))
+        calibration = []
+        if args.calibration and args.proxy == DEFAULT_PYZ:
+            stop(proxy)
+            proxy = None
+            calibration = run_calibrations(chosen, nginx_port, args, workdir)
         report(results, stream, peak, peak_before_stream, machine, os.path.basename(args.proxy))
+        if calibration:
+            print("\ncalibration, same run (Python programs in bench/, not cliproxy):")
+            print(calibration_table(results, calibration))
         os.makedirs(args.out, exist_ok=True)
         name = "results.json" if args.proxy == DEFAULT_PYZ else "results-%s.json" % (
             os.path.splitext(os.path.basename(args.proxy))[0])
         out_path = os.path.join(args.out, name)
         with open(out_path, "w", encoding="utf-8") as handle:
-            json.dump(to_json(results, stream, peak, peak_before_stream, machine, args),
+            json.dump(to_json(results, stream, peak, peak_before_stream, machine, args,
+                              calibration),
                       handle, indent=2)
         print("\nresults written to %s" % os.path.relpath(out_path))
         warnings = _tail(proxy_log, 2000)

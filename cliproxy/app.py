@@ -10,6 +10,7 @@ Per-config state (router, client key set) lives in a ``Runtime`` rebuilt when th
 store's snapshot changes: a request compares one reference, no locks.
 """
 
+import functools
 import json
 import logging
 import time
@@ -52,6 +53,9 @@ _HEALTHY = b'{"status":"ok"}'
 # small in practice, and bounded against clients that invent names.
 DECISION_CACHE_SIZE = 4096
 
+# Decisions logged at WARNING: the request spends Amp credits or is refused.
+_PAID_OR_REFUSED = (RouteType.AMP_CREDITS, RouteType.NO_PROVIDER)
+
 
 class Runtime:
     """Everything derived from one config snapshot, built once per snapshot."""
@@ -67,11 +71,13 @@ class Runtime:
     def decide(self, model, protocol):
         """``router.decide``, memoised: a decision is a pure function of the snapshot."""
         key = (model, protocol._value_)  # an enum member hashes in Python code
-        decision = self._decisions.get(key)
-        if decision is None:
-            if len(self._decisions) >= DECISION_CACHE_SIZE:
-                self._decisions.clear()
-            decision = self._decisions[key] = self.router.decide(model, protocol)
+        try:
+            return self._decisions[key]  # a subscript, unlike ``.get``, is no call
+        except KeyError:
+            pass
+        if len(self._decisions) >= DECISION_CACHE_SIZE:
+            self._decisions.clear()
+        decision = self._decisions[key] = self.router.decide(model, protocol)
         return decision
 
 
@@ -129,23 +135,33 @@ class App:
             runtime = self._runtime = Runtime(config)
         return runtime
 
-    async def __call__(self, request):
-        return await self.handle(request)
-
     async def handle(self, request):
-        runtime = self.runtime()
+        """The response to ``request``: a ``ProxyError`` becomes an error response in the
+        client's protocol shape; the response is counted, and logged when the request's
+        snapshot turns ``request-log`` on."""
+        runtime = self._runtime
+        if runtime.config is not self.store.current:
+            runtime = self.runtime()
         route = classify(request.method, request.path)
         exchange = Exchange(route.family._value_)  # ``.value`` is a descriptor call
-        if route.provider is not None:
-            exchange.protocol = route.provider.protocol
+        provider = route.provider
+        if provider is not None:
+            exchange.protocol = provider.protocol
         try:
-            response = await self._dispatch(request, route, runtime, exchange)
+            if provider is not None and request.method != "OPTIONS":
+                # Model calls, the hot path, skip the other families' checks.
+                response = await self._provider(request, provider, runtime, exchange)
+            else:
+                response = await self._dispatch(request, route, runtime, exchange)
         except ProxyError as error:
             response = self._error(exchange, error, request)
         self.metrics.count_request(exchange.route, response.status)
-        if self.request_log is not None:
-            response = self.request_log.observe(request, response, exchange)
+        if self.request_log is not None and runtime.config.request_log:
+            response = self.request_log.observe(request, response, exchange, runtime.config)
         return response
+
+    # The server calls the app: the same coroutine, without a frame that only awaits it.
+    __call__ = handle
 
     def _error(self, exchange, error, request):
         level = logging.WARNING if error.status >= 500 else logging.INFO
@@ -166,6 +182,7 @@ class App:
         return Response(status, headers, body)
 
     async def _dispatch(self, request, route, runtime, exchange):
+        """Every family but model calls (``_provider``), OPTIONS on any path included."""
         family = route.family
         if family is Family.HEALTH:
             return Response(200, Headers(_JSON), _HEALTHY)
@@ -183,8 +200,6 @@ class App:
             self._authenticate(runtime, key)
         if family is Family.METRICS:
             return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), self.metrics.render())
-        if family is Family.PROVIDER:
-            return await self._provider(request, route.provider, runtime, key, exchange)
         return await self._management(request, runtime, key)
 
     def _authenticate(self, runtime, key):
@@ -241,22 +256,26 @@ class App:
 
     # ----------------------------------------------------------------- model calls
 
-    async def _provider(self, request, provider_route, runtime, key, exchange):
+    async def _provider(self, request, provider_route, runtime, exchange):
+        """A model call or a model list, once the client key is checked."""
+        key = client_key(request.headers, request.query)
+        self._authenticate(runtime, key)
         config = runtime.config
         protocol = provider_route.protocol
         if provider_route.is_model_list:
             return _json_response(200, model_list(runtime, protocol))
-        raw = await request.body.read(config.limits.max_body_bytes)
-        decoded = decode_request_body(raw, request.headers.get("content-encoding"), config.limits.max_body_bytes)
-        body = _parse_object(decoded)
+        limit = config.limits.max_body_bytes
+        raw = await request.body.read(limit)
+        decoded = decode_request_body(raw, request.headers.get("content-encoding"), limit)
+        body = parse_json(decoded)  # the one ``json.loads`` of a model call
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
         exchange.request_body = decoded
         model = provider_route.model or body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("the request names no model")
         decision = runtime.decide(model, protocol)
-        exchange.route = decision.route._name_  # ``.name`` is a descriptor call
-        exchange.requested_model = model
-        self._log_decision(decision, request)
+        _note_decision(exchange, decision, model, request)
         if decision.route is RouteType.AMP_CREDITS:
             headers, url = self._upstream_target(request, runtime, key)
             return await forward(
@@ -270,29 +289,20 @@ class App:
         exchange.provider = first.served[0].entry.name if first.served else None
         if provider_route.endpoint is Endpoint.COUNT_TOKENS and not _claude_served(decision):
             return _token_estimate(body)
-        changed = _sanitise(protocol, body, decoded)
-        call = ModelCall(
-            request=request,
-            config=config,
-            decision=decision,
-            protocol=protocol,
-            endpoint=provider_route.endpoint,
-            body=body,
-            raw=None if changed else decoded,
-            stream=provider_route.stream,
-            query=strip_credential_params(request.query),
-            thread_id=request.headers.get("x-amp-thread-id"),
-            context=_rewrite_context(protocol, model, body),
-        )
-        return await self.executor.execute(call)
+        return await self.executor.execute(_model_call(request, provider_route, config, decision, body, decoded, model))
 
-    def _log_decision(self, decision, request):
-        paid = decision.route in (RouteType.AMP_CREDITS, RouteType.NO_PROVIDER)
-        level = logging.WARNING if paid else logging.INFO
-        if log.isEnabledFor(level):
-            fields = log_fields(decision)
-            fields["path"] = request.path
-            log.log(level, "route decision", extra={"fields": fields})
+
+def _note_decision(exchange, decision, model, request):
+    """Record ``decision`` on ``exchange`` and log it: WARNING when it spends Amp credits or
+    refuses, else INFO. Fields are built only when that level is enabled."""
+    route = decision.route
+    exchange.route = route._name_  # ``.name`` is a descriptor call
+    exchange.requested_model = model
+    level = logging.WARNING if route in _PAID_OR_REFUSED else logging.INFO
+    if log.isEnabledFor(level):
+        fields = log_fields(decision)
+        fields["path"] = request.path
+        log.log(level, "route decision", extra={"fields": fields})
 
 
 def _has_body(request):
@@ -309,27 +319,32 @@ async def _read_quietly(response):
         await response.aclose()
 
 
-def _parse_object(data):
-    """The request's JSON object (the one ``json.loads`` of a model call)."""
-    body = parse_json(data)
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
-
-
-def _sanitise(protocol, body, raw):
-    """Sanitise ``body`` (parsed from the bytes ``raw``) in place for its protocol; True
-    when anything changed."""
+def _model_call(request, provider_route, config, decision, body, decoded, model):
+    """The ``ModelCall`` for a local provider: ``body`` (parsed from ``decoded``) sanitised
+    in place for its protocol, the client's bytes kept while nothing changed them, and the
+    context that gives the answer back the client's ``model`` name."""
+    protocol = provider_route.protocol
     if protocol is Protocol.CLAUDE:
-        return anthropic.may_need_sanitize(raw) and anthropic.sanitize(body)
-    if protocol is Protocol.RESPONSES:
-        return responses.sanitize(body)
-    return False
-
-
-def _rewrite_context(protocol, requested_model, body):
-    tool_names = anthropic.tool_name_map(body) if protocol is Protocol.CLAUDE else {}
-    return RewriteContext(requested_model=requested_model, tool_names=tool_names)
+        changed = anthropic.may_need_sanitize(decoded) and anthropic.sanitize(body)
+        # Tool names matter only to an answer that calls a tool: read when one does.
+        context = RewriteContext(model, tool_names_from=functools.partial(anthropic.tool_name_map, body))
+    else:
+        changed = protocol is Protocol.RESPONSES and responses.sanitize(body)
+        context = RewriteContext(model)
+    query = request.query
+    return ModelCall(
+        request=request,
+        config=config,
+        decision=decision,
+        protocol=protocol,
+        endpoint=provider_route.endpoint,
+        body=body,
+        raw=None if changed else decoded,
+        stream=provider_route.stream,
+        query=query and strip_credential_params(query),  # an empty query has nothing to strip
+        thread_id=request.headers.get("x-amp-thread-id"),
+        context=context,
+    )
 
 
 def _claude_served(decision):

@@ -38,8 +38,8 @@ RESPONSE_HEADS = [
 def test_client_headers_equal_strip_then_without(items):
     headers = Headers(items)
     slow = strip_hop_by_hop(headers).without(executor._DROPPED_RESPONSE_HEADERS)
-    assert executor._client_headers(headers) == slow
-    assert executor._client_headers(headers) is not headers
+    assert strip_hop_by_hop(headers, executor._NOT_RELAYED) == slow
+    assert strip_hop_by_hop(headers, executor._NOT_RELAYED) is not headers
 
 
 def _old_set(items, name, value):
@@ -243,7 +243,9 @@ def _old_order(pool, served, model, thread_id=None):
         start = pool._counter(model_key, advance=False) % len(usable)
         rotated = usable[start:] + usable[:start]
         return [sticky] + [s for s in rotated if s is not sticky]
-    start = pool._counter(model_key, advance=True) % len(usable)
+    value = pool._counters.pop(model_key, 0)
+    pool._counters[model_key] = value + 1  # most recently used last
+    start = value % len(usable)
     return usable[start:] + usable[:start]
 
 
@@ -332,7 +334,7 @@ def test_plain_enum_attributes_equal_the_descriptors():
     assert all(family._value_ == family.value for family in Family)
     for enum_type in (P, ProviderKind, Endpoint):  # values are unique: a safe cache key
         assert len({member._value_ for member in enum_type}) == len(list(enum_type))
-    assert all(outbound._NATIVE[kind._value_] is kind.protocol for kind in ProviderKind)
+    assert all(outbound.NATIVE_PROTOCOL[kind._value_] is kind.protocol for kind in ProviderKind)
     assert set(executor._REWRITERS) == {p._value_ for p in P}  # one rewriter per protocol, by value
 
 
@@ -354,3 +356,213 @@ def test_observe_upstream_equals_the_loop_it_replaced():
                 theirs[route].total,
                 theirs[route].count,
             )
+
+
+# -- request bodies: the shortcuts give what the general path gives -------------------------
+
+
+def _slow_parse_json(data):
+    from cliproxy.errors import BadRequest
+    from cliproxy.jsontext import loads
+
+    try:
+        return loads(data)  # json.loads sniffs the encoding of bytes itself
+    except ValueError as exc:
+        raise BadRequest("request body is not valid JSON: %s" % exc)
+
+
+JSON_BODIES = [
+    b'{"model":"m","messages":[]}',
+    b"{}",
+    b"{",
+    b'{"a":"\xc3\xbc"}',
+    b'{"a":"\xff"}',  # invalid UTF-8
+    b'{"a":"\xed\xa0\x80"}',  # a UTF-8-encoded lone surrogate: surrogatepass keeps it
+    b"{\x00",  # a '{' then NUL: json reads UTF-16-LE
+    '{"a":1}'.encode("utf-16-le"),
+    '{"a":1}'.encode("utf-16"),
+    '{"a":1}'.encode("utf-32"),
+    b'\xef\xbb\xbf{"a":1}',  # UTF-8 BOM
+    b' {"a":1}',
+    b'[{"a":1}]',
+    b'{"a":1} x',
+    b"",
+]
+
+
+@pytest.mark.parametrize("data", JSON_BODIES)
+def test_parse_json_equals_json_loads_of_the_bytes(data):
+    from cliproxy.errors import BadRequest
+    from cliproxy.http.jsonbody import parse_json
+
+    def outcome(parse):
+        try:
+            return "ok", parse(data)
+        except BadRequest as exc:
+            return "error", exc.message
+
+    assert outcome(parse_json) == outcome(_slow_parse_json)
+
+
+@pytest.mark.parametrize("encoding", [None, "", "identity", " Identity ", "gzip"])
+def test_decode_request_body_shortcut(encoding):
+    import gzip as gzip_module
+
+    from cliproxy.http.codec import decode_body
+    from cliproxy.http.jsonbody import decode_request_body
+
+    plain = b'{"model":"m"}'
+    raw = gzip_module.compress(plain) if encoding == "gzip" else plain
+    slow = decode_body(raw, (encoding or "").strip().lower(), 1024)
+    assert decode_request_body(raw, encoding, 1024) == slow == plain
+    if encoding is None:
+        assert decode_request_body(raw, encoding, 1024) is raw  # not even copied
+
+
+# -- request sanitising: the backslash-then-regex scan equals the plain ``in`` ----------------
+
+
+def _old_may_need_sanitize(raw):
+    if b"\\u" in raw or b'"thinking"' in raw or b'"signature"' in raw:
+        return True
+    return raw.count(b'"cache_control"') > anthropic.MAX_CACHE_CONTROL
+
+
+TRICKY_RAW = [
+    b"",
+    b"{}",
+    b'{"a":"no escapes at all"}',
+    b'{"a":"line\\nbreak \\"quoted\\" \\\\ slash"}',  # backslashes, no \u
+    b'{"a":"\\u00fc"}',
+    b'{"a":"\\\\u0041"}',  # an escaped backslash then "u": the bytes still hold \u
+    b'{"a":"ends with \\\\"}',
+    b"\\",
+    b"\\u",
+    b"u\\",
+    b'{"th\\u0069nking":1}',
+    b'{"type":"thinking"}',
+    b'{"signature":"s"}',
+    b'{"x":"thinking"}',
+    b'"cache_control"' * 4,
+    b'"cache_control"' * 5,
+    b'\\n"cache_control"' * 5,
+]
+
+
+@pytest.mark.parametrize("raw", TRICKY_RAW)
+def test_may_need_sanitize_equals_the_plain_scans(raw):
+    assert anthropic.may_need_sanitize(raw) is _old_may_need_sanitize(raw)
+    assert anthropic.may_need_sanitize(bytes(bytearray(raw))) is _old_may_need_sanitize(raw)
+
+
+# -- rewrite context: tool names are built once, and only for an answer that calls a tool ----
+
+
+def test_tool_names_are_built_lazily_and_once():
+    from cliproxy.translate.context import RewriteContext
+
+    body = {"tools": [{"name": "my_Tool"}]}
+    built = []
+
+    def build():
+        built.append(1)
+        return anthropic.tool_name_map(body)
+
+    ctx = RewriteContext("client-model", tool_names_from=build)
+    text = {"model": "up", "content": [{"type": "text", "text": "hi"}]}
+    anthropic.rewrite_response(text, ctx)
+    assert built == []  # no tool call: never built
+    call = {"model": "up", "content": [{"type": "tool_use", "name": "MY_TOOL"}, {"type": "tool_use", "name": "bash"}]}
+    eager = RewriteContext("client-model", anthropic.tool_name_map(body))
+    expected = anthropic.rewrite_response(json.loads(json.dumps(call)), eager)
+    assert anthropic.rewrite_response(call, ctx) == expected
+    assert [block["name"] for block in call["content"]] == ["my_Tool", "Bash"]
+    assert built == [1]
+    assert ctx.tool_names is ctx.tool_names
+    assert RewriteContext("m").tool_names == {}
+
+
+# -- provider headers with the caller's content-type: equal to setting it afterwards --------
+
+
+@pytest.mark.parametrize("client_headers", HEADER_SETS + [Headers([("content-type", "text/plain"), ("a", "1")])])
+@pytest.mark.parametrize("kind", list(ProviderKind))
+@pytest.mark.parametrize("extra", [(), (("X-Custom", "1"), ("Content-Type", "text/plain")), (("x-b", "2"),)])
+def test_provider_headers_content_type_equals_set_afterwards(client_headers, kind, extra):
+    entry = ProviderEntry(kind=kind, path="p[0]", api_key="sk-up", base_url="http://h", name=kind.value, headers=extra)
+    slow = outbound.provider_headers(entry, client_headers, Protocol.CLAUDE)
+    slow.set("content-type", "application/json")
+    fast = outbound.provider_headers(entry, client_headers, Protocol.CLAUDE, content_type="application/json")
+    assert fast.items() == slow.items()
+
+
+# -- client keys: a valid key is remembered by digest, an invalid one always takes the loop --
+
+
+def test_keyset_remembers_accepted_digests_only(monkeypatch):
+    import hashlib
+
+    import cliproxy.amp.auth as auth
+
+    calls = []
+    real = auth.hmac.compare_digest
+
+    def counting(a, b):
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    keys = auth.KeySet(("first", "second"))
+    for _ in range(3):
+        assert not keys.contains("nope")
+    assert len(calls) == 6  # every invalid offer compares every configured digest
+    assert keys.contains("second") and keys.contains("second") and keys.contains("first")
+    assert len(calls) == 10  # the second offer of "second" was answered by the memo
+    assert keys._accepted == {hashlib.sha256(k.encode()).digest() for k in ("first", "second")}
+    assert not keys.contains("") and not keys.contains(None)
+
+
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        ([("authorization", "Bearer a"), ("x-api-key", "b")], "a"),
+        ([("authorization", "Basic a"), ("x-api-key", " b ")], "b"),
+        ([("x-api-key", "  "), ("x-goog-api-key", "c")], "c"),
+        ([("x-api-key", ""), ("x-api-key", "d")], None),  # the first field counts, as get() finds it
+        ([("x-goog-api-key", "e"), ("x-api-key", "f")], "f"),
+        ([], None),
+    ],
+)
+def test_client_key_header_order(items, expected):
+    from cliproxy.amp.auth import client_key
+
+    assert client_key(Headers(items), "") == expected
+
+
+# -- metrics and credential counters ---------------------------------------------------------
+
+
+def test_counts_equal_get_plus_one():
+    from cliproxy.ops.metrics import Metrics
+
+    metrics = Metrics()
+    expected = {}
+    for route, status in [("A", 200), ("A", 200), ("B", 500), ("A", 404)]:
+        metrics.count_request(route, status)
+        metrics.count_attempt(route, str(status))
+        expected[(route, status)] = expected.get((route, status), 0) + 1
+    assert metrics.requests == expected
+    assert metrics.upstream_attempts == {(r, str(s)): n for (r, s), n in expected.items()}
+
+
+def test_round_robin_counters_drop_the_least_recently_used(monkeypatch):
+    from cliproxy.providers import credentials
+
+    monkeypatch.setattr(credentials, "STATE_LIMIT", 3)
+    pool = credentials.CredentialPool(clock=lambda: 0.0)
+    served = _served(2)
+    for model in ["a", "b", "c", "a", "d"]:
+        pool.order(served, model)
+    assert list(pool._counters) == ["c", "a", "d"]  # "b" was the least recently used
+    assert pool._counters["a"] == 2
+    assert [s.entry.path for s in pool.order(served, "a")] == ["c[0]", "c[1]"]

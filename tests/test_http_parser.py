@@ -965,3 +965,127 @@ def test_bodiless_requests_share_a_reader_and_each_get_their_own_end():
     assert [e.target for e in events if type(e) is RequestHead] == ["/a", "/b", "/c"]
     assert events[1] is not events[3]
     assert events[5] == Data(b"hi")
+
+
+_STATUS_LINES = [
+    "HTTP/1.1 200 OK",
+    "HTTP/1.0 404 Not Found",
+    "HTTP/1.1 200",
+    "HTTP/1.1 200 ",
+    "HTTP/1.1 100 Continue",
+    "HTTP/1.1 999 x",
+    "HTTP/1.1 503  two spaces\tand a tab",
+    "HTTP/1.1 099 Low",
+    "HTTP/1.1 000",
+    "HTTP/1.1 20 OK",
+    "HTTP/1.1 2000 OK",
+    "HTTP/1.1 2x0 OK",
+    "HTTP/1.1 \xb200 OK",
+    "HTTP/1.1  200 OK",
+    "HTTP/1.1 200\tOK",
+    "HTTP/2.0 200 OK",
+    "HTTP/1.2 200 OK",
+    "HTTP/2 200 OK",
+    "http/1.1 200 OK",
+    "HTTP/1.1",
+    "",
+]
+
+
+@pytest.mark.parametrize("line", _STATUS_LINES)
+def test_status_line_fast_path_matches_the_grammar(line):
+    assert _outcome(_parser._status_line, line) == _outcome(_parser._status_line_checked, line)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "5", "0005", "1" * 18, "1" * 19, "", " 5", "5 ", "+5", "-5", "1_0", "\u0661\u0662",
+     "\xb2", "5,5", "0x10"],
+)
+def test_content_length_fast_path_matches_the_checked_path(value):
+    # A repeated equal value skips the single-value fast path, so it gives the checked
+    # path's answer for the same number.
+    assert _outcome(_parser._content_length, [value]) == _outcome(
+        _parser._content_length, [value, value]
+    )
+
+
+def _reference_response_head(block, method):
+    """The response-head parse by the full grammar only: what the fast paths must give."""
+    lines = _parser._split_block(block)
+    version, status, reason = _parser._status_line_checked(lines[0])
+    items = _parser._check_fields(lines[1:])
+    special = _parser._specials(items)
+    keep_alive = _parser._keep_alive(version, _parser._tokens(special.get("connection", ())))
+    head = ResponseHead(status, reason, version, Headers.from_lowered(items), keep_alive)
+    if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+        head.keep_alive = False
+        return head, None, None
+    if status < 200 or status in (204, 304) or method == "HEAD":
+        return head, _parser._Framing.NONE, None
+    transfer = special.get("transfer-encoding")
+    lengths = special.get("content-length")
+    if transfer is not None:
+        _parser._is_chunked(transfer)
+        if lengths is not None or version == "HTTP/1.0":
+            head.keep_alive = False
+        return head, _parser._Framing.CHUNKED, None
+    if lengths is not None:
+        return head, _parser._Framing.CONTENT_LENGTH, _parser._content_length(lengths)
+    head.keep_alive = False
+    return head, _parser._Framing.CLOSE_DELIMITED, None
+
+
+_RESPONSE_HEADS = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 600",
+    b"HTTP/1.1 200 OK",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 3",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket",
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a>",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2",
+    b"HTTP/1.1 099 Low",
+    b"HTTP/2.0 200 OK",
+    b"HTTP/1.1 200 OK\r\n folded: x",
+    b"HTTP/1.1 200 OK\r\nX: a\x00b",
+    b"HTTP/1.1 200 OK\r\nno colon",
+]
+
+
+@pytest.mark.parametrize("block", _RESPONSE_HEADS)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "CONNECT"])
+def test_response_head_fast_paths_match_the_full_grammar(block, method):
+    for _ in range(2):  # cold and warm name cache
+        assert _outcome(_parser._parse_response_head, block, method) == _outcome(
+            _reference_response_head, block, method
+        )
+
+
+def test_content_length_body_taken_whole_or_cut_at_its_end():
+    parser = RequestParser()
+    parser.feed(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
+    assert type(parser.next_event()) is RequestHead
+    assert parser.next_event() == Data(b"ab")  # all that is buffered: less than the body
+    assert parser.next_event() is NEED_DATA
+    parser.feed(b"cdeGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parser.next_event() == Data(b"cde")  # cut where the body ends
+    assert parser.next_event() == EndOfMessage()
+    assert parser.next_event().target == "/b"
+
+
+def test_start_is_refused_until_the_response_body_ends():
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no")
+    assert parser.next_event().status == 200
+    assert parser.next_event() == Data(b"o")
+    with pytest.raises(RuntimeError):
+        parser.start("GET")
+    parser.feed(b"k")
+    assert parser.next_event() == Data(b"k")
+    assert parser.next_event() == EndOfMessage()
+    parser.start("GET")
+    assert parser.next_event() is NEED_DATA

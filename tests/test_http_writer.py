@@ -206,3 +206,23 @@ def test_one_pass_head_matches_the_field_by_field_reference(fields):
         expected = _outcome(_reference_response_head, 200, fields)
         assert _outcome(encode_response_head, 200, fields) == expected
         assert _outcome(encode_response_head, 200, Headers.from_lowered(fields)) == expected
+
+
+def test_fields_from_a_one_shot_iterable_are_all_written():
+    fields = [("host", "a"), ("x-b", "c")]
+    expected = b"GET / HTTP/1.1\r\nhost: a\r\nx-b: c\r\n\r\n"
+    assert encode_request_head("GET", "/", iter(fields)) == expected
+    assert encode_request_head("GET", "/", (item for item in fields)) == expected
+    with pytest.raises(ValueError, match="invalid header name"):
+        encode_request_head("GET", "/", iter([("x-ok", "v"), ("bad name", "v")]))
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "BREW", "M-SEARCH", "get"])
+def test_common_and_other_token_methods_are_written_alike(method):
+    assert encode_request_head(method, "/", []) == b"%s / HTTP/1.1\r\n\r\n" % method.encode()
+
+
+@pytest.mark.parametrize("method", ["GE T", "", "GET\r\n", "P@ST", "G\u00c9T"])
+def test_methods_that_are_not_tokens_are_refused(method):
+    with pytest.raises(ValueError, match="invalid method"):
+        encode_request_head(method, "/", [])

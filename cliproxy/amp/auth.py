@@ -11,6 +11,8 @@ definition of "the client's key" (SPEC §2 ``api-keys``):
    snapshot. ``contains`` compares the digest of the offered key with every configured
    digest using ``hmac.compare_digest`` and no early exit: the time taken depends on how
    many keys are configured, never on their contents or lengths (all digests are 32 bytes).
+   A digest that matched is remembered, so a returning client skips the loop; an invalid
+   key always takes it (see ``KeySet.__init__`` for why that is safe).
 3. ``strip_credentials`` removes every carrier before a request is forwarded (SPEC §3.1), so
    a client's key never reaches a third party. Other query parameters are kept byte for
    byte: the query is split on ``&`` and filtered, never decoded and re-encoded, because
@@ -33,6 +35,8 @@ CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 CREDENTIAL_QUERY_PARAMS = ("key", "auth_token")
 
 _CREDENTIAL_HEADER_SET = frozenset(CREDENTIAL_HEADERS)
+# The header fields that carry the key as is, in the order client_key consults them.
+_KEY_HEADERS = CREDENTIAL_HEADERS[1:]
 _CREDENTIAL_QUERY_SET = frozenset(CREDENTIAL_QUERY_PARAMS)
 
 
@@ -44,12 +48,6 @@ def _bearer(value: Optional[str]) -> Optional[str]:
     if len(parts) == 2 and parts[0].lower() == "bearer":
         return parts[1].strip() or None
     return None
-
-
-def _nonempty(value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    return value.strip() or None
 
 
 def _query_params(query: str):
@@ -74,11 +72,13 @@ def client_key(headers: Headers, query: str) -> Optional[str]:
     """The client's key from the first carrier that has one (see the module docstring),
     or None when no carrier holds a non-empty key. A non-Bearer ``Authorization`` (for
     example ``Basic``) is skipped, not an error."""
-    key = _bearer(headers.get("authorization"))
-    if key is None:
-        key = _nonempty(headers.get("x-api-key"))
-    if key is None:
-        key = _nonempty(headers.get("x-goog-api-key"))
+    value = headers.get("authorization")
+    key = None if value is None else _bearer(value)
+    for name in _KEY_HEADERS:
+        if key is not None:
+            break
+        value = headers.get(name)
+        key = None if value is None else value.strip() or None
     if key is None and query:
         for name in CREDENTIAL_QUERY_PARAMS:
             key = query_value(query, name)
@@ -96,14 +96,21 @@ def _digest(key: str) -> bytes:
 class KeySet:
     """The configured client keys, checked in constant time.
 
-    Build one per config snapshot (``KeySet(config.api_keys)``); it is immutable. Empty
-    configured keys are ignored, so ``""`` never authenticates anyone.
+    Build one per config snapshot (``KeySet(config.api_keys)``); the keys never change
+    (only a memo of accepted digests grows, to at most one per key). Empty configured
+    keys are ignored, so ``""`` never authenticates anyone.
     """
 
-    __slots__ = ("_digests",)
+    __slots__ = ("_digests", "_accepted")
 
     def __init__(self, keys: Iterable[str] = ()):
         self._digests = tuple(_digest(key) for key in keys if key)
+        # Digests of offered keys that matched, so a client's next request skips the
+        # loop in ``contains``. Safe for timing: it holds digests of valid keys only,
+        # never raw keys, so a hit tells only that the offered key is valid, which the
+        # answer says anyway; an invalid key always takes the whole constant-time loop,
+        # and its lookup here compares hashes of digests (their bytes only when equal).
+        self._accepted = set()
 
     def __len__(self):
         return len(self._digests)
@@ -113,10 +120,14 @@ class KeySet:
         give False. Every configured digest is compared, whatever matched first."""
         if not key:
             return False
-        offered = _digest(key)
+        offered = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()  # _digest, inline
+        if offered in self._accepted:
+            return True
         found = False
         for digest in self._digests:
             found |= hmac.compare_digest(offered, digest)
+        if found:
+            self._accepted.add(offered)
         return found
 
 

@@ -8,7 +8,7 @@ streaming flag carried in the path.
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from cliproxy.config.model import Protocol
@@ -34,10 +34,12 @@ class ProviderRoute:
     endpoint: Endpoint
     model: Optional[str] = None  # Gemini carries the model in the path
     stream: bool = False  # Gemini streamGenerateContent
+    # Set from ``endpoint`` once (routes are cached): read per request, where a property
+    # would be a call.
+    is_model_list: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_model_list(self):
-        return self.endpoint is Endpoint.MODELS
+    def __post_init__(self):
+        object.__setattr__(self, "is_model_list", self.endpoint is Endpoint.MODELS)
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,13 @@ def classify(method, path):
     """The ``Route`` of a request. ``path`` is the raw path without the query. Pure, so
     the answer for a (method, path) pair is remembered."""
     key = (method, path)
-    route = _ROUTE_CACHE.get(key)
-    if route is None:
-        if len(_ROUTE_CACHE) >= _ROUTE_CACHE_SIZE:
-            _ROUTE_CACHE.clear()
-        route = _ROUTE_CACHE[key] = _classify(method, path)
+    try:
+        return _ROUTE_CACHE[key]  # a subscript, unlike ``.get``, is no call
+    except KeyError:
+        pass
+    if len(_ROUTE_CACHE) >= _ROUTE_CACHE_SIZE:
+        _ROUTE_CACHE.clear()
+    route = _ROUTE_CACHE[key] = _classify(method, path)
     return route
 
 

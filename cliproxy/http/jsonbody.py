@@ -16,6 +16,8 @@ def decode_request_body(raw, content_encoding, limit, sniff_gzip=False):
     """``raw`` with its ``Content-Encoding`` undone, decoded to at most ``limit`` bytes.
     With ``sniff_gzip``, a body that starts with the gzip magic but declares no coding is
     decoded too (what some clients send)."""
+    if content_encoding is None and not sniff_gzip:
+        return raw  # nothing to undo: ``decode_body`` would hand back ``raw`` itself
     coding = (content_encoding or "").strip().lower()
     if not coding and sniff_gzip and is_gzip(raw[:2]):
         coding = "gzip"
@@ -25,6 +27,11 @@ def decode_request_body(raw, content_encoding, limit, sniff_gzip=False):
 def parse_json(data):
     """``data`` (bytes) parsed as JSON; raises ``BadRequest`` naming what is wrong."""
     try:
+        if data[:1] == b"{" and data[1:2] != b"\x00":
+            # ``json.loads`` of bytes sniffs their encoding in Python code first (RFC 8259
+            # §8.1: NULs or a BOM in the first bytes mean UTF-16/32); a "{" then no NUL is
+            # UTF-8 by that rule, so decode as it would, errors and all.
+            data = data.decode("utf-8", "surrogatepass")
         return loads(data)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)

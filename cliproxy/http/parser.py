@@ -284,11 +284,12 @@ def _check_fields(lines):
 def _specials(items):
     """The framing-relevant fields of ``items``: lowercase name -> list of values."""
     found = {}
-    for name, value in [item for item in items if item[0] in _SPECIAL]:
-        if name in found:
-            found[name].append(value)
-        else:
-            found[name] = [value]
+    for name, value in items:
+        if name in _SPECIAL:
+            if name in found:
+                found[name].append(value)
+            else:
+                found[name] = [value]
     return found
 
 
@@ -399,6 +400,10 @@ class _Framing(enum.Enum):
     CHUNKED = "chunked"
     CLOSE_DELIMITED = "close-delimited"
 
+    # Members are singletons compared by identity; object's hash (in C) spares the
+    # ``_READERS`` lookup of every message a call to Enum's Python-level ``__hash__``.
+    __hash__ = object.__hash__
+
 
 def _take_up_to(buf, limit):
     """Remove and return at most ``limit`` bytes from the front of ``buf``."""
@@ -431,12 +436,20 @@ class _ContentLengthReader:
         remaining = self._remaining
         if remaining == 0:
             return EndOfMessage()
-        if not buf:
+        size = len(buf)
+        if not size:
             if eof:
                 raise _closed_mid_message()
             return None
-        data = _take_up_to(buf, remaining)
-        self._remaining = remaining - len(data)
+        # ``_take_up_to`` inlined: this runs for nearly every body the proxy relays.
+        if size <= remaining:
+            data = bytes(buf)
+            buf.clear()
+            self._remaining = remaining - size
+        else:
+            data = bytes(buf[:remaining])
+            del buf[:remaining]
+            self._remaining = 0
         return Data(data)
 
 
@@ -575,8 +588,9 @@ _READERS = {
 
 
 class _BaseParser:
-    """Buffer, EOF and error bookkeeping shared by both parsers; a subclass provides
-    ``_next()``, returning an event, ``None`` for need-more-data, or raising."""
+    """Buffer, EOF, body and error bookkeeping shared by both parsers; a subclass provides
+    ``_next_head()``, called while no body is being read, returning an event, ``None`` for
+    need-more-data, or raising."""
 
     __slots__ = ("max_header_bytes", "_buf", "_eof", "_error", "_reader", "_scanner")
 
@@ -618,22 +632,20 @@ class _BaseParser:
         """
         if self._error is not None:
             raise ProtocolError(self._error.message, self._error.status)
+        reader = self._reader
         try:
-            event = self._next()
+            if reader is None:
+                event = self._next_head()
+            else:
+                # Body events are most events: the reader is called from here, with no
+                # method in between, and nothing but forgetting it follows its end.
+                event = reader.read(self._buf, self._eof)
+                if type(event) is EndOfMessage:
+                    self._reader = None
         except ProtocolError as exc:
             self._error = exc
             raise
         return NEED_DATA if event is None else event
-
-    def _read_body(self):
-        event = self._reader.read(self._buf, self._eof)
-        if type(event) is EndOfMessage:
-            self._reader = None
-            self._message_done()
-        return event
-
-    def _message_done(self):
-        """Hook run after each ``EndOfMessage``."""
 
 
 class RequestParser(_BaseParser):
@@ -645,9 +657,7 @@ class RequestParser(_BaseParser):
 
     __slots__ = ()
 
-    def _next(self):
-        if self._reader is not None:
-            return self._read_body()
+    def _next_head(self):
         buf = self._buf
         # RFC 9112 §2.2: ignore empty lines before the request line.
         while buf.startswith(b"\r\n"):
@@ -683,9 +693,13 @@ def _request_line(line):
         # Fast path, same answer as the regex: a common method, a target with no space
         # (split) and no control character (``_split_block`` left only HTAB to check).
         method, target, version = parts
-        version = _VERSION_NAMES.get(version)
-        if version is not None and method in _COMMON_METHODS and target and "\t" not in target:
-            return method, target, version
+        if (
+            version in _VERSION_NAMES
+            and method in _COMMON_METHODS
+            and target
+            and "\t" not in target
+        ):
+            return method, target, _VERSION_NAMES[version]
     return _request_line_checked(line)
 
 
@@ -707,39 +721,37 @@ def _parse_request_head(block):
     method, target, version = _request_line(lines[0])
     del lines[0]
     items, special = _parse_fields_and_specials(lines)
-
-    hosts = special.get("host", ())
-    if len(hosts) > 1:
-        raise _bad("more than one Host field")
-    if not hosts and version == "HTTP/1.1":
+    # ``in`` tests on ``special`` rather than ``.get()`` calls: most fields are absent.
+    if "host" in special:
+        if len(special["host"]) > 1:
+            raise _bad("more than one Host field")
+    elif version == "HTTP/1.1":
         raise _bad("HTTP/1.1 request without Host")
 
-    connection = special.get("connection")
-    if connection is None:
+    if "connection" in special:
+        connection = _tokens(special["connection"])
+        keep_alive = _keep_alive(version, connection)
+        upgrade = "upgrade" in connection and "upgrade" in special
+    else:
         # The common case: no Connection field, so no upgrade and the version's default.
         keep_alive = version == "HTTP/1.1"
         upgrade = False
-    else:
-        connection = _tokens(connection)
-        keep_alive = _keep_alive(version, connection)
-        upgrade = "upgrade" in connection and "upgrade" in special
-    expect = special.get("expect")
     expect_continue = (
-        expect is not None and version == "HTTP/1.1" and "100-continue" in _tokens(expect)
+        "expect" in special
+        and version == "HTTP/1.1"
+        and "100-continue" in _tokens(special["expect"])
     )
 
-    transfer = special.get("transfer-encoding")
-    lengths = special.get("content-length")
     length = None
-    if transfer is not None:
-        if lengths is not None:
+    if "transfer-encoding" in special:
+        if "content-length" in special:
             raise _bad("both Transfer-Encoding and Content-Length")
         if version == "HTTP/1.0":
             raise _bad("Transfer-Encoding in an HTTP/1.0 request")
-        _is_chunked(transfer)
+        _is_chunked(special["transfer-encoding"])
         framing = _Framing.CHUNKED
-    elif lengths is not None:
-        length = _content_length(lengths)
+    elif "content-length" in special:
+        length = _content_length(special["content-length"])
         framing = _Framing.CONTENT_LENGTH
     else:
         # No framing field: the request has no body (RFC 9112 §6.3), so its length is 0.
@@ -759,10 +771,9 @@ def _parse_request_head(block):
 
 
 class _ResponseState(enum.Enum):
-    IDLE = 1  # waiting for start()
+    IDLE = 1  # waiting for start(), or for the end of a body (the reader is set)
     HEAD = 2  # waiting for a status line
-    BODY = 3  # a reader is active
-    SWITCHED = 4  # after 101 or a 2xx to CONNECT: no more HTTP on this connection
+    SWITCHED = 3  # after 101 or a 2xx to CONNECT: no more HTTP on this connection
 
 
 class ResponseParser(_BaseParser):
@@ -787,19 +798,13 @@ class ResponseParser(_BaseParser):
     def start(self, request_method):
         """Expect the response to a request with ``request_method``. Raises
         ``RuntimeError`` while a previous response is incomplete or after a switch."""
-        if self._state is not _ResponseState.IDLE:
+        if self._state is not _ResponseState.IDLE or self._reader is not None:
             raise RuntimeError("start() while a response is in progress")
         self._method = request_method.upper()
         self._interim_seen = False
         self._state = _ResponseState.HEAD
 
-    def _message_done(self):
-        if self._state is not _ResponseState.SWITCHED:
-            self._state = _ResponseState.IDLE
-
-    def _next(self):
-        if self._reader is not None:
-            return self._read_body()
+    def _next_head(self):
         state = self._state
         if state is _ResponseState.SWITCHED:
             return None
@@ -817,11 +822,13 @@ class ResponseParser(_BaseParser):
         if head.status < 200 and head.status != 101:
             self._interim_seen = True
             return head
+        # The state is already the one after the body: the reader's presence marks the
+        # body, so nothing has to run at its end (see ``_BaseParser.next_event``).
         if framing is None:
             self._state = _ResponseState.SWITCHED
             framing = _Framing.NONE
         else:
-            self._state = _ResponseState.BODY
+            self._state = _ResponseState.IDLE
         self._reader = _READERS[framing](self.max_header_bytes, length)
         return head
 
@@ -830,7 +837,51 @@ def _parse_response_head(block, method):
     """(head, framing, length) for a status block; framing ``None`` means the connection
     switches protocols. Raises ``ProtocolError``."""
     lines = _split_block(block)
-    match = _STATUS_LINE_RE.fullmatch(lines[0])
+    version, status, reason = _status_line(lines[0])
+    del lines[0]
+    items, special = _parse_fields_and_specials(lines)
+    if "connection" in special:
+        keep_alive = _keep_alive(version, _tokens(special["connection"]))
+    else:
+        keep_alive = version == "HTTP/1.1"  # what _keep_alive gives for no tokens
+    head = ResponseHead(status, reason, version, Headers.from_lowered(items), keep_alive)
+    if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+        head.keep_alive = False
+        return head, None, None
+    if status < 200 or status in (204, 304) or method == "HEAD":
+        return head, _Framing.NONE, None
+    if "transfer-encoding" in special:
+        _is_chunked(special["transfer-encoding"])
+        if "content-length" in special or version == "HTTP/1.0":
+            # RFC 9112 §6.1, §6.3: chunked wins, but do not trust the connection after it.
+            head.keep_alive = False
+        return head, _Framing.CHUNKED, None
+    if "content-length" in special:
+        return head, _Framing.CONTENT_LENGTH, _content_length(special["content-length"])
+    head.keep_alive = False
+    return head, _Framing.CLOSE_DELIMITED, None
+
+
+# Status line fast path: "HTTP/1.x " -> version, and the status codes 100-999 as text.
+_STATUS_PREFIXES = {"HTTP/1.1 ": "HTTP/1.1", "HTTP/1.0 ": "HTTP/1.0"}
+_STATUS_CODES = frozenset(str(code) for code in range(100, 1000))
+
+
+def _status_line(line):
+    """(version, status, reason) of a status line from ``_split_block``. Raises 400 for a
+    malformed line or a status below 100, 505 for a version other than 1.0 and 1.1."""
+    # Fast path, same answer as the regex, by slices and set lookups (no call): a known
+    # version, three digits from 100 up, then the end or a space and any reason.
+    prefix = line[:9]
+    code = line[9:12]
+    if prefix in _STATUS_PREFIXES and code in _STATUS_CODES and line[12:13] in ("", " "):
+        return _STATUS_PREFIXES[prefix], int(code), line[13:]
+    return _status_line_checked(line)
+
+
+def _status_line_checked(line):
+    """``_status_line`` by the full grammar (``_STATUS_LINE_RE``)."""
+    match = _STATUS_LINE_RE.fullmatch(line)
     if match is None:
         raise _bad("invalid status line")
     major, minor, code, reason = match.groups()
@@ -840,23 +891,4 @@ def _parse_response_head(block, method):
     status = int(code)
     if status < 100:
         raise _bad("invalid status code %d" % status)
-    items, special = _parse_fields_and_specials(lines[1:])
-    keep_alive = _keep_alive(version, _tokens(special.get("connection", ())))
-    head = ResponseHead(status, reason or "", version, Headers.from_lowered(items), keep_alive)
-    if status == 101 or (method == "CONNECT" and 200 <= status < 300):
-        head.keep_alive = False
-        return head, None, None
-    if status < 200 or status in (204, 304) or method == "HEAD":
-        return head, _Framing.NONE, None
-    transfer = special.get("transfer-encoding")
-    lengths = special.get("content-length")
-    if transfer is not None:
-        _is_chunked(transfer)
-        if lengths is not None or version == "HTTP/1.0":
-            # RFC 9112 §6.1, §6.3: chunked wins, but do not trust the connection after it.
-            head.keep_alive = False
-        return head, _Framing.CHUNKED, None
-    if lengths is not None:
-        return head, _Framing.CONTENT_LENGTH, _content_length(lengths)
-    head.keep_alive = False
-    return head, _Framing.CLOSE_DELIMITED, None
+    return version, status, reason or ""

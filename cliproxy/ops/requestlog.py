@@ -29,9 +29,11 @@ class RequestLog:
         self.clock = clock
         self.wall = wall
 
-    def observe(self, request, response, exchange):
-        """``response``, wrapped to log when it completes (unchanged when logging is off)."""
-        config = self.config_fn()
+    def observe(self, request, response, exchange, config=None):
+        """``response``, wrapped to log when it completes (unchanged when logging is off).
+        ``config`` is the snapshot the request was served under; None: ``config_fn()``."""
+        if config is None:
+            config = self.config_fn()
         if not config.request_log:
             return response
         record = _Record(self, config, request, response, exchange)

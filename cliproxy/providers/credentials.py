@@ -207,7 +207,10 @@ class CredentialPool:
         self._sticky_limit = sticky_limit
         self._sticky_ttl = sticky_ttl
         self._health = collections.OrderedDict()  # (credential, model) -> _Health
-        self._counters = collections.OrderedDict()  # model -> calls so far
+        # model -> calls so far, least recently used first: a plain dict keeps insertion
+        # order, and a counter is taken out and put back on each use (one call, where an
+        # OrderedDict's get and move_to_end are two).
+        self._counters = {}
         self._sticky = collections.OrderedDict()  # (thread, model) -> _Binding, LRU first
         self._auth_warned = set()  # credential ids whose AUTH failure was logged
 
@@ -217,11 +220,11 @@ class CredentialPool:
         """The usable members of ``served`` in the order to try them: the thread's sticky
         credential first when it is healthy, then round-robin. Cooled-down members are left
         out, so the list is empty when every member is cooling down."""
-        now = self._clock()
         model_key = model if len(model) <= MAX_KEY_CHARS else _key(model)
         if not thread_id and not self._health:
             # Nothing cools down and no thread to honour: plain round-robin over all.
             return self._rotated(list(served), model_key)
+        now = self._clock()
         usable = [s for s in served if self._usable(_credential_id(s), model_key, now)]
         if not usable:
             return []
@@ -240,15 +243,11 @@ class CredentialPool:
         """``usable`` rotated by the model's counter, which advances by one."""
         if not usable:
             return usable
-        counters = self._counters
-        value = counters.get(model_key, 0)
-        counters[model_key] = value + 1
-        counters.move_to_end(model_key)
-        if len(counters) > STATE_LIMIT:
-            counters.popitem(last=False)
-        if len(usable) == 1:
+        value = self._counter(model_key, advance=True)
+        count = len(usable)
+        if count == 1:
             return usable
-        start = value % len(usable)
+        start = value % count
         return usable[start:] + usable[:start] if start else usable
 
     def soonest_recovery(self, served: Sequence, model: str) -> Optional[float]:
@@ -269,12 +268,15 @@ class CredentialPool:
     def success(self, served, model: str, thread_id: Optional[str] = None) -> None:
         """Record that ``served`` answered ``model`` well: its streak and cool-down end,
         and ``thread_id`` (if any) is bound to it."""
-        credential = _credential_id(served)
-        model_key = _key(model)
-        self._health.pop((credential, model_key), None)
-        self._auth_warned.discard(credential)
+        credential = served.entry.path  # ``_credential_id``, read inline: every request
+        # Emptiness checked first: a healthy pool has nothing to clear, and a call each
+        # to find that out is most of what a success costs.
+        if self._health:
+            self._health.pop((credential, _key(model)), None)
+        if self._auth_warned:
+            self._auth_warned.discard(credential)
         if thread_id:
-            self._bind(_key(thread_id), model_key, credential, self._clock())
+            self._bind(_key(thread_id), _key(model), credential, self._clock())
 
     def failure(
         self,
@@ -345,12 +347,15 @@ class CredentialPool:
         return health
 
     def _counter(self, model_key: str, advance: bool) -> int:
-        value = self._counters.get(model_key, 0)
-        if advance:
-            self._counters[model_key] = value + 1
-            self._counters.move_to_end(model_key)
-            if len(self._counters) > STATE_LIMIT:
-                self._counters.popitem(last=False)
+        """The model's calls so far; with ``advance``, one more is counted (and the
+        least recently used counter dropped past ``STATE_LIMIT``)."""
+        counters = self._counters
+        if not advance:
+            return counters.get(model_key, 0)
+        value = counters.pop(model_key, 0)
+        counters[model_key] = value + 1  # at the end: the most recently used
+        if not value and len(counters) > STATE_LIMIT:  # only a new counter grows the table
+            del counters[next(iter(counters))]
         return value
 
     def _sticky_credential(self, thread_id: Optional[str], model_key: str, now: float):

@@ -43,7 +43,8 @@ log = logging.getLogger("cliproxy.executor")
 MAX_ERROR_BODY = 256 * 1024
 # Response headers never relayed from a provider: framing we redo, state we do not share.
 _DROPPED_RESPONSE_HEADERS = frozenset(("content-length", "content-encoding", "set-cookie"))
-# ... and, with them, the hop-by-hop fields: one set, so one pass over the fields.
+# ... and, with them, the hop-by-hop fields: one set, so one pass over the fields. The
+# client gets the provider's response fields as ``strip_hop_by_hop(headers, _NOT_RELAYED)``.
 _NOT_RELAYED = _DROPPED_RESPONSE_HEADERS | HOP_BY_HOP
 # Enum members hash through a Python-level ``__hash__`` and ``.name``/``.value`` are
 # descriptor calls, so per-request tables are keyed by the members' plain ``_value_`` and
@@ -178,7 +179,7 @@ class Executor:
         if not kind.fails_over:
             _log_attempt(served, candidate.model, "client-error", status=status)
             self.pool.success(served, candidate.model, call.thread_id)
-            return Response(status, _client_headers(headers), data)
+            return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
         retry_after = retry_after_from_headers(headers, time.time())
         error = _provider_failure(served, status, kind, data, retry_after)
         return self._failed(candidate, served, kind, error, retry_after, status)
@@ -187,10 +188,12 @@ class Executor:
         """The client's response for a provider's whole non-stream answer ``data``:
         decoded, model and tool names rewritten. Raises ``UpstreamError`` for a body that
         does not decode."""
-        data = decode_body(data, _coding(headers), call.config.limits.max_body_bytes)
+        coding = headers.get("content-encoding")
+        if coding is not None:  # without one there is nothing to undo
+            data = decode_body(data, coding.strip().lower(), call.config.limits.max_body_bytes)
         self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
         data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
-        return Response(status, _client_headers(headers), data)
+        return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
 
     def _stream_failed(self, call, served, error):
         """Bytes already reached the client: log, count, and the protocol's error event
@@ -212,7 +215,7 @@ class Executor:
         except StopAsyncIteration:
             first = b""
         body = self._relay_events(call, served, upstream, chunks, first, pipeline, started, ttfb)
-        return Response(upstream.status, _client_headers(upstream.headers), body)
+        return Response(upstream.status, strip_hop_by_hop(upstream.headers, _NOT_RELAYED), body)
 
     async def _relay_events(self, call, served, upstream, chunks, first, pipeline, started, ttfb):
         chunk = first
@@ -263,8 +266,7 @@ def _prepare(call, candidate, served):
     if call.protocol is Protocol.GEMINI and call.query:
         url += ("&" if "?" in url else "?") + _without_alt(call.query)
         url = url.rstrip("?&")
-    headers = provider_headers(entry, call.request.headers, call.protocol)
-    headers.set("content-type", "application/json")
+    headers = provider_headers(entry, call.request.headers, call.protocol, content_type="application/json")
     return url, headers, _provider_body(call, candidate, served)
 
 
@@ -290,11 +292,6 @@ def _provider_body(call, candidate, served):
 def _without_alt(query):
     """The client's query minus ``alt`` (``provider_url`` sets it for streams)."""
     return "&".join(part for part in query.split("&") if part and not part.startswith("alt="))
-
-
-def _client_headers(upstream_headers):
-    """The provider's response fields the client gets (see ``_NOT_RELAYED``)."""
-    return strip_hop_by_hop(upstream_headers, _NOT_RELAYED)
 
 
 def _coding(headers):

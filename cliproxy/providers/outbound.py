@@ -134,11 +134,13 @@ def provider_url(
     """
     # Keyed by the members' values: an enum member hashes through Python code.
     key = (entry.kind._value_, entry.base_url, endpoint._value_, model, stream)
-    url = _URL_CACHE.get(key)
-    if url is None:
-        if len(_URL_CACHE) >= _URL_CACHE_SIZE:
-            _URL_CACHE.clear()
-        url = _URL_CACHE[key] = _build_url(entry, endpoint, model, stream)
+    try:
+        return _URL_CACHE[key]  # a subscript, unlike ``.get``, is no call
+    except KeyError:
+        pass
+    if len(_URL_CACHE) >= _URL_CACHE_SIZE:
+        _URL_CACHE.clear()
+    url = _URL_CACHE[key] = _build_url(entry, endpoint, model, stream)
     return url
 
 
@@ -189,6 +191,10 @@ _ALWAYS_DROPPED = frozenset(
 )
 _DROPPED_PREFIXES = ("x-amp-", "x-ampcode-")
 _STRIPPED = _ALWAYS_DROPPED | HOP_BY_HOP | frozenset(CREDENTIAL_HEADERS)
+# ... and the client's content-type, when the caller sets its own.
+_STRIPPED_WITH_TYPE = _STRIPPED | frozenset(("content-type",))
+# Sent instead of the client's accept-encoding (see the module docstring).
+_ACCEPT_IDENTITY = (("accept-encoding", "identity"),)
 
 # Option headers that belong to one protocol family.
 _PROTOCOL_PREFIXES = {
@@ -202,7 +208,9 @@ _PROTOCOL_PREFIXES = {
 # Read once: an enum member looked up on its class costs a slow attribute access per use.
 _CLAUDE = ProviderKind.CLAUDE
 _GEMINI = ProviderKind.GEMINI
-_NATIVE = {kind._value_: kind.protocol for kind in ProviderKind}  # keyed by value: enum hashing is slow
+# Each kind's native protocol, keyed by the kind's ``_value_``: ``entry.protocol`` is two
+# properties and an enum hash in Python code, too slow for every attempt.
+NATIVE_PROTOCOL = {kind._value_: kind.protocol for kind in ProviderKind}
 
 
 def _family(protocol: Optional[Protocol]):
@@ -218,13 +226,15 @@ def _forwardable(headers: Headers, client_protocol: Optional[Protocol], provider
     return Headers.from_lowered(_forwardable_items(headers, client_protocol, provider))
 
 
-def _forwardable_items(headers: Headers, client_protocol: Optional[Protocol], provider: Protocol):
-    """``_forwardable`` as a new list of (lowercase name, value) pairs."""
+def _forwardable_items(
+    headers: Headers, client_protocol: Optional[Protocol], provider: Protocol, dropped=_STRIPPED
+):
+    """``_forwardable`` as a new list of (lowercase name, value) pairs; ``dropped`` is the
+    set of names always dropped (``_STRIPPED``, or a superset of it)."""
     dropped_prefixes = _DROPPED_PREFIXES
     # ``is`` first: the same protocol on both sides is the common case, and cheap to see.
     if client_protocol is not provider and _family(client_protocol) is not _family(provider):
         dropped_prefixes += _PROTOCOL_PREFIXES.get(client_protocol, ())
-    dropped = _STRIPPED
     named = headers.get_list("connection")
     if named:
         dropped = dropped.union(named)
@@ -247,43 +257,56 @@ def _without_dropped_betas(items):
     return kept
 
 
-def _credential_fields(entry: ProviderEntry, items):
+def _credential_fields(entry: ProviderEntry, has_version: bool):
     """The fields carrying ``entry``'s credential (``_forwardable`` dropped the client's):
-    ``x-api-key`` (+ ``anthropic-version`` unless the client sent one) for Anthropic,
-    ``x-goog-api-key`` for Gemini, ``Authorization: Bearer`` for OpenAI-style entries;
-    nothing for an empty key (local servers often have none)."""
+    ``x-api-key`` (+ ``anthropic-version`` unless the client sent one: ``has_version``)
+    for Anthropic, ``x-goog-api-key`` for Gemini, ``Authorization: Bearer`` for
+    OpenAI-style entries; nothing for an empty key (local servers often have none)."""
     key = entry.api_key
     kind = entry.kind
     if kind is _CLAUDE:
-        fields = [("x-api-key", key)] if key else []
-        if not any(name == "anthropic-version" for name, _ in items):
-            fields.append(("anthropic-version", ANTHROPIC_VERSION))
-        return fields
+        version = () if has_version else (("anthropic-version", ANTHROPIC_VERSION),)
+        return ((("x-api-key", key),) if key else ()) + version
     if not key:
-        return []
+        return ()
     if kind is _GEMINI:
-        return [("x-goog-api-key", key)]
-    return [("authorization", "Bearer " + key)]
+        return (("x-goog-api-key", key),)
+    return (("authorization", "Bearer " + key),)
 
 
 def provider_headers(
     entry: ProviderEntry,
     client_headers: Headers,
     client_protocol: Optional[Protocol] = None,
+    content_type: Optional[str] = None,
 ) -> Headers:
     """The headers for a request to ``entry``, built from ``client_headers`` as the module
     docstring says; ``client_protocol`` is the protocol the client spoke (None: not a
     model call, e.g. a model list). The result carries ``entry``'s credential and no
-    client credential (unless ``entry.headers`` itself configures one). The caller adds
-    ``content-length`` and, when it sends a body, ``content-type``."""
-    items = _forwardable_items(client_headers, client_protocol, _NATIVE[entry.kind._value_])
-    if any(name == "anthropic-beta" for name, _ in items):
+    client credential (unless ``entry.headers`` itself configures one). With
+    ``content_type``, the last field is that ``content-type``, whatever the client or the
+    entry said. The caller adds ``content-length``."""
+    dropped = _STRIPPED if content_type is None else _STRIPPED_WITH_TYPE
+    items = _forwardable_items(client_headers, client_protocol, NATIVE_PROTOCOL[entry.kind._value_], dropped)
+    has_beta = has_version = False
+    for name, _ in items:  # a plain loop: a generator costs a call per field
+        if name == "anthropic-beta":
+            has_beta = True
+        elif name == "anthropic-version":
+            has_version = True
+    if has_beta:
         items = _without_dropped_betas(items)
-    items.append(("accept-encoding", "identity"))  # the client's was dropped above
-    items.extend(_credential_fields(entry, items))
+    items += _ACCEPT_IDENTITY  # the client's was dropped above
+    items += _credential_fields(entry, has_version)
+    if not entry.headers:
+        if content_type is not None:
+            items.append(("content-type", content_type))
+        return Headers.from_lowered(items)
     headers = Headers.from_lowered(items)
     for name, value in entry.headers:
         headers.set(name, value)
+    if content_type is not None:
+        headers.set("content-type", content_type)
     return headers
 
 

@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError
 from cliproxy.providers.credentials import FailureKind
+from cliproxy.providers.outbound import NATIVE_PROTOCOL
 
 # Failures worth another round over the same credentials (SPEC §2 request-retry).
 RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR))
@@ -54,18 +55,17 @@ class AttemptPlan:
         # (its parsed body, a 60 KB agent turn) until the cyclic collector ran.
         self._steps = _walk(call, pool)
 
-    def first(self):
-        return self._step(None)
-
-    def after(self, failure):
-        return self._step(failure)
-
-    def _step(self, failure):
+    def after(self, failure=None):
+        """The choice to try after an attempt failed with ``failure``, or None; without
+        ``failure``, the first choice (``first``)."""
         try:
             return self._steps.send(failure)
         except StopIteration as spent:
             self.error = spent.value
             return None
+
+    # One method, not a second frame around it: a generator starts when it is sent None.
+    first = after
 
 
 def _walk(call, pool):
@@ -75,7 +75,7 @@ def _walk(call, pool):
     for candidate in call.decision.candidates:
         served = candidate.served
         for member in served:
-            if member.entry.protocol is not protocol:
+            if NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
                 served = tuple(s for s in served if s.entry.protocol is protocol)
                 break
         if not served:

@@ -9,21 +9,41 @@ stream are deltas that pass through as the exact bytes received.
 
 import functools
 import json
-from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from cliproxy.http.sse import encode_event
 from cliproxy.jsontext import loads
 
 
-@dataclass(frozen=True)
 class RewriteContext:
     """``requested_model``: the model string exactly as the client sent it (suffix
     included); ``tool_names``: lowercase tool name → the casing to give back (Anthropic
-    only, see ``anthropic.tool_name_map``)."""
+    only, see ``anthropic.tool_name_map``), ``{}`` when not given.
 
-    requested_model: str
-    tool_names: Dict[str, str] = field(default_factory=dict)
+    With ``tool_names_from`` (a function of no arguments) instead of ``tool_names``, the
+    map is built by it when first read: most answers call no tool, and building it walks
+    every tool the request declares. Rewriters read ``tool_names`` only for a tool call.
+    """
+
+    __slots__ = ("requested_model", "_tool_names", "_tool_names_from")
+
+    def __init__(
+        self,
+        requested_model: str,
+        tool_names: Optional[Dict[str, str]] = None,
+        tool_names_from: Optional[Callable[[], Dict[str, str]]] = None,
+    ):
+        self.requested_model = requested_model
+        self._tool_names = tool_names
+        self._tool_names_from = tool_names_from
+
+    @property
+    def tool_names(self) -> Dict[str, str]:
+        names = self._tool_names
+        if names is None:
+            source = self._tool_names_from
+            names = self._tool_names = {} if source is None else source()
+        return names
 
 
 def dumps(obj) -> str:

@@ -1,0 +1,165 @@
+"""Calibration, not part of cliproxy: the least work the targets describe, in Python.
+
+Strategy: the issue's targets are for a proxy that parses the body for the model and swaps
+the credentials. This relay does exactly that much and nothing more, from
+``asyncio.Protocol`` callbacks (no task, no future, no stream objects): it splits each
+head into fields, checks the client key against a set, reads the Content-Length body, runs
+the one ``json.loads`` to find the model, writes a new upstream head (hop-by-hop fields and
+the client's credentials dropped, the upstream key and Host added) with the body, then
+parses the upstream's status line and fields and writes a rebuilt head with the
+Content-Length answer. No validation beyond that, no chunked framing, no pooling (one
+upstream connection per client connection, like ``pump.py``), no failover, no logging.
+Run the bench against it with
+
+    python3 bench/bench.py --proxy bench/lean.py
+
+Its CPU per request, minus ``pump.py``'s, is what the described work costs in CPython on
+this machine before any of cliproxy's own structure. Takes the bench's ``--config PATH``
+(``port``, ``api-keys``, ``claude-api-key[0]``, ``ampcode.upstream-url``); ignores the rest.
+"""
+
+import asyncio
+import json
+import sys
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade", "host", "content-length"))
+CREDENTIALS = frozenset(("authorization", "x-api-key", "x-goog-api-key"))
+UNSENT = HOP_BY_HOP | CREDENTIALS
+
+
+def parse_head(block):
+    """(start line, [(lowercase name, value)], {lowercase name: value}) of a head block."""
+    lines = block.decode("latin-1").split("\r\n")
+    fields = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.append((name.lower(), value.strip()))
+    return lines[0], fields, dict(fields)
+
+
+def client_key(fields):
+    key = fields.get("x-api-key")
+    if key is None:
+        key = fields.get("authorization", "")[7:]
+    return key
+
+
+def encode_head(start_line, fields, extra):
+    lines = [start_line]
+    lines.extend("%s: %s" % field for field in fields if field[0] not in UNSENT)
+    lines.extend(extra)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+class Upstream(asyncio.Protocol):
+    """The upstream side: parses each answer's head and relays a rebuilt one."""
+
+    def __init__(self, client):
+        self.client = client
+        self.buffer = b""
+        self.remaining = None
+
+    def data_received(self, data):
+        if self.remaining is None:
+            self.buffer += data
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status, fields, named = parse_head(self.buffer[:end])
+            data = self.buffer[end + 4:]
+            self.buffer = b""
+            self.remaining = int(named.get("content-length", "0"))
+            self.client.transport.write(encode_head(
+                status, fields, ("content-length: %d" % self.remaining,)))
+        self.remaining -= len(data)
+        self.client.transport.write(data)
+        if self.remaining <= 0:
+            self.remaining = None
+
+    def connection_lost(self, exc):
+        self.client.transport.close()
+
+
+class Client(asyncio.Protocol):
+    """The client side: one request at a time, forwarded once its body is whole."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.buffer = b""
+        self.head = None
+        self.upstream = None
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        opening = loop.create_task(loop.create_connection(
+            lambda: Upstream(self), *self.settings["address"]))
+        opening.add_done_callback(self.opened)
+
+    def opened(self, opening):
+        self.upstream = opening.result()[0]
+        self.forward()
+
+    def data_received(self, data):
+        self.buffer += data
+        self.forward()
+
+    def forward(self):
+        if self.upstream is None:
+            return
+        if self.head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.head = parse_head(self.buffer[:end])
+            self.buffer = self.buffer[end + 4:]
+        line, fields, named = self.head
+        length = int(named.get("content-length", "0"))
+        if len(self.buffer) < length:
+            return
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        self.head = None
+        if client_key(named) not in self.settings["client_keys"]:
+            self.transport.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
+            return
+        model = json.loads(body)["model"]
+        method, _, _ = line.split(" ", 2)
+        path = "/sse/v1/messages" if "sse" in model else "/v1/messages"
+        self.upstream.write(encode_head("%s %s HTTP/1.1" % (method, path), fields, (
+            "host: %s" % self.settings["host"], "x-api-key: %s" % self.settings["key"],
+            "content-length: %d" % length)) + body)
+
+    def connection_lost(self, exc):
+        if self.upstream is not None:
+            self.upstream.close()
+
+
+async def serve(config):
+    upstream = urlsplit(config["ampcode"]["upstream-url"])
+    settings = {
+        "address": (upstream.hostname, upstream.port),
+        "host": upstream.netloc,
+        "client_keys": frozenset(config["api-keys"]),
+        "key": config["claude-api-key"][0]["api-key"],
+    }
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Client(settings), "127.0.0.1", config["port"])
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv):
+    with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
+        config = json.load(handle)
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main(sys.argv)
