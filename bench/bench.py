@@ -13,8 +13,9 @@ Amp management route with http.client while the proxy's RSS is sampled every 100
 
 Then, unless ``--no-calibration``, two Python programs of this folder run through the c=32
 and SSE scenarios in place of cliproxy, each against its own direct run: ``pump.py`` (a
-byte pump, no parsing) and ``lean.py`` (only the work the targets describe). Their rows
-show what this machine gives any Python proxy, next to cliproxy's.
+byte pump, no parsing), ``lean.py`` (only the work the targets describe) and ``lean.py
+--strict`` (the same with cliproxy's HTTP/1.1 parser and writer). Their rows show what
+this machine gives any Python proxy, next to cliproxy's.
 
 The numbers are printed as measured, targets marked PASS or MISS; a proxied scenario whose
 responses are not 2xx is reported as such, with the first error body. Results also go to
@@ -133,19 +134,29 @@ class StreamResult:
         return max(self.rss_samples_mb) - min(self.rss_samples_mb)
 
 
-# Calibration programs run through the same scenarios in the same run (``--calibration``):
-# (file under bench/, the scenarios it can serve, what it shows).
+@dataclasses.dataclass
+class Calibration:
+    """A Python program of this folder run through some scenarios in place of cliproxy."""
+    label: str
+    program: str
+    arguments: tuple
+    scenarios: tuple
+    what: str
+
+
 CALIBRATIONS = [
-    ("pump.py", ("json 2KB c=32",), "byte pump, no parsing: the event loop and four socket calls"),
-    ("lean.py", ("json 2KB c=32", "sse 200ev c=8"),
-     "the least the targets describe: heads split, one json.loads, key swapped"),
+    Calibration("pump.py", "pump.py", (), ("json 2KB c=32",),
+                "byte pump, no parsing: the event loop and four socket calls"),
+    Calibration("lean.py", "lean.py", (), ("json 2KB c=32", "sse 200ev c=8"),
+                "only what the targets describe: heads split, one json.loads, key swapped"),
+    Calibration("lean.py --strict", "lean.py", ("--strict",), ("json 2KB c=32", "sse 200ev c=8"),
+                "the same with cliproxy's parser and writer (SPEC section 4 checks)"),
 ]
 
 
 @dataclasses.dataclass
 class CalibrationRow:
-    program: str
-    what: str
+    calibration: Calibration
     result: "ScenarioResult"
 
 
@@ -356,14 +367,15 @@ def proxy_config(proxy_port, nginx_port):
     }
 
 
-def start_proxy(program, workdir, proxy_port, nginx_port):
+def start_proxy(program, workdir, proxy_port, nginx_port, arguments=()):
     config_path = os.path.join(workdir, "cliproxy.json")
     with open(config_path, "w", encoding="utf-8") as handle:
         json.dump(proxy_config(proxy_port, nginx_port), handle, indent=2)
     log_path = os.path.join(workdir, "cliproxy.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, program, "--config", config_path, "--log-level", "warning"],
+            [sys.executable, program, "--config", config_path, "--log-level", "warning"]
+            + list(arguments),
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     wait_listening(proxy_port, process, "cliproxy", log_path)
     return process, log_path
@@ -566,15 +578,16 @@ def run_calibrations(chosen, nginx_port, args, workdir):
     """Each calibration program through the chosen scenarios it can serve, one program at a
     time on the proxy's port, each run against its own direct run."""
     rows = []
-    for program, names, what in CALIBRATIONS:
-        wanted = [s for s in chosen if s.name in names]
+    for calibration in CALIBRATIONS:
+        wanted = [s for s in chosen if s.name in calibration.scenarios]
         if not wanted:
             continue
         port = free_port()
-        process, _ = start_proxy(os.path.join(HERE, program), workdir, port, nginx_port)
+        process, _ = start_proxy(os.path.join(HERE, calibration.program), workdir, port,
+                                 nginx_port, calibration.arguments)
         try:
             for scenario in wanted:
-                rows.append(CalibrationRow(program, what, run_scenario(
+                rows.append(CalibrationRow(calibration, run_scenario(
                     scenario, nginx_port, port, process.pid, args, workdir)))
         finally:
             stop(process)
@@ -583,18 +596,18 @@ def run_calibrations(chosen, nginx_port, args, workdir):
 
 def calibration_table(results, rows):
     """cliproxy's rows next to the calibration programs' rows of the same run."""
-    lines = ["%-14s %-15s %7s %14s  %s" % ("program", "scenario", "ratio", "CPU us/req", "")]
+    lines = ["%-17s %-15s %7s %10s  %s" % ("program", "scenario", "ratio", "CPU us/req", "")]
     for r in results:
         if any(r.scenario.name == row.result.scenario.name for row in rows):
             lines.append(_calibration_line("cliproxy", r, "the product"))
     for row in rows:
-        lines.append(_calibration_line(row.program, row.result, row.what))
+        lines.append(_calibration_line(row.calibration.label, row.result, row.calibration.what))
     return "\n".join(lines)
 
 
 def _calibration_line(program, result, what):
     cpu = result.proxy.cpu_us_per_request
-    return "%-14s %-15s %7s %14s  %s" % (
+    return "%-17s %-15s %7s %10s  %s" % (
         program, result.scenario.name, _ratio_text(result),
         "n/a" if cpu is None else "%.0f" % cpu, what)
 
@@ -752,7 +765,7 @@ def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args, cali
         "rounds": args.rounds,
         "load_average_at_end": load_average(),
         "scenarios": [_scenario_json(r) for r in results],
-        "calibration": [dict(_scenario_json(row.result), program=row.program)
+        "calibration": [dict(_scenario_json(row.result), program=row.calibration.label)
                         for row in calibration],
         "peak_rss_mb": peak_mb,
         "peak_rss_before_stream_mb": peak_before_stream_mb,

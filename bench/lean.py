@@ -14,12 +14,18 @@ Run the bench against it with
     python3 bench/bench.py --proxy bench/lean.py
 
 Its CPU per request, minus ``pump.py``'s, is what the described work costs in CPython on
-this machine before any of cliproxy's own structure. Takes the bench's ``--config PATH``
+this machine before any of cliproxy's own structure.
+
+With ``--strict`` the heads are parsed and written by cliproxy's own sans-IO parser and
+writer (imported from this source tree), so every request and answer is checked as SPEC
+§4 requires and bodies are relayed event by event as they are parsed: the same relay, plus
+the cost of a conforming HTTP/1.1 implementation. Takes the bench's ``--config PATH``
 (``port``, ``api-keys``, ``claude-api-key[0]``, ``ampcode.upstream-url``); ignores the rest.
 """
 
 import asyncio
 import json
+import os
 import sys
 from urllib.parse import urlsplit
 
@@ -27,6 +33,8 @@ HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "t
                         "transfer-encoding", "upgrade", "host", "content-length"))
 CREDENTIALS = frozenset(("authorization", "x-api-key", "x-goog-api-key"))
 UNSENT = HOP_BY_HOP | CREDENTIALS
+# cliproxy's sans-IO parser and writer modules, imported for --strict only (see main).
+http_parser = http_writer = None
 
 
 def parse_head(block):
@@ -138,7 +146,82 @@ class Client(asyncio.Protocol):
             self.upstream.close()
 
 
-async def serve(config):
+class StrictUpstream(Upstream):
+    """``Upstream`` with cliproxy's ``ResponseParser`` and ``encode_response_head``."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.parser = http_parser.ResponseParser()
+        self.parser.start("POST")
+
+    def data_received(self, data):
+        parser = self.parser
+        parser.feed(data)
+        write = self.client.transport.write
+        while True:
+            event = parser.next_event()
+            kind = type(event)
+            if kind is http_parser.Data:
+                write(event.data)
+            elif kind is http_parser.ResponseHead:
+                fields = [f for f in event.headers if f[0] not in UNSENT]
+                fields.append(("content-length", event.headers.get("content-length", "0")))
+                write(http_writer.encode_response_head(event.status, fields))
+            elif kind is http_parser.EndOfMessage:
+                parser.start("POST")
+            else:
+                return
+
+
+class StrictClient(Client):
+    """``Client`` with cliproxy's ``RequestParser`` and ``encode_request_head``."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.parser = http_parser.RequestParser()
+        self.parts = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        opening = loop.create_task(loop.create_connection(
+            lambda: StrictUpstream(self), *self.settings["address"]))
+        opening.add_done_callback(self.opened)
+
+    def data_received(self, data):
+        self.parser.feed(data)
+        self.forward()
+
+    def forward(self):
+        if self.upstream is None:
+            return
+        while True:
+            event = self.parser.next_event()
+            kind = type(event)
+            if kind is http_parser.RequestHead:
+                self.head = event
+            elif kind is http_parser.Data:
+                self.parts.append(event.data)
+            elif kind is http_parser.EndOfMessage:
+                self.send(self.head, b"".join(self.parts))
+                self.parts = []
+            else:
+                return
+
+    def send(self, head, body):
+        headers = head.headers
+        if client_key(headers) not in self.settings["client_keys"]:
+            self.transport.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
+            return
+        model = json.loads(body)["model"]
+        path = "/sse/v1/messages" if "sse" in model else "/v1/messages"
+        fields = [f for f in headers if f[0] not in UNSENT]
+        fields.extend((("host", self.settings["host"]), ("x-api-key", self.settings["key"]),
+                       ("content-length", str(len(body)))))
+        self.upstream.write(http_writer.encode_request_head(head.method, path, fields) + body)
+
+
+async def serve(config, client_class):
     upstream = urlsplit(config["ampcode"]["upstream-url"])
     settings = {
         "address": (upstream.hostname, upstream.port),
@@ -147,7 +230,7 @@ async def serve(config):
         "key": config["claude-api-key"][0]["api-key"],
     }
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Client(settings), "127.0.0.1", config["port"])
+    server = await loop.create_server(lambda: client_class(settings), "127.0.0.1", config["port"])
     async with server:
         await server.serve_forever()
 
@@ -155,8 +238,15 @@ async def serve(config):
 def main(argv):
     with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
         config = json.load(handle)
+    client_class = Client
+    if "--strict" in argv:
+        global http_parser, http_writer
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from cliproxy.http import parser, writer
+        http_parser, http_writer = parser, writer
+        client_class = StrictClient
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, client_class))
     except KeyboardInterrupt:
         pass
 

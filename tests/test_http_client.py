@@ -625,3 +625,120 @@ def test_complete_turns_true_once_the_body_ended():
             assert response.complete
 
     run(main())
+
+
+# -- fast paths: each agrees with the slow path it shortcuts --------------------------------
+
+
+def test_a_body_read_in_one_piece_or_in_several_is_the_same_and_pools_alike():
+    # read() stops as soon as a piece ended the body (head and body in one packet) rather
+    # than asking once more; a body arriving in pieces takes the loop. Same bytes, and
+    # the connection goes back to the pool after either.
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            whole = True
+            while True:
+                await read_request(reader)
+                if whole:
+                    await send(writer, b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabcdef")
+                else:
+                    await send(writer, b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nab")
+                    for piece in (b"cd", b"ef"):
+                        await asyncio.sleep(0.01)
+                        await send(writer, piece)
+                whole = not whole
+
+        async with serving_with_client(Upstream(handler)) as (up, client):
+            for expect_whole in (True, False, True):
+                response = await client.request("GET", up.url(), Headers())
+                if expect_whole:
+                    assert await response.read() == b"abcdef"
+                else:
+                    pieces = [piece async for piece in response]
+                    assert b"".join(pieces) == b"abcdef" and len(pieces) > 1
+                assert response.complete
+            response = await client.request("GET", up.url(), Headers())
+            assert await response.read() == b"abcdef"  # in pieces, through read()'s loop
+            assert up.accepted == 1
+
+    run(main())
+
+
+def test_next_chunk_gives_what_iteration_gives_and_none_at_the_end():
+    async def main():
+        body = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
+
+        async def handler(upstream, reader, writer, index):
+            while True:
+                await answer(reader, writer, body)
+
+        async with serving_with_client(Upstream(handler)) as (up, client):
+            iterated = [piece async for piece in await client.request("GET", up.url(), Headers())]
+            response = await client.request("GET", up.url(), Headers())
+            pieces = []
+            while True:
+                piece = await response.next_chunk()
+                if piece is None:
+                    break
+                pieces.append(piece)
+            assert b"".join(pieces) == b"".join(iterated) == b"abcdef"
+            assert await response.next_chunk() is None
+            assert up.accepted == 1
+
+    run(main())
+
+
+def test_remembered_routes_equal_the_parsed_ones_and_stay_bounded(monkeypatch):
+    from cliproxy.http import client as client_module
+
+    client = HttpClient()
+    client._env_proxies = {"http": "http://user:pw@proxy.example:3128"}
+    client._bypass = {"direct.example": True}
+    cases = [
+        ("http://a.example/v1/messages", None),
+        ("http://a.example/v1/messages", "direct"),
+        ("http://a.example:8080/x?y=1", "http://p.example:1"),
+        ("https://b.example/v1", None),
+        ("http://direct.example/", None),
+    ]
+    for url, proxy_url in cases:
+        target, proxy, key = client._route(url, proxy_url)
+        assert target == client_module._parse_url(url)
+        assert proxy == client._proxy_for(proxy_url, target)
+        assert key == (target.scheme, target.host, target.port, proxy)
+        assert client._routes[url, proxy_url] == (target, proxy, key)
+    monkeypatch.setattr(client_module, "MAX_CACHED_URLS", 3)
+    for index in range(10):
+        client._route("http://h.example/%d" % index, None)
+        assert len(client._routes) <= 3
+
+
+def test_a_head_in_pieces_after_informational_answers_and_one_cut_mid_head():
+    # The head is read in the same frame that sent the request: 1xx answers are skipped,
+    # a head split over packets waits for its rest, a close mid-head is an UpstreamError
+    # (not a silent retry: bytes came), and a close before any byte on a fresh connection
+    # too.
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            await read_request(reader)
+            if index == 0:
+                await send(writer, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n")
+                await asyncio.sleep(0.01)
+                await send(writer, b"HTTP/1.1 200 OK\r\ncontent-")
+                await asyncio.sleep(0.01)
+                await send(writer, b"length: 2\r\nx-a: b\r\n\r\nok")
+                await read_request(reader)
+                await send(writer, b"HTTP/1.1 200 OK\r\ncontent-len")
+            writer.close()
+
+        async with serving_with_client(Upstream(handler)) as (up, client):
+            response = await client.request("POST", up.url(), Headers(), b"{}")
+            assert response.status == 200 and response.headers.get("x-a") == "b"
+            assert await response.read() == b"ok"
+            with pytest.raises(UpstreamError, match="invalid response: connection closed mid-message"):
+                await client.request("POST", up.url(), Headers(), b"{}")
+            with pytest.raises(UpstreamError, match="closed the connection before answering"):
+                await client.request("POST", up.url(), Headers(), b"{}")
+            assert up.accepted == 2
+
+    run(main())

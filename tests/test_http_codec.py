@@ -7,6 +7,7 @@ import zlib
 import pytest
 
 from cliproxy.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from cliproxy.http import codec
 from cliproxy.http.codec import GZIP_MAGIC, Decoder, decode_body, is_gzip
 
 BODY = json.dumps(
@@ -156,3 +157,10 @@ def test_identity_returns_data_unchanged(encoding):
 def test_empty_body_decodes_to_empty():
     assert decode_body(b"", "gzip", 10) == b""
     assert Decoder("deflate").flush() == b""
+
+
+@pytest.mark.parametrize(
+    "encoding", ["gzip", "x-gzip", "deflate", "", "identity", " GZIP ", "Deflate", "x-Gzip\t", "br"]
+)
+def test_normalised_names_skip_the_string_methods_with_the_same_result(encoding):
+    assert codec._normalise(encoding) == encoding.strip().lower()

@@ -10,6 +10,7 @@ import pytest
 
 from cliproxy.config.model import Limits
 from cliproxy.errors import UpstreamError, UpstreamTimeout
+from cliproxy.http import proxy
 from cliproxy.http.client import HttpClient
 from cliproxy.http.headers import Headers
 from cliproxy.http.proxy import forward, is_event_stream
@@ -79,6 +80,13 @@ def test_is_event_stream_compares_media_type_only():
     assert not is_event_stream(Headers([("content-type", "application/stream+json")]))
     assert not is_event_stream(Headers([("content-type", "text/event-streamed")]))
     assert not is_event_stream(Headers())
+
+
+def test_common_content_types_answer_as_the_media_type_parse_does():
+    # The table of usual spellings is a shortcut: it must give what the parse gives.
+    for value, answer in proxy._COMMON_CONTENT_TYPES.items():
+        assert answer == (value.split(";", 1)[0].strip().lower() == "text/event-stream")
+        assert is_event_stream(Headers([("content-type", value)])) is answer
 
 
 def test_hop_by_hop_dropped_both_ways_and_host_set():

@@ -312,6 +312,72 @@ def test_small_unread_body_is_discarded_and_the_connection_kept():
     run(main())
 
 
+def test_a_body_that_came_with_its_head_reads_as_one_that_trickled_in():
+    # ``read`` takes a body that arrived whole with its head at once (no wait, no
+    # ``_next_chunk``); a body sent later goes through the general loop, and so does one
+    # whose client expects ``100 Continue``. The handler must see the same in all three,
+    # and the parser must stand at the next pipelined request afterwards.
+    payload = b'{"model":"m","text":"' + b"y" * 3000 + b'"}'
+    head = b"POST /%s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %d\r\n\r\n"
+    seen = []
+
+    async def main():
+        started = asyncio.Event()
+
+        async def handler(request):
+            started.set()
+            body = request.body
+            whole = body._pending is not None  # what decides between the two paths
+            before = body.complete
+            data = await body.read(1 << 20)
+            again = await body.read(1)  # cached: the same bytes, whatever the limit
+            replayed = b"".join([chunk async for chunk in body])
+            if request.path != "/next":
+                seen.append((request.path, whole, before, body.complete, data == again == replayed))
+            return Response(200, body=data)
+
+        async def answers(expected):
+            assert (await read_response(reader, "POST")).body == expected
+            assert (await read_response(reader)).body == b""  # the pipelined GET /next
+
+        async with connected(handler) as (_, reader, writer):
+            writer.write(head % (b"whole", b"", len(payload)) + payload + get("/next"))
+            await answers(payload)
+            started.clear()
+            writer.write(head % (b"trickled", b"", len(payload)))
+            await asyncio.wait_for(started.wait(), 3)
+            writer.write(payload[:1000])
+            await writer.drain()
+            writer.write(payload[1000:] + get("/next"))
+            await answers(payload)
+            expect = b"Expect: 100-continue\r\n"
+            writer.write(head % (b"expecting", expect, len(payload)) + payload + get("/next"))
+            assert await reader.readexactly(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            await answers(payload)
+
+    run(main())
+    assert seen == [
+        ("/whole", True, False, True, True),
+        ("/trickled", False, False, True, True),
+        ("/expecting", True, False, True, True),
+    ]
+
+
+def test_read_over_limit_of_a_body_that_came_whole_is_413_and_closes():
+    async def handler(request):
+        await request.body.read(10)
+        return Response(200)
+
+    async def main():
+        async with connected(handler) as (_, reader, writer):
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 16\r\n\r\n" + b"x" * 16)
+            reply = await read_response(reader)
+            assert reply.status == 413 and reply.headers["connection"] == "close"
+            await assert_closed(reader)
+
+    run(main())
+
+
 # -- responses ------------------------------------------------------------------------
 
 
@@ -831,6 +897,28 @@ def test_idle_timeout_counts_from_the_last_response():
             await assert_closed(reader)
 
     run(main())
+
+
+def test_deadlines_keep_the_clock_of_a_loop_that_has_its_own():
+    # The server reads ``time.monotonic`` itself only when the loop's ``time()`` is
+    # ``BaseEventLoop``'s. Here the loop's clock runs 1000 s ahead: deadlines computed on
+    # any other clock would all have passed, and the idle connection would close at once.
+    class AheadLoop(asyncio.SelectorEventLoop):
+        def time(self):
+            return super().time() + 1000.0
+
+    async def main():
+        async with connected(echo_path, idle_timeout=5) as (_, reader, writer):
+            for path in ("/one", "/two"):
+                await asyncio.sleep(0.05)  # a tick for a wrongly armed timer to fire
+                writer.write(get(path))
+                assert (await read_response(reader)).body == path.encode()
+
+    loop = AheadLoop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
 
 
 def test_upgrade_over_tls():

@@ -207,7 +207,9 @@ def _prepare(method, target, proxy, headers, body):
     credentials added as needed; ``headers`` is not modified. Raises ``UpstreamError`` for
     a head the writer refuses (injection attempt)."""
     items = headers.items()  # a copy; names are lowercase (Headers' invariant)
-    names = {item[0] for item in items}
+    # Only membership is asked of ``names``: ``dict`` of the pairs is the cheapest set of
+    # the names to build (no comprehension frame).
+    names = dict(items)
     if "host" not in names:
         items.append(("host", target.authority))
     chunked = False
@@ -242,9 +244,9 @@ class _Connection(asyncio.Protocol):
     """One upstream socket and its parser; ``key`` is its pool key (``None``: unpooled).
 
     State the protocol callbacks keep for the coroutine using the connection: ``received``
-    (bytes came since ``begin``), ``eof`` (the peer closed its side; fed to the parser),
-    ``error`` (the socket failed), ``lost`` (the transport is gone). ``pool`` is the idle
-    list holding the connection, ``None`` while it is in use.
+    (bytes came since the request was written), ``eof`` (the peer closed its side; fed to
+    the parser), ``error`` (the socket failed), ``lost`` (the transport is gone). ``pool``
+    is the idle list holding the connection, ``None`` while it is in use.
     """
 
     __slots__ = (
@@ -305,7 +307,12 @@ class _Connection(asyncio.Protocol):
         if self._unread > READ_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        # ``_wake``, inlined: this runs for every socket read.
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def eof_received(self):
         self.eof = True
@@ -333,11 +340,6 @@ class _Connection(asyncio.Protocol):
         self._wake_drain()
 
     # -- used by the client ---------------------------------------------------------------
-
-    def begin(self, method):
-        """Expect the answer to a ``method`` request (before writing it)."""
-        self.received = False
-        self.parser.start(method)
 
     def wait(self, deadline):
         """A future resolved when bytes, EOF or an error arrive; it fails with
@@ -368,15 +370,6 @@ class _Connection(asyncio.Protocol):
 
     # What asyncio.StreamWriter.drain() awaits on its protocol (see open_upgrade).
     _drain_helper = drain
-
-    def reusable(self):
-        """True while nothing has ended or dirtied the connection."""
-        return not (
-            self.lost
-            or self.eof
-            or self.transport.is_closing()
-            or self.parser.has_buffered_data
-        )
 
     def park(self, pool):
         """Enter the idle list ``pool`` (the caller appends it)."""
@@ -466,12 +459,12 @@ class _Connection(asyncio.Protocol):
 class ClientResponse:
     """An upstream response: its head, and its body as an async iterator of bytes.
 
-    ``async for chunk in response`` yields de-framed body bytes as they arrive: each
-    chunk is everything that came since the previous one (never held back waiting for
-    more; at most about ``READ_HIGH_WATER`` plus one socket read). Reaching the end
-    returns the connection to the pool when keep-alive allows; ``aclose()`` closes it
-    otherwise. ``complete`` turns true once the body was received to its end (the next
-    iteration step stops at once).
+    ``async for chunk in response`` (or ``await next_chunk()`` until it returns ``None``)
+    yields de-framed body bytes as they arrive: each chunk is everything that came since
+    the previous one (never held back waiting for more; at most about ``READ_HIGH_WATER``
+    plus one socket read). Reaching the end returns the connection to the pool when
+    keep-alive allows; ``aclose()`` closes it otherwise. ``complete`` turns true once the
+    body was received to its end (the next iteration step stops at once).
     """
 
     __slots__ = (
@@ -511,13 +504,15 @@ class ClientResponse:
         Raises ``UpstreamTimeout`` when no byte came for ``read_timeout`` seconds and
         ``UpstreamError`` when the upstream broke the framing or the connection.
         """
-        chunk = await self._next()
+        chunk = await self.next_chunk()
         if chunk is None:
             raise StopAsyncIteration
         return chunk
 
-    async def _next(self):
-        """The next piece of body, or ``None`` at its end; raises like ``__anext__``."""
+    async def next_chunk(self):
+        """The next piece of body, or ``None`` at its end; raises like ``__anext__``.
+        What ``async for`` does, a frame and a ``StopAsyncIteration`` cheaper: a relay
+        calls it for every piece of a stream."""
         conn = self._conn
         if conn is None:
             return None
@@ -576,7 +571,7 @@ class ClientResponse:
         pieces = []
         size = 0
         while True:
-            chunk = await self._next()
+            chunk = await self.next_chunk()
             if chunk is None:
                 break
             size += len(chunk)
@@ -584,6 +579,8 @@ class ClientResponse:
                 self._abort()
                 raise UpstreamError("upstream response body exceeds %d bytes" % limit)
             pieces.append(chunk)
+            if self.complete:  # that chunk ended the body: no need to ask again
+                break
         if len(pieces) == 1:
             return pieces[0]
         return b"".join(pieces)
@@ -644,6 +641,8 @@ class HttpClient:
         self._idle = {}  # type: Dict[tuple, List[_Connection]]
         self._proxies = {}  # type: Dict[str, _Proxy]
         self._targets = {}  # type: Dict[str, _Target]
+        # (url, proxy_url) -> (target, proxy, pool key): see ``_route``.
+        self._routes = {}  # type: Dict[tuple, tuple]
         # The proxy environment is read once, as Go's net/http does: scanning os.environ
         # per request cost more than the rest of the request path together.
         self._env_proxies = _environment_proxies()
@@ -668,32 +667,33 @@ class HttpClient:
         ``headers`` carry ``content-length``). ``headers`` is not modified. Raises
         ``UpstreamTimeout`` (connect or first byte too slow) or ``UpstreamError``.
         """
-        target = self._target(url)
-        proxy = self._proxy_for(proxy_url, target)
+        try:  # a subscript, unlike a method, is no call: every request comes here
+            target, proxy, key = self._routes[url, proxy_url]
+        except KeyError:
+            target, proxy, key = self._route(url, proxy_url)
         head, chunked, keep_alive = _prepare(method, target, proxy, headers, body)
-        streamed = not (body is None or isinstance(body, _REPLAYABLE))
-        key = (target.scheme, target.host, target.port, proxy)
         conn = self._take_idle(key)
-        if conn is not None:
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._connect(target, proxy, connect_timeout, key)
             try:
-                return await self._exchange(
-                    conn, method, head, body, chunked, first_byte_timeout, read_timeout, keep_alive
-                )
-            except _StaleConnection:
-                if streamed:  # possibly half consumed: cannot be sent again
+                event = await self._exchange(conn, method, head, body, chunked, first_byte_timeout)
+                break
+            except _StaleConnection as exc:
+                if not reused:
+                    raise UpstreamError(
+                        "upstream %s closed the connection before answering%s" % (conn.origin, exc)
+                    )
+                if not (body is None or isinstance(body, _REPLAYABLE)):
+                    # A streamed body is possibly half consumed: it cannot be sent again.
                     raise UpstreamError(
                         "upstream %s closed a reused connection before answering" % conn.origin
                     )
                 log.debug("pooled connection to %s was dead; retrying once", conn.origin)
-        conn = await self._connect(target, proxy, connect_timeout, key)
-        try:
-            return await self._exchange(
-                conn, method, head, body, chunked, first_byte_timeout, read_timeout, keep_alive
-            )
-        except _StaleConnection as exc:
-            raise UpstreamError(
-                "upstream %s closed the connection before answering%s" % (conn.origin, exc)
-            )
+                conn = None
+                reused = False
+        return ClientResponse(event, self, conn, read_timeout, keep_alive and event.keep_alive)
 
     async def open_upgrade(
         self, url, headers, *, proxy_url=None, connect_timeout=10.0, first_byte_timeout=600.0
@@ -713,17 +713,11 @@ class HttpClient:
         head, _, _ = _prepare("GET", target, proxy, headers, None)
         conn = await self._connect(target, proxy, connect_timeout, None)
         try:
-            conn.begin("GET")
-            conn.transport.write(head)
-            event = await _read_head(conn, first_byte_timeout)
+            event = await self._exchange(conn, "GET", head, None, False, first_byte_timeout)
         except _StaleConnection as exc:
-            conn.abort()
             raise UpstreamError(
                 "upstream %s closed the connection before answering%s" % (conn.origin, exc)
             )
-        except BaseException:
-            conn.abort()
-            raise
         if event.status == 101:
             leftover = conn.parser.take_trailing()
             reader, writer = conn.detach_streams()
@@ -743,6 +737,18 @@ class HttpClient:
                 conn.close()
 
     # -- request building -------------------------------------------------------------
+
+    def _route(self, url, proxy_url):
+        """``(target, proxy, pool key)`` of a request to ``url`` via ``proxy_url``,
+        remembered per pair (bounded): with the proxy environment read once per client,
+        it depends on nothing else. Raises ``UpstreamError`` for an unusable URL."""
+        target = self._target(url)
+        proxy = self._proxy_for(proxy_url, target)
+        route = (target, proxy, (target.scheme, target.host, target.port, proxy))
+        if len(self._routes) >= MAX_CACHED_URLS:
+            self._routes.clear()
+        self._routes[url, proxy_url] = route
+        return route
 
     def _target(self, url):
         """``_parse_url(url)``, remembered per URL (bounded)."""
@@ -800,7 +806,10 @@ class HttpClient:
         while connections:
             conn = connections.pop()
             conn.pool = None
-            if conn.reusable():
+            # ``_release`` found it clean when it parked it, and since then its parser
+            # was fed nothing (an unsolicited byte closes an idle connection at once):
+            # only the socket can have ended.
+            if not (conn.lost or conn.eof or conn.transport.is_closing()):
                 return conn
             conn.close()
         return None
@@ -808,11 +817,15 @@ class HttpClient:
     def _release(self, conn):
         """Put a connection whose response ended cleanly back into the pool, unless it
         is dirty or our request was not sent whole (the server answered early)."""
+        transport = conn.transport
         if (
             self._closed
             or conn.key is None
-            or not conn.reusable()
-            or conn.transport.get_write_buffer_size()
+            or conn.lost  # from here: something ended or dirtied the connection
+            or conn.eof
+            or transport.is_closing()
+            or conn.parser.has_buffered_data
+            or transport.get_write_buffer_size()
         ):
             conn.close()
             return
@@ -907,18 +920,22 @@ class HttpClient:
 
     # -- one exchange -------------------------------------------------------------------
 
-    async def _exchange(
-        self, conn, method, head, body, chunked, first_byte_timeout, read_timeout, keep_alive
-    ):
-        """Send the request on ``conn`` and wait for the final response head.
+    async def _exchange(self, conn, method, head, body, chunked, timeout):
+        """Send the request on ``conn`` and return the final (non-1xx, or 101) response
+        head, read within ``timeout`` seconds for the whole head.
 
         Raises ``_StaleConnection`` when the connection died before any byte of the
-        answer (the caller decides on a retry); closes ``conn`` on every failure.
+        answer (the caller decides on a retry), ``UpstreamTimeout`` when the deadline
+        passes, ``UpstreamError`` on a malformed or truncated head; closes ``conn`` on
+        every failure. Sending and reading the head are one frame: every request waits
+        here, and each frame a waiting request holds costs a call when it wakes.
         """
         try:
             if conn.lost:
                 raise _StaleConnection("")
-            conn.begin(method)
+            conn.received = False
+            parser = conn.parser
+            parser.start(method)
             transport = conn.transport
             if body is None:
                 transport.write(head)
@@ -929,11 +946,34 @@ class HttpClient:
                     transport.writelines((head, body))
             else:
                 await _send_stream(conn, head, body, chunked)
-            event = await _read_head(conn, first_byte_timeout)
+            deadline = None
+            while True:
+                if conn.received:  # else nothing is buffered: no need to ask the parser
+                    try:
+                        event = parser.next_event()
+                    except ProtocolError as exc:
+                        raise UpstreamError(
+                            "upstream %s sent an invalid response: %s" % (conn.origin, exc)
+                        )
+                    if type(event) is ResponseHead:
+                        if event.status >= 200 or event.status == 101:
+                            return event
+                        continue  # 100 Continue, 103 Early Hints: informational only
+                    if event is not NEED_DATA:
+                        raise _unexpected_before_head(conn, event)
+                if conn.error is not None or conn.lost or conn.eof:
+                    raise _ended_before_head(conn)
+                if deadline is None and timeout is not None:
+                    deadline = conn.loop.time() + timeout
+                try:
+                    await conn.wait(deadline)
+                except _TimedOut:
+                    raise UpstreamTimeout(
+                        "upstream %s did not answer within %gs" % (conn.origin, timeout)
+                    )
         except BaseException:
             conn.abort()
             raise
-        return ClientResponse(event, self, conn, read_timeout, keep_alive and event.keep_alive)
 
 
 async def _send_stream(conn, head, body, chunked):
@@ -961,57 +1001,24 @@ async def _send_stream(conn, head, body, chunked):
         raise _StaleConnection(" (%s while sending)" % _describe(exc))
 
 
-async def _read_head(conn, timeout):
-    """Read until the final (non-1xx, or 101) response head and return it, within
-    ``timeout`` seconds for the whole head.
+def _ended_before_head(conn):
+    """The error for ``conn`` failing or closing before the whole head came:
+    ``_StaleConnection`` when no byte of the answer arrived, else an ``UpstreamError``."""
+    error = conn.error
+    if not conn.received:
+        return _StaleConnection("" if error is None else " (%s)" % _describe(error))
+    if error is not None:
+        return UpstreamError(
+            "upstream %s: %s before the response head" % (conn.origin, _describe(error))
+        )
+    return UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
 
-    Raises ``_StaleConnection`` on EOF/reset before any byte, ``UpstreamTimeout`` when
-    the deadline passes, ``UpstreamError`` on a malformed or truncated head.
-    """
-    parser = conn.parser
-    deadline = None
-    # Nothing can be buffered yet when nothing arrived: skip the parser's NEED_DATA.
-    event = NEED_DATA if not conn.received else None
-    while True:
-        if event is None:
-            try:
-                event = parser.next_event()
-            except ProtocolError as exc:
-                raise UpstreamError(
-                    "upstream %s sent an invalid response: %s" % (conn.origin, exc)
-                )
-        if event is NEED_DATA:
-            error = conn.error
-            if error is not None:
-                if not conn.received:
-                    raise _StaleConnection(" (%s)" % _describe(error))
-                raise UpstreamError(
-                    "upstream %s: %s before the response head" % (conn.origin, _describe(error))
-                )
-            if conn.lost or conn.eof:
-                if not conn.received:
-                    raise _StaleConnection("")
-                raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
-            if deadline is None and timeout is not None:
-                deadline = conn.loop.time() + timeout
-            try:
-                await conn.wait(deadline)
-            except _TimedOut:
-                raise UpstreamTimeout(
-                    "upstream %s did not answer within %gs" % (conn.origin, timeout)
-                )
-            event = None
-            continue
-        if event is CONNECTION_CLOSED:
-            if not conn.received:
-                raise _StaleConnection("")
-            raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
-        if isinstance(event, ResponseHead):
-            if event.status < 200 and event.status != 101:
-                event = None
-                continue  # 100 Continue, 103 Early Hints: informational only
-            return event
-        raise UpstreamError("upstream %s sent an unexpected %r" % (conn.origin, event))
+
+def _unexpected_before_head(conn, event):
+    """The error for a parser ``event`` other than a head while a head is awaited."""
+    if event is CONNECTION_CLOSED:
+        return UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
+    return UpstreamError("upstream %s sent an unexpected %r" % (conn.origin, event))
 
 
 async def _tcp_socket(loop, host, port, what):

@@ -34,6 +34,7 @@ _RAW_WBITS = -zlib.MAX_WBITS  # bare deflate blocks
 _GZIP_NAMES = frozenset(("gzip", "x-gzip"))
 _DEFLATE_NAMES = frozenset(("deflate",))
 _IDENTITY_NAMES = frozenset(("", "identity"))
+_NORMAL_NAMES = _GZIP_NAMES | _DEFLATE_NAMES | _IDENTITY_NAMES
 
 
 def is_gzip(prefix):
@@ -48,6 +49,10 @@ def _is_zlib_header(first_two):
 
 
 def _normalise(encoding):
+    """``encoding`` stripped and lowercase; a name already in one of the sets above is
+    returned as is (callers usually pass one: no string-method calls)."""
+    if encoding in _NORMAL_NAMES:
+        return encoding
     return encoding.strip().lower()
 
 

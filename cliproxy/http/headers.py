@@ -4,6 +4,10 @@ Strategy: names are lowercased once, when parsed or added, so every lookup is a 
 string comparison (RFC 9110 §5.1: field names are case-insensitive). Values are ``str``
 decoded as latin-1, which round-trips any byte the parser accepted. Repeated fields keep
 their order. Names are written lowercase on the wire; every HTTP/1.1 peer must accept that.
+
+The pairs live in one list, ``_items``. Hot paths of this package (the server framing a
+response, ``strip_hop_by_hop``) read that list directly and build new ``Headers`` with
+``__new__``: on a proxied request each method call saved is a measurable share of its cost.
 """
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones proxies traditionally drop.
@@ -81,7 +85,9 @@ class Headers:
 
     def without(self, names):
         """A copy without the fields in the set ``names`` (lowercase)."""
-        return Headers.from_lowered([item for item in self._items if item[0] not in names])
+        copy = Headers.__new__(Headers)  # ``from_lowered``, inline
+        copy._items = [item for item in self._items if item[0] not in names]
+        return copy
 
     def copy(self):
         return Headers.from_lowered(list(self._items))
@@ -110,7 +116,13 @@ def strip_hop_by_hop(headers, dropped=HOP_BY_HOP):
     """A copy of ``headers`` without hop-by-hop fields, including those named in
     ``Connection`` (RFC 9110 §7.6.1), in one pass. ``dropped`` is the fixed set of names to
     drop: ``HOP_BY_HOP``, or a caller's precomputed superset of it."""
-    named = headers.get_list("connection")
-    if named and not dropped.issuperset(named):
-        dropped = dropped.union(named)
-    return headers.without(dropped)
+    items = headers._items
+    for name, _ in items:  # a plain loop: ``Connection`` is rare in a response
+        if name == "connection":
+            named = headers.get_list("connection")
+            if not dropped.issuperset(named):
+                dropped = dropped.union(named)
+            break
+    stripped = Headers.__new__(Headers)  # ``headers.without(dropped)``, inline
+    stripped._items = [item for item in items if item[0] not in dropped]
+    return stripped

@@ -20,6 +20,7 @@ per-request cost of the shell is what bounds the proxy's throughput:
   body is wanted) or pipelined requests, which stay in the parser. Reading pauses once more
   than ``HIGH_WATER`` bytes wait unparsed and resumes when the parser runs dry. The next
   request is parsed only after the current response ended, so responses go out in order.
+  A body that arrived whole with its head (the usual API call) is read in one step.
 - Writing: a response head and a bytes body of up to ``SMALL_BODY`` go out in one
   ``transport.write``; a writer awaits only while the transport has paused us
   (``pause_writing``/``resume_writing``).
@@ -135,7 +136,11 @@ class Request:
     def __init__(self, method, target, headers, peer, tls, body, arrived, version):
         self.method = method  # type: str
         self.target = target  # type: str
-        path, _, query = target.partition("?")
+        if "?" in target:
+            path, _, query = target.partition("?")
+        else:  # the usual API call has no query: a test is cheaper than a method call
+            path = target
+            query = ""
         self.path = path  # type: str
         self.query = query  # type: str
         self.headers = headers  # type: Headers
@@ -216,6 +221,21 @@ class RequestBody:
         if self.length is not None and self.length > limit:
             self._fail()
             raise errors.PayloadTooLarge("request body is larger than %d bytes" % limit)
+        pending = self._pending
+        if (
+            pending is not None
+            and len(pending.data) == self.length
+            and not self._cycle.head.expect_continue
+        ):
+            # The whole body came with the head (the usual request): no wait and no
+            # ``_next_chunk`` step. A content-length body that is all here has nothing
+            # left to frame, so the parser's next event is its ``EndOfMessage``.
+            self._pending = None
+            self._conn.parser.next_event()
+            self._received = self.length
+            self._done = True
+            self._cached = pending.data
+            return self._cached
         parts = []
         size = 0
         while True:
@@ -390,6 +410,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "server",
         "loop",
+        "clock",
         "transport",
         "parser",
         "peer",
@@ -417,6 +438,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server):
         self.server = server
         self.loop = server._loop
+        self.clock = server._clock  # the loop's clock: ``loop.time`` or what it calls
         self.transport = None  # type: Optional[asyncio.Transport]
         self.parser = None  # type: Optional[RequestParser]
         self.peer = ("", 0)
@@ -566,15 +588,14 @@ class _Connection(asyncio.Protocol):
         """Run the ``kind`` timeout action ``timeout`` seconds from now unless the deadline
         is cleared (``deadline = None``) or moved first. Re-arms the timer only when the new
         deadline is earlier than the armed one."""
-        loop = self.loop
-        when = loop.time() + timeout
+        when = self.clock() + timeout
         self.deadline = when
         self.deadline_kind = kind
         timer = self.timer
         if timer is None or when < self.timer_when:
             if timer is not None:
                 timer.cancel()
-            self.timer = loop.call_at(when, self._on_timer)
+            self.timer = self.loop.call_at(when, self._on_timer)
             self.timer_when = when
 
     def _on_timer(self):
@@ -838,27 +859,43 @@ class _Connection(asyncio.Protocol):
     def _write_whole(self, request, cycle, response):
         """Frame and write a response whose body is bytes, without waiting for the socket
         buffer to drain. Raises ``_ClientGone`` when the client left, ``ValueError`` for a
-        head that cannot be written."""
+        head that cannot be written. A body goes out with a ``content-length`` (RFC 9112
+        §6.2) and the handler's framing fields dropped; a bodiless answer is ``_frame``'s."""
         body = response.body
-        headers, bodiless, _, _ = self._frame(request, cycle, response, False)
-        data = encode_response_head(response.status, headers)
+        size = len(body)
+        status = response.status
+        if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
+            headers = self._frame(request, cycle, response, False)[0]
+            body = b""
+            size = 0
+        else:
+            # The common case, framed here in one pass rather than in ``_frame``: pairs are
+            # all the writer needs.
+            given = response.headers
+            headers = [] if given is None else [
+                item for item in given._items if item[0] not in _FRAMING_AND_LENGTH
+            ]
+            headers.append(("content-length", str(size)))
+            if self._closes_after(cycle):
+                headers.append(("connection", "close"))
+            elif cycle.head.version == _HTTP10:
+                headers.append(("connection", "keep-alive"))
+        data = encode_response_head(status, headers)
         transport = self.transport
         if self.lost or transport.is_closing():
             raise _ClientGone()
         cycle.response_started = True
-        if bodiless:
-            transport.write(data)
-        elif len(body) <= SMALL_BODY:
+        if size <= SMALL_BODY:
             transport.write(data + bytes(body))
         else:
             transport.write(data)
             transport.write(body)
 
     def _frame(self, request, cycle, response, streaming):
-        """The head's fields and the body framing: (fields, bodiless, chunked, expected
-        length of a streamed body or None); fields are ``Headers``, or a list of pairs for
-        a bytes body. RFC 9112 §6: HEAD, 1xx, 204 and 304 carry no body; bytes get a
-        content-length; a stream keeps the handler's content-length, else is chunked
+        """The head's fields and the body framing of a streamed or bodiless response
+        (``_write_whole`` frames a bytes body itself): (``Headers``, bodiless, chunked,
+        expected length of a streamed body or None). RFC 9112 §6: HEAD, 1xx, 204 and 304
+        carry no body; a stream keeps the handler's content-length, else is chunked
         (HTTP/1.1) or close-delimited (HTTP/1.0)."""
         status = response.status
         body = response.body
@@ -867,29 +904,19 @@ class _Connection(asyncio.Protocol):
         bodiless = request.method == "HEAD" or status == 204 or status == 304 or status < 200
         chunked = False
         expected = None
-        if not bodiless and not streaming:
-            # The common case, in one pass: drop framing fields, set the length.
-            items = [] if given is None else [i for i in given if i[0] not in _FRAMING_AND_LENGTH]
-            items.append(("content-length", str(len(body))))
-            if self._closes_after(cycle):
-                items.append(("connection", "close"))
-            elif version == _HTTP10:
-                items.append(("connection", "keep-alive"))
-            return items, False, False, None  # pairs are all the writer needs
+        headers = Headers() if given is None else given.without(_FRAMING_FIELDS)
+        if status == 204 or status < 200:
+            headers.remove("content-length")
+        elif bodiless:
+            if not streaming and body and "content-length" not in headers:
+                headers.set("content-length", str(len(body)))
+        elif "content-length" in headers:
+            expected = int(headers.get("content-length"))
+        elif version == _HTTP10:
+            cycle.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
         else:
-            headers = Headers() if given is None else given.without(_FRAMING_FIELDS)
-            if status == 204 or status < 200:
-                headers.remove("content-length")
-            elif bodiless:
-                if not streaming and body and "content-length" not in headers:
-                    headers.set("content-length", str(len(body)))
-            elif "content-length" in headers:
-                expected = int(headers.get("content-length"))
-            elif version == _HTTP10:
-                cycle.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
-            else:
-                chunked = True
-                headers.add("transfer-encoding", "chunked")
+            chunked = True
+            headers.add("transfer-encoding", "chunked")
         if self._closes_after(cycle):
             headers.add("connection", "close")
         elif version == _HTTP10:
@@ -898,11 +925,12 @@ class _Connection(asyncio.Protocol):
 
     def _closes_after(self, cycle):
         """Decide, before the head goes out, whether the connection closes after it."""
+        body = cycle.body
         close = (
             cycle.must_close
             or not cycle.head.keep_alive
             or self.server._closing
-            or not cycle.body._discardable()
+            or not (body._done or body._discardable())  # ``_done`` first: no call
         )
         cycle.must_close = close
         return close
@@ -1075,6 +1103,7 @@ class Server:
         self._limits = limits
         self._ssl_context = ssl_context
         self._loop = None  # type: Optional[asyncio.AbstractEventLoop]
+        self._clock = time.monotonic  # type: Callable[[], float]
         self._server = None  # type: Optional[asyncio.AbstractServer]
         self._connections = set()  # type: Set[_Connection]
         self._closing = False
@@ -1090,9 +1119,13 @@ class Server:
     async def start(self, host, port):
         """Listen on ``host``:``port`` (0: any free port); return the bound (host, port).
         Raises ``OSError`` when the address cannot be bound."""
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        # ``BaseEventLoop.time()`` returns ``time.monotonic()``: calling that directly saves
+        # a Python call on every deadline. A loop with a clock of its own keeps it.
+        inherited = type(loop).time is asyncio.BaseEventLoop.time
+        self._clock = time.monotonic if inherited else loop.time
         self._changed = asyncio.Event()
-        self._server = await self._loop.create_server(
+        self._server = await loop.create_server(
             lambda: _Connection(self), host, port, ssl=self._ssl_context, reuse_address=True
         )
         bound = self._server.sockets[0].getsockname()

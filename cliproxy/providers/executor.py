@@ -92,9 +92,9 @@ class ModelCall:
 class Executor:
     """Carries out model calls: ``execute`` makes the plan's attempts one after another.
 
-    Each attempt is I/O (``_attempt``) around pieces that do none: the request
+    Each attempt is I/O (``execute``, ``_answer``) around pieces that do none: the request
     (``_prepare``), the verdict on an error answer (``_judge_error``), the rewritten JSON
-    answer (``_json_answer``) and stream (``_StreamPipeline``).
+    answer (``_json_answer``) and stream (``_stream_pipeline``).
     """
 
     def __init__(self, client, pool, metrics, clock):
@@ -104,35 +104,44 @@ class Executor:
         self.clock = clock
 
     async def execute(self, call):
-        """The response for ``call``, or raise the last attempt's error when all fail."""
+        """The response for ``call``, or raise the last attempt's error when all fail.
+
+        Each attempt is sent from here and its answer judged by ``_answer``: the wait for
+        an upstream's head is the one every request makes, and each coroutine frame it
+        waits through costs a call when it wakes.
+        """
         plan = AttemptPlan(call, self.pool)
         choice = plan.first()
         while choice is not None:
-            result = await self._attempt(call, choice.candidate, choice.served)
-            if isinstance(result, Response):
-                return result
+            candidate, served = choice
+            limits = call.config.limits
+            url, headers, body = _prepare(call, candidate, served)
+            started = self.clock()
+            try:
+                upstream = await self.client.request(
+                    "POST",
+                    url,
+                    headers,
+                    body,
+                    proxy_url=proxy_for(served.entry, call.config),
+                    connect_timeout=limits.connect_timeout,
+                    first_byte_timeout=limits.read_timeout,
+                    read_timeout=limits.read_timeout,
+                )
+            except UpstreamTimeout as exc:
+                result = self._failed(candidate, served, FailureKind.TIMEOUT, exc)
+            except UpstreamError as exc:
+                result = self._failed(candidate, served, FailureKind.CONNECT, exc)
+            else:
+                result = await self._answer(call, candidate, served, upstream, started)
+                if type(result) is not Failure:  # a Response (``Failure`` has no subclass)
+                    return result
             choice = plan.after(result)
         raise plan.error
 
-    async def _attempt(self, call, candidate, served):
-        limits = call.config.limits
-        url, headers, body = _prepare(call, candidate, served)
-        started = self.clock()
-        try:
-            upstream = await self.client.request(
-                "POST",
-                url,
-                headers,
-                body,
-                proxy_url=proxy_for(served.entry, call.config),
-                connect_timeout=limits.connect_timeout,
-                first_byte_timeout=limits.read_timeout,
-                read_timeout=limits.read_timeout,
-            )
-        except UpstreamTimeout as exc:
-            return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
-        except UpstreamError as exc:
-            return self._failed(candidate, served, FailureKind.CONNECT, exc)
+    async def _answer(self, call, candidate, served, upstream, started):
+        """The client's ``Response`` for an attempt whose head came, or the ``Failure``
+        to hand to the plan (an error answer to fail over from, a body that broke)."""
         ttfb = self.clock() - started
         if upstream.status >= 400:
             try:
@@ -146,8 +155,8 @@ class Executor:
             if is_event_stream(upstream.headers):
                 response = await self._stream_response(call, served, upstream, started, ttfb)
             else:
+                # Read to its end, so the connection is already released: no aclose().
                 data = await upstream.read(call.config.limits.max_body_bytes)
-                await upstream.aclose()
                 response = self._json_answer(call, upstream.status, upstream.headers, data, started, ttfb)
         except UpstreamTimeout as exc:
             await upstream.aclose()
@@ -155,14 +164,12 @@ class Executor:
         except UpstreamError as exc:
             await upstream.aclose()
             return self._failed(candidate, served, FailureKind.CONNECT, exc)
-        self._succeeded(call, candidate, served, upstream.status)
-        return response
-
-    def _succeeded(self, call, candidate, served, status):
-        """Record an attempt whose answer goes to the client."""
+        # A success, recorded here rather than in a method: this runs for every request.
         self.pool.success(served, candidate.model, call.thread_id)
         self.metrics.count_attempt(served.entry.name, "ok")
-        _log_attempt(served, candidate.model, "ok", status=status)
+        if log.isEnabledFor(logging.INFO):  # checked first: most proxies log at WARNING
+            _log_attempt(served, candidate.model, "ok", status=upstream.status)
+        return response
 
     def _failed(self, candidate, served, kind, error, retry_after=None, status=None):
         """Record a failed attempt; the ``Failure`` to hand to the plan."""
@@ -208,26 +215,19 @@ class Executor:
     async def _stream_response(self, call, served, upstream, started, ttfb):
         """Wait for the first body bytes (so a stream that dies at once still fails over),
         then commit to streaming the rest event by event."""
-        chunks = upstream.__aiter__()
-        pipeline = _StreamPipeline(call, upstream.headers)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = b""
-        body = self._relay_events(call, served, upstream, chunks, first, pipeline, started, ttfb)
+        pipeline = _stream_pipeline(call, upstream.headers)
+        first = await upstream.next_chunk()
+        body = self._relay_events(call, served, upstream, first, pipeline, started, ttfb)
         return Response(upstream.status, strip_hop_by_hop(upstream.headers, _NOT_RELAYED), body)
 
-    async def _relay_events(self, call, served, upstream, chunks, first, pipeline, started, ttfb):
-        chunk = first
+    async def _relay_events(self, call, served, upstream, first, pipeline, started, ttfb):
+        chunk = first  # None: the body ended before its first byte
         try:
-            while True:
+            while chunk is not None:
                 out = pipeline.feed(chunk)
                 if out:
                     yield out
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
+                chunk = await upstream.next_chunk()
             tail = pipeline.flush()
             if tail:
                 yield tail
@@ -238,46 +238,58 @@ class Executor:
             self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
 
 
-class _StreamPipeline:
-    """A provider's SSE body on its way to the client: decoded when it has a
-    ``Content-Encoding``, then relayed through the protocol's stream rewriter. Pure:
-    bytes in, bytes out; ``feed`` raises ``UpstreamError`` for a body that does not
-    decode."""
+def _stream_pipeline(call, upstream_headers):
+    """What a provider's SSE body goes through on its way to the client (``feed(chunk)``
+    and ``flush()``, bytes in, bytes out): the protocol's stream rewriter in an
+    ``EventRelay``, behind a decoder when the body has a ``Content-Encoding``. Without
+    one (nearly always) it is the relay itself: no forwarding frame per piece."""
+    relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+    coding = upstream_headers.get("content-encoding")
+    if coding is not None:
+        coding = coding.strip().lower()
+        if coding and coding != "identity":
+            return _DecodingPipeline(Decoder(coding), relay)
+    return relay
+
+
+class _DecodingPipeline:
+    """A relay behind a decoder; ``feed`` raises ``UpstreamError`` for a body that does
+    not decode."""
 
     __slots__ = ("_decoder", "_relay")
 
-    def __init__(self, call, upstream_headers):
-        self._decoder = _stream_decoder(upstream_headers)
-        self._relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+    def __init__(self, decoder, relay):
+        self._decoder = decoder
+        self._relay = relay
 
     def feed(self, chunk):
-        if self._decoder is not None:
-            chunk = self._decoder.decompress(chunk)
-        return self._relay.feed(chunk)
+        return self._relay.feed(self._decoder.decompress(chunk))
 
     def flush(self):
         return self._relay.flush()
 
 
 def _prepare(call, candidate, served):
-    """``(url, headers, body)`` of the attempt of ``call`` on ``served``."""
+    """``(url, headers, body)`` of the attempt of ``call`` on ``served``. The body is the
+    client's own bytes when nothing has to change (no re-encoding of a 60 KB agent turn),
+    else ``_rewritten_body``."""
     entry = served.entry
     url = provider_url(entry, call.endpoint, model=served.upstream_model, stream=call.stream)
     if call.protocol is Protocol.GEMINI and call.query:
         url += ("&" if "?" in url else "?") + _without_alt(call.query)
         url = url.rstrip("?&")
     headers = provider_headers(entry, call.request.headers, call.protocol, content_type="application/json")
-    return url, headers, _provider_body(call, candidate, served)
-
-
-def _provider_body(call, candidate, served):
-    """The bytes for the provider: the client's own when nothing has to change (no
-    re-encoding of a 60 KB agent turn), else the body with the upstream model name and
-    the thinking suffix applied."""
-    if call.raw is not None and candidate.suffix is None and (
-        call.protocol is Protocol.GEMINI or call.body.get("model") == served.upstream_model
+    body = call.raw
+    if body is None or candidate.suffix is not None or (
+        call.protocol is not Protocol.GEMINI and call.body.get("model") != served.upstream_model
     ):
-        return call.raw
+        body = _rewritten_body(call, candidate, served)
+    return url, headers, body
+
+
+def _rewritten_body(call, candidate, served):
+    """The body for the provider with the upstream model name and the thinking suffix
+    applied, encoded."""
     body = dict(call.body)
     if call.protocol is not Protocol.GEMINI:
         body["model"] = served.upstream_model
@@ -292,15 +304,6 @@ def _provider_body(call, candidate, served):
 def _without_alt(query):
     """The client's query minus ``alt`` (``provider_url`` sets it for streams)."""
     return "&".join(part for part in query.split("&") if part and not part.startswith("alt="))
-
-
-def _coding(headers):
-    return (headers.get("content-encoding") or "").strip().lower()
-
-
-def _stream_decoder(headers):
-    coding = _coding(headers)
-    return Decoder(coding) if coding and coding != "identity" else None
 
 
 def _error_message(data):
