@@ -94,6 +94,8 @@ class Upstream(asyncio.Protocol):
 class Client(asyncio.Protocol):
     """The client side: one request at a time, forwarded once its body is whole."""
 
+    upstream_class = Upstream
+
     def __init__(self, settings):
         self.settings = settings
         self.buffer = b""
@@ -105,7 +107,7 @@ class Client(asyncio.Protocol):
         self.transport = transport
         loop = asyncio.get_running_loop()
         opening = loop.create_task(loop.create_connection(
-            lambda: Upstream(self), *self.settings["address"]))
+            lambda: self.upstream_class(self), *self.settings["address"]))
         opening.add_done_callback(self.opened)
 
     def opened(self, opening):
@@ -157,36 +159,34 @@ class StrictUpstream(Upstream):
     def data_received(self, data):
         parser = self.parser
         parser.feed(data)
-        write = self.client.transport.write
+        # What one read brings goes out in one write (no delay: it is all here already).
+        out = []
         while True:
             event = parser.next_event()
             kind = type(event)
             if kind is http_parser.Data:
-                write(event.data)
+                out.append(event.data)
             elif kind is http_parser.ResponseHead:
                 fields = [f for f in event.headers if f[0] not in UNSENT]
                 fields.append(("content-length", event.headers.get("content-length", "0")))
-                write(http_writer.encode_response_head(event.status, fields))
+                out.append(http_writer.encode_response_head(event.status, fields))
             elif kind is http_parser.EndOfMessage:
                 parser.start("POST")
             else:
-                return
+                break
+        if out:
+            self.client.transport.write(b"".join(out))
 
 
 class StrictClient(Client):
     """``Client`` with cliproxy's ``RequestParser`` and ``encode_request_head``."""
 
+    upstream_class = StrictUpstream
+
     def __init__(self, settings):
         super().__init__(settings)
         self.parser = http_parser.RequestParser()
         self.parts = []
-
-    def connection_made(self, transport):
-        self.transport = transport
-        loop = asyncio.get_running_loop()
-        opening = loop.create_task(loop.create_connection(
-            lambda: StrictUpstream(self), *self.settings["address"]))
-        opening.add_done_callback(self.opened)
 
     def data_received(self, data):
         self.parser.feed(data)

@@ -34,6 +34,7 @@ from cliproxy.http.jsonbody import decode_request_body, parse_json
 from cliproxy.http.proxy import forward
 from cliproxy.http.server import Response
 from cliproxy.http.websocket import is_websocket_upgrade, pipe, validate_upgrade
+from cliproxy.memo import Memo
 from cliproxy.providers.credentials import CredentialPool
 from cliproxy.providers.executor import Executor, ModelCall
 from cliproxy.providers.outbound import Endpoint
@@ -66,19 +67,18 @@ class Runtime:
         self.config = config
         self.router = Router.from_config(config)
         self.client_keys = KeySet(config.api_keys)
-        self._decisions = {}
+        # The memo holds the router, not the runtime: no cycle through a bound method.
+        self._decisions = Memo(functools.partial(_decide, self.router), DECISION_CACHE_SIZE)
 
     def decide(self, model, protocol):
         """``router.decide``, memoised: a decision is a pure function of the snapshot."""
-        key = (model, protocol._value_)  # an enum member hashes in Python code
-        try:
-            return self._decisions[key]  # a subscript, unlike ``.get``, is no call
-        except KeyError:
-            pass
-        if len(self._decisions) >= DECISION_CACHE_SIZE:
-            self._decisions.clear()
-        decision = self._decisions[key] = self.router.decide(model, protocol)
-        return decision
+        return self._decisions[model, protocol._value_]  # an enum member hashes in Python code
+
+
+def _decide(router, key):
+    """``router.decide`` for a ``Runtime.decide`` memo key (model, protocol value)."""
+    model, protocol = key
+    return router.decide(model, Protocol(protocol))
 
 
 class Exchange:

@@ -691,9 +691,10 @@ def test_next_chunk_gives_what_iteration_gives_and_none_at_the_end():
 def test_remembered_routes_equal_the_parsed_ones_and_stay_bounded(monkeypatch):
     from cliproxy.http import client as client_module
 
+    monkeypatch.setattr(client_module, "MAX_CACHED_URLS", 3)
     client = HttpClient()
     client._env_proxies = {"http": "http://user:pw@proxy.example:3128"}
-    client._bypass = {"direct.example": True}
+    client._bypass["direct.example"] = True
     cases = [
         ("http://a.example/v1/messages", None),
         ("http://a.example/v1/messages", "direct"),
@@ -702,14 +703,15 @@ def test_remembered_routes_equal_the_parsed_ones_and_stay_bounded(monkeypatch):
         ("http://direct.example/", None),
     ]
     for url, proxy_url in cases:
-        target, proxy, key = client._route(url, proxy_url)
+        target, proxy, key = client._routes[url, proxy_url]
         assert target == client_module._parse_url(url)
         assert proxy == client._proxy_for(proxy_url, target)
         assert key == (target.scheme, target.host, target.port, proxy)
-        assert client._routes[url, proxy_url] == (target, proxy, key)
-    monkeypatch.setattr(client_module, "MAX_CACHED_URLS", 3)
+        assert client._routes[url, proxy_url] is client._routes[url, proxy_url]
+    assert client._routes["http://direct.example/", None][1] is None  # NO_PROXY
+    assert client._routes["http://a.example/v1/messages", None][1] is not None
     for index in range(10):
-        client._route("http://h.example/%d" % index, None)
+        client._routes["http://h.example/%d" % index, None]
         assert len(client._routes) <= 3
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from cliproxy.config.model import Protocol
+from cliproxy.memo import Memo
 from cliproxy.providers.outbound import Endpoint
 
 
@@ -123,23 +124,10 @@ def parse_provider_path(provider, rest, method):
     return None
 
 
-# Classified paths: Amp uses a few dozen distinct ones; bounded against scanners.
-_ROUTE_CACHE = {}  # type: dict
-_ROUTE_CACHE_SIZE = 4096
-
-
 def classify(method, path):
     """The ``Route`` of a request. ``path`` is the raw path without the query. Pure, so
     the answer for a (method, path) pair is remembered."""
-    key = (method, path)
-    try:
-        return _ROUTE_CACHE[key]  # a subscript, unlike ``.get``, is no call
-    except KeyError:
-        pass
-    if len(_ROUTE_CACHE) >= _ROUTE_CACHE_SIZE:
-        _ROUTE_CACHE.clear()
-    route = _ROUTE_CACHE[key] = _classify(method, path)
-    return route
+    return _ROUTES[method, path]
 
 
 def _classify(method, path):
@@ -165,3 +153,7 @@ def _classify(method, path):
         if method == "GET" or _under(path, "/auth"):
             return Route(Family.BROWSER_PAGE)
     return Route(Family.NOT_FOUND)
+
+
+# Classified paths: Amp uses a few dozen distinct ones; bounded against scanners.
+_ROUTES = Memo(lambda key: _classify(*key), 4096)

@@ -65,6 +65,7 @@ from cliproxy.http.parser import (
     ResponseParser,
 )
 from cliproxy.http.writer import LAST_CHUNK, encode_chunk, encode_request_head
+from cliproxy.memo import Memo
 
 log = logging.getLogger("cliproxy.http.client")
 
@@ -639,14 +640,14 @@ class HttpClient:
         self._ssl_context = None
         self._max_idle = max_idle_per_origin
         self._idle = {}  # type: Dict[tuple, List[_Connection]]
-        self._proxies = {}  # type: Dict[str, _Proxy]
-        self._targets = {}  # type: Dict[str, _Target]
-        # (url, proxy_url) -> (target, proxy, pool key): see ``_route``.
-        self._routes = {}  # type: Dict[tuple, tuple]
         # The proxy environment is read once, as Go's net/http does: scanning os.environ
         # per request cost more than the rest of the request path together.
         self._env_proxies = _environment_proxies()
-        self._bypass = {}  # type: Dict[str, bool]
+        # Memos of pure functions of the URL, the proxy URL and that environment. The
+        # bound methods make a cycle with the client: harmless for the one a process keeps.
+        self._routes = Memo(self._route, MAX_CACHED_URLS)  # (url, proxy_url) -> see _route
+        self._proxies = Memo(_parse_proxy, 64)  # a handful in practice
+        self._bypass = Memo(self._bypassed, 1024)  # host -> NO_PROXY exempts it
         self._closed = False
 
     async def request(
@@ -667,10 +668,7 @@ class HttpClient:
         ``headers`` carry ``content-length``). ``headers`` is not modified. Raises
         ``UpstreamTimeout`` (connect or first byte too slow) or ``UpstreamError``.
         """
-        try:  # a subscript, unlike a method, is no call: every request comes here
-            target, proxy, key = self._routes[url, proxy_url]
-        except KeyError:
-            target, proxy, key = self._route(url, proxy_url)
+        target, proxy, key = self._routes[url, proxy_url]
         head, chunked, keep_alive = _prepare(method, target, proxy, headers, body)
         conn = self._take_idle(key)
         reused = conn is not None
@@ -708,8 +706,7 @@ class HttpClient:
         the reader is then already at EOF and the writer is only good for ``close()``.
         Raises like ``request``.
         """
-        target = self._target(url)
-        proxy = self._proxy_for(proxy_url, target)
+        target, proxy, _ = self._routes[url, proxy_url]
         head, _, _ = _prepare("GET", target, proxy, headers, None)
         conn = await self._connect(target, proxy, connect_timeout, None)
         try:
@@ -738,27 +735,14 @@ class HttpClient:
 
     # -- request building -------------------------------------------------------------
 
-    def _route(self, url, proxy_url):
-        """``(target, proxy, pool key)`` of a request to ``url`` via ``proxy_url``,
-        remembered per pair (bounded): with the proxy environment read once per client,
-        it depends on nothing else. Raises ``UpstreamError`` for an unusable URL."""
-        target = self._target(url)
+    def _route(self, key):
+        """``(target, proxy, pool key)`` of a request to ``url`` via ``proxy_url`` (the
+        memo ``key``): with the proxy environment read once per client, it depends on
+        nothing else. Raises ``UpstreamError`` for an unusable URL."""
+        url, proxy_url = key
+        target = _parse_url(url)
         proxy = self._proxy_for(proxy_url, target)
-        route = (target, proxy, (target.scheme, target.host, target.port, proxy))
-        if len(self._routes) >= MAX_CACHED_URLS:
-            self._routes.clear()
-        self._routes[url, proxy_url] = route
-        return route
-
-    def _target(self, url):
-        """``_parse_url(url)``, remembered per URL (bounded)."""
-        target = self._targets.get(url)
-        if target is None:
-            target = _parse_url(url)
-            if len(self._targets) >= MAX_CACHED_URLS:
-                self._targets.clear()
-            self._targets[url] = target
-        return target
+        return target, proxy, (target.scheme, target.host, target.port, proxy)
 
     def _proxy_for(self, proxy_url, target):
         """The ``_Proxy`` to use for ``target``, or ``None`` for a direct connection."""
@@ -766,15 +750,9 @@ class HttpClient:
             return None
         if not proxy_url:
             proxy_url = self._env_proxies.get(target.scheme)
-            if not proxy_url or self._bypassed(target.host):
+            if not proxy_url or self._bypass[target.host]:
                 return None
-        proxy = self._proxies.get(proxy_url)
-        if proxy is None:
-            proxy = _parse_proxy(proxy_url)
-            if len(self._proxies) >= 64:  # a handful in practice; never grow unbounded
-                self._proxies.clear()
-            self._proxies[proxy_url] = proxy
-        return proxy
+        return self._proxies[proxy_url]
 
     @property
     def ssl_context(self):
@@ -787,16 +765,10 @@ class HttpClient:
         return self._ssl_context
 
     def _bypassed(self, host):
-        """True when ``NO_PROXY`` exempts ``host`` (remembered per host)."""
-        bypassed = self._bypass.get(host)
-        if bypassed is None:
-            if len(self._bypass) >= 1024:
-                self._bypass.clear()
-            import urllib.request  # see _environment_proxies
+        """True when ``NO_PROXY`` exempts ``host``."""
+        import urllib.request  # see _environment_proxies
 
-            bypassed = bool(urllib.request.proxy_bypass_environment(host, self._env_proxies))
-            self._bypass[host] = bypassed
-        return bypassed
+        return bool(urllib.request.proxy_bypass_environment(host, self._env_proxies))
 
     # -- connections --------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from cliproxy.amp.auth import CREDENTIAL_HEADERS
 from cliproxy.config.model import Config, Protocol, ProviderEntry, ProviderKind
 from cliproxy.http.headers import HOP_BY_HOP, Headers
+from cliproxy.memo import Memo
 
 ANTHROPIC_VERSION = "2023-06-01"
 DROPPED_ANTHROPIC_BETAS = frozenset(("context-1m-2025-08-07",))
@@ -114,11 +115,6 @@ def _gemini_model(model: Optional[str]) -> str:
     return quote(model, safe="-._~")
 
 
-# Built URLs, keyed by what they depend on; a handful per provider entry in practice.
-_URL_CACHE = {}  # type: dict
-_URL_CACHE_SIZE = 4096
-
-
 def provider_url(
     entry: ProviderEntry,
     endpoint: Endpoint,
@@ -133,19 +129,14 @@ def provider_url(
     depends only on the entry's kind and base URL and the arguments, so it is remembered.
     """
     # Keyed by the members' values: an enum member hashes through Python code.
-    key = (entry.kind._value_, entry.base_url, endpoint._value_, model, stream)
-    try:
-        return _URL_CACHE[key]  # a subscript, unlike ``.get``, is no call
-    except KeyError:
-        pass
-    if len(_URL_CACHE) >= _URL_CACHE_SIZE:
-        _URL_CACHE.clear()
-    url = _URL_CACHE[key] = _build_url(entry, endpoint, model, stream)
-    return url
+    return _URLS[entry.kind._value_, entry.base_url, endpoint._value_, model, stream]
 
 
-def _build_url(entry: ProviderEntry, endpoint: Endpoint, model: Optional[str], stream: bool) -> str:
-    base = entry.base_url
+def _build_url(key) -> str:
+    """The URL for a ``provider_url`` key (kind value, base URL, endpoint value, model,
+    stream)."""
+    kind, base, endpoint, model, stream = key
+    endpoint = Endpoint(endpoint)
     if endpoint in _ANTHROPIC_PATHS:
         return _join(base, lambda p: _anthropic_path(p, _ANTHROPIC_PATHS[endpoint]))
     if endpoint in _OPENAI_PATHS:
@@ -156,15 +147,19 @@ def _build_url(entry: ProviderEntry, endpoint: Endpoint, model: Optional[str], s
         suffix = "/models/%s:%s" % (_gemini_model(model), endpoint.value)
         sse = "alt=sse" if endpoint is Endpoint.GEMINI_STREAM else ""
         return _join(base, lambda p: _gemini_path(p, suffix), sse)
-    return _models_url(entry)
+    return _models_url(ProviderKind(kind), base)
 
 
-def _models_url(entry: ProviderEntry) -> str:
-    if entry.kind is ProviderKind.CLAUDE:
-        return _join(entry.base_url, lambda p: _anthropic_path(p, "/v1/models"))
-    if entry.kind is ProviderKind.GEMINI:
-        return _join(entry.base_url, lambda p: _gemini_path(p, "/models"))
-    return _join(entry.base_url, lambda p: _openai_path(p, "/models"))
+def _models_url(kind: ProviderKind, base: str) -> str:
+    if kind is ProviderKind.CLAUDE:
+        return _join(base, lambda p: _anthropic_path(p, "/v1/models"))
+    if kind is ProviderKind.GEMINI:
+        return _join(base, lambda p: _gemini_path(p, "/models"))
+    return _join(base, lambda p: _openai_path(p, "/models"))
+
+
+# Built URLs, keyed by what they depend on; a handful per provider entry in practice.
+_URLS = Memo(_build_url, 4096)
 
 
 # -- headers ------------------------------------------------------------------------------
