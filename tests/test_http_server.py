@@ -413,6 +413,37 @@ def test_streaming_response_body_is_chunked_and_aclosed():
     assert closed == [True, True]
 
 
+def test_a_streamed_head_and_each_chunk_leave_without_waiting_for_what_follows():
+    # Writes of one loop step go out together (a head with a first chunk that is already
+    # there), but nothing is held back for bytes that have not come: the head arrives
+    # while the body has produced nothing, each chunk while the next is not made yet.
+    async def main():
+        steps = [asyncio.Event(), asyncio.Event()]
+
+        async def handler(request):
+            async def body():
+                await steps[0].wait()
+                yield b"first"
+                await steps[1].wait()
+                yield b"second"
+
+            return Response(200, Headers([("content-type", "text/event-stream")]), body())
+
+        async with connected(handler) as (server, reader, writer):
+            writer.write(get())
+            status, headers = await asyncio.wait_for(read_head(reader), 3)
+            assert status == 200 and headers["transfer-encoding"] == "chunked"
+            steps[0].set()
+            assert await asyncio.wait_for(read_chunk(reader), 3) == b"first"
+            steps[1].set()
+            assert await asyncio.wait_for(read_chunk(reader), 3) == b"second"
+            assert await asyncio.wait_for(read_chunk(reader), 3) == b""
+            writer.write(get("/again"))
+            assert (await read_response(reader)).status == 200
+
+    run(main())
+
+
 def test_streaming_response_to_http10_is_close_delimited():
     async def handler(request):
         async def body():
