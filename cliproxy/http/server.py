@@ -50,7 +50,7 @@ import json
 import logging
 import socket
 import time
-from typing import Awaitable, Callable, List, Optional, Set, Tuple
+from typing import Awaitable, Callable, Optional, Set, Tuple
 
 from cliproxy import errors
 from cliproxy.config.model import Limits
@@ -429,7 +429,6 @@ class _Connection(asyncio.Protocol):
         "writing_paused",
         "data_waiter",
         "drain_waiter",
-        "unsent",
         "deadline",
         "deadline_kind",
         "timer",
@@ -458,7 +457,6 @@ class _Connection(asyncio.Protocol):
         self.writing_paused = False
         self.data_waiter = None  # type: Optional[asyncio.Future]
         self.drain_waiter = None  # type: Optional[asyncio.Future]
-        self.unsent = None  # type: Optional[List[bytes]]  # see ``_write_soon``
         self.deadline = None  # type: Optional[float]
         self.deadline_kind = _Timeout.IDLE
         self.timer = None  # type: Optional[asyncio.TimerHandle]
@@ -852,11 +850,10 @@ class _Connection(asyncio.Protocol):
         try:
             headers, bodiless, chunked, expected = self._frame(request, cycle, response, True)
             cycle.response_started = True
-            self._write_soon(encode_response_head(response.status, headers))
+            await self.write(encode_response_head(response.status, headers))
             if not bodiless:
                 await self._stream(body, chunked, expected, cycle)
         finally:
-            self._flush()  # what the stream wrote goes out before anything else happens
             await _aclose(body)
 
     def _write_whole(self, request, cycle, response):
@@ -952,11 +949,9 @@ class _Connection(asyncio.Protocol):
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
                 sent += len(chunk)
-                self._write_soon(encode_chunk(chunk) if chunked else chunk)
-                if self.writing_paused:
-                    await self.drain()
+                await self.write(encode_chunk(chunk) if chunked else chunk)
             if chunked:
-                self._write_soon(LAST_CHUNK)
+                await self.write(LAST_CHUNK)
             elif expected is not None and sent != expected:
                 cycle.must_close = True
                 log.warning("response body was %d bytes, content-length said %d", sent, expected)
@@ -974,29 +969,6 @@ class _Connection(asyncio.Protocol):
         transport.write(data)
         if self.writing_paused:
             await self.drain()
-
-    def _write_soon(self, data):
-        """Write ``data`` at the end of this loop step, together with whatever else the
-        step writes: a streamed head goes out with a first chunk that is already here and
-        a last chunk with the end of the body, in one send, while nothing waits for bytes
-        that have not come (the flush runs before the loop looks for I/O again). Raises
-        ``_ClientGone`` when the client left. ``_send`` flushes when the response ends."""
-        if self.lost or self.transport.is_closing():
-            raise _ClientGone()
-        unsent = self.unsent
-        if unsent is None:
-            self.unsent = [data]
-            self.loop.call_soon(self._flush)
-        else:
-            unsent.append(data)
-
-    def _flush(self):
-        """Write what ``_write_soon`` holds, if anything (dropped once the client left)."""
-        unsent = self.unsent
-        if unsent is not None:
-            self.unsent = None
-            if not self.lost and not self.transport.is_closing():
-                self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     async def drain(self):
         """Wait until the transport resumes writing. Raises ``_ClientGone`` when the client
