@@ -921,18 +921,9 @@ class HttpClient:
             deadline = None
             while True:
                 if conn.received:  # else nothing is buffered: no need to ask the parser
-                    try:
-                        event = parser.next_event()
-                    except ProtocolError as exc:
-                        raise UpstreamError(
-                            "upstream %s sent an invalid response: %s" % (conn.origin, exc)
-                        )
-                    if type(event) is ResponseHead:
-                        if event.status >= 200 or event.status == 101:
-                            return event
-                        continue  # 100 Continue, 103 Early Hints: informational only
-                    if event is not NEED_DATA:
-                        raise _unexpected_before_head(conn, event)
+                    event = _final_head(conn, parser)
+                    if event is not None:
+                        return event
                 if conn.error is not None or conn.lost or conn.eof:
                     raise _ended_before_head(conn)
                 if deadline is None and timeout is not None:
@@ -986,11 +977,24 @@ def _ended_before_head(conn):
     return UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
 
 
-def _unexpected_before_head(conn, event):
-    """The error for a parser ``event`` other than a head while a head is awaited."""
-    if event is CONNECTION_CLOSED:
-        return UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
-    return UpstreamError("upstream %s sent an unexpected %r" % (conn.origin, event))
+def _final_head(conn, parser):
+    """The final (non-1xx, or 101) response head among what ``conn`` has buffered, or
+    ``None`` when more bytes are needed; informational heads (100 Continue, 103 Early
+    Hints) are skipped. Raises ``UpstreamError`` for a malformed or truncated head."""
+    while True:
+        try:
+            event = parser.next_event()
+        except ProtocolError as exc:
+            raise UpstreamError("upstream %s sent an invalid response: %s" % (conn.origin, exc))
+        if type(event) is ResponseHead:
+            if event.status >= 200 or event.status == 101:
+                return event
+            continue
+        if event is NEED_DATA:
+            return None
+        if event is CONNECTION_CLOSED:
+            raise UpstreamError("upstream %s closed the connection mid-head" % conn.origin)
+        raise UpstreamError("upstream %s sent an unexpected %r" % (conn.origin, event))
 
 
 async def _tcp_socket(loop, host, port, what):

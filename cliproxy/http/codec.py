@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from cliproxy.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["GZIP_MAGIC", "is_gzip", "Decoder", "decode_body"]
+__all__ = ["GZIP_MAGIC", "is_gzip", "is_identity", "Decoder", "decode_body"]
 
 GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 §2.3.1 ID1 ID2
 
@@ -54,6 +54,12 @@ def _normalise(encoding):
     if encoding in _NORMAL_NAMES:
         return encoding
     return encoding.strip().lower()
+
+
+def is_identity(encoding):
+    """True when the ``Content-Encoding`` value ``encoding`` leaves a body as it is
+    (``identity`` or empty, any case, surrounding whitespace ignored)."""
+    return _normalise(encoding) in _IDENTITY_NAMES
 
 
 def _unsupported(encoding):
@@ -187,7 +193,7 @@ def decode_body(data, encoding, max_output):
     Raises ``BadRequest`` (corrupt or truncated), ``PayloadTooLarge`` (decoded size past
     ``max_output``) or ``UnsupportedMediaType`` (any other coding).
     """
-    if _normalise(encoding) in _IDENTITY_NAMES:
+    if is_identity(encoding):
         return data
     decoder = Decoder(encoding, max_output)
     return decoder.decompress(data) + decoder.flush()

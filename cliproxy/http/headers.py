@@ -25,6 +25,12 @@ HOP_BY_HOP = frozenset(
     )
 )
 
+# The standard methods (RFC 9110 §9, RFC 5789): each a token, so the parser and the writer
+# accept them with a set lookup instead of the token regex.
+COMMON_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")
+)
+
 
 class Headers:
     """An ordered multi-map of header fields. Lookup names must be lowercase."""

@@ -44,7 +44,7 @@ import enum
 import re
 
 from cliproxy.errors import ProxyError
-from cliproxy.http.headers import Headers
+from cliproxy.http.headers import COMMON_METHODS, Headers
 
 __all__ = [
     "CONNECTION_CLOSED",
@@ -677,10 +677,6 @@ class RequestParser(_BaseParser):
         return head
 
 
-# Methods accepted without the request-line regex: each is a token.
-_COMMON_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")
-)
 _VERSION_NAMES = {"HTTP/1.1": "HTTP/1.1", "HTTP/1.0": "HTTP/1.0"}
 
 
@@ -695,7 +691,7 @@ def _request_line(line):
         method, target, version = parts
         if (
             version in _VERSION_NAMES
-            and method in _COMMON_METHODS
+            and method in COMMON_METHODS
             and target
             and "\t" not in target
         ):

@@ -90,6 +90,8 @@ _JSON = "application/json"
 _FRAMING_FIELDS = frozenset(("connection", "transfer-encoding", "keep-alive"))
 _FRAMING_AND_LENGTH = _FRAMING_FIELDS | {"content-length"}
 _HTTP10 = "HTTP/1.0"
+_CONNECTION_CLOSE = ("connection", "close")
+_CONNECTION_KEEP_ALIVE = ("connection", "keep-alive")
 _BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -876,10 +878,9 @@ class _Connection(asyncio.Protocol):
                 item for item in given._items if item[0] not in _FRAMING_AND_LENGTH
             ]
             headers.append(("content-length", str(size)))
-            if self._closes_after(cycle):
-                headers.append(("connection", "close"))
-            elif cycle.head.version == _HTTP10:
-                headers.append(("connection", "keep-alive"))
+            connection = self._connection_field(cycle)
+            if connection is not None:
+                headers.append(connection)
         data = encode_response_head(status, headers)
         transport = self.transport
         if self.lost or transport.is_closing():
@@ -917,14 +918,15 @@ class _Connection(asyncio.Protocol):
         else:
             chunked = True
             headers.add("transfer-encoding", "chunked")
-        if self._closes_after(cycle):
-            headers.add("connection", "close")
-        elif version == _HTTP10:
-            headers.add("connection", "keep-alive")
+        connection = self._connection_field(cycle)
+        if connection is not None:
+            headers.add(*connection)
         return headers, bodiless, chunked, expected
 
-    def _closes_after(self, cycle):
-        """Decide, before the head goes out, whether the connection closes after it."""
+    def _connection_field(self, cycle):
+        """Decide, before the head goes out, whether the connection closes after it, and
+        return the ``connection`` field that says so: ``close``, ``keep-alive`` for an
+        HTTP/1.0 client that keeps it, or ``None`` (HTTP/1.1's default)."""
         body = cycle.body
         close = (
             cycle.must_close
@@ -933,7 +935,9 @@ class _Connection(asyncio.Protocol):
             or not (body._done or body._discardable())  # ``_done`` first: no call
         )
         cycle.must_close = close
-        return close
+        if close:
+            return _CONNECTION_CLOSE
+        return _CONNECTION_KEEP_ALIVE if cycle.head.version == _HTTP10 else None
 
     async def _stream(self, body, chunked, expected, cycle):
         server = self.server

@@ -13,6 +13,8 @@ keep the hot path cheap.
 import http
 import re
 
+from cliproxy.http.headers import COMMON_METHODS
+
 __all__ = [
     "CONTINUE",
     "LAST_CHUNK",
@@ -31,10 +33,6 @@ _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _STATUS_LINES = {}
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Methods known to be tokens: a set lookup instead of the regex for nearly every request.
-_COMMON_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")
-)
 _TARGET_RE = re.compile(r"[^\x00-\x20\x7f]+")
 # Bytes a head line may hold (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text.
 _LINE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
@@ -78,7 +76,7 @@ def encode_request_head(method, target, headers):
     control characters, an invalid field name, a value with CR, LF or a control
     character, or a character outside latin-1 (``UnicodeEncodeError``).
     """
-    if method not in _COMMON_METHODS and _TOKEN_RE.fullmatch(method) is None:
+    if method not in COMMON_METHODS and _TOKEN_RE.fullmatch(method) is None:
         raise ValueError("invalid method %r" % (method[:32],))
     if _TARGET_RE.fullmatch(target) is None:
         raise ValueError("invalid request target")

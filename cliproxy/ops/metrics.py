@@ -66,10 +66,7 @@ class Metrics:
                 histogram = table[route]
             except KeyError:
                 histogram = table[route] = Histogram()
-            # ``Histogram.observe``, inlined: a frame per histogram is most of its cost.
-            histogram.counts[_bisect_left(histogram.buckets, value)] += 1
-            histogram.total += value
-            histogram.count += 1
+            histogram.observe(value)
 
     def count_attempt(self, provider, outcome):
         key = (provider, outcome)

@@ -268,7 +268,7 @@ class CredentialPool:
     def success(self, served, model: str, thread_id: Optional[str] = None) -> None:
         """Record that ``served`` answered ``model`` well: its streak and cool-down end,
         and ``thread_id`` (if any) is bound to it."""
-        credential = served.entry.path  # ``_credential_id``, read inline: every request
+        credential = _credential_id(served)
         # Emptiness checked first: a healthy pool has nothing to clear, and a call each
         # to find that out is most of what a success costs.
         if self._health:

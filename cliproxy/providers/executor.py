@@ -22,7 +22,7 @@ from typing import Optional
 
 from cliproxy.config.model import Config, Protocol
 from cliproxy.errors import ProxyError, UpstreamError, UpstreamTimeout
-from cliproxy.http.codec import Decoder, decode_body
+from cliproxy.http.codec import Decoder, decode_body, is_identity
 from cliproxy.http.headers import HOP_BY_HOP, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
@@ -197,7 +197,7 @@ class Executor:
         does not decode."""
         coding = headers.get("content-encoding")
         if coding is not None:  # without one there is nothing to undo
-            data = decode_body(data, coding.strip().lower(), call.config.limits.max_body_bytes)
+            data = decode_body(data, coding, call.config.limits.max_body_bytes)
         self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
         data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
         return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
@@ -245,10 +245,8 @@ def _stream_pipeline(call, upstream_headers):
     one (nearly always) it is the relay itself: no forwarding frame per piece."""
     relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
     coding = upstream_headers.get("content-encoding")
-    if coding is not None:
-        coding = coding.strip().lower()
-        if coding and coding != "identity":
-            return _DecodingPipeline(Decoder(coding), relay)
+    if coding is not None and not is_identity(coding):
+        return _DecodingPipeline(Decoder(coding), relay)
     return relay
 
 
