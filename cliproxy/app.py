@@ -33,6 +33,7 @@ from cliproxy.http.headers import Headers
 from cliproxy.http.jsonbody import decode_request_body, parse_json
 from cliproxy.http.proxy import forward
 from cliproxy.http.server import Response
+from cliproxy.http.target import check_path, may_need_check
 from cliproxy.http.websocket import is_websocket_upgrade, pipe, validate_upgrade
 from cliproxy.memo import Memo
 from cliproxy.providers.credentials import CredentialPool
@@ -142,7 +143,13 @@ class App:
         runtime = self._runtime
         if runtime.config is not self.store.current:
             runtime = self.runtime()
-        route = classify(request.method, request.path)
+        path = request.path
+        if may_need_check(path):
+            try:
+                check_path(path)  # before classification and any auth check (SPEC §3.1)
+            except ProxyError as error:
+                return self._refused(Exchange(), error, request, runtime)
+        route = classify(request.method, path)
         exchange = Exchange(route.family._value_)  # ``.value`` is a descriptor call
         provider = route.provider
         if provider is not None:
@@ -154,11 +161,18 @@ class App:
             else:
                 response = await self._dispatch(request, route, runtime, exchange)
         except ProxyError as error:
-            response = self._error(exchange, error, request)
+            return self._refused(exchange, error, request, runtime)
+        return self._observed(request, response, exchange, runtime)
+
+    def _observed(self, request, response, exchange, runtime):
+        """``response``, counted, and logged when the snapshot turns ``request-log`` on."""
         self.metrics.count_request(exchange.route, response.status)
         if self.request_log is not None and runtime.config.request_log:
             response = self.request_log.observe(request, response, exchange, runtime.config)
         return response
+
+    def _refused(self, exchange, error, request, runtime):
+        return self._observed(request, self._error(exchange, error, request), exchange, runtime)
 
     # The server calls the app: the same coroutine, without a frame that only awaits it.
     __call__ = handle
@@ -196,8 +210,13 @@ class App:
         if family is Family.NOT_FOUND:
             raise NotFound("no route for %s %s" % (request.method, request.path))
         key = client_key(request.headers, request.query)
-        if family is not Family.BROWSER_PAGE:
-            self._authenticate(runtime, key)
+        if family is Family.BROWSER_PAGE:
+            # No client key needed, so none of the owner's credentials either: only a
+            # request that proved a configured key gets the upstream key (SPEC §3.1).
+            if not runtime.client_keys.contains(key):
+                key = None
+            return await self._management(request, runtime, key, with_upstream_key=key is not None)
+        self._authenticate(runtime, key)
         if family is Family.METRICS:
             return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), self.metrics.render())
         return await self._management(request, runtime, key)
@@ -210,7 +229,9 @@ class App:
 
     # ----------------------------------------------------------------- Amp management
 
-    async def _management(self, request, runtime, key):
+    async def _management(self, request, runtime, key, with_upstream_key=True):
+        """Forward a management route (or answer it offline); the upstream key is attached
+        only when ``with_upstream_key`` is true."""
         config = runtime.config
         ampcode = config.ampcode
         if ampcode.restrict_management_to_localhost and not is_loopback(request.peer[0]):
@@ -220,7 +241,7 @@ class App:
             validate_upgrade(request.method, request.headers)
         if ampcode.upstream_url is None:
             return await offline.answer(request, config)
-        headers, url = self._upstream_target(request, runtime, key)
+        headers, url = self._upstream_target(request, runtime, key, with_upstream_key)
         if websocket:
             return await self._tunnel(url, headers, config)
         body = request.body if _has_body(request) else None
@@ -228,11 +249,12 @@ class App:
             self.client, request.method, url, headers, body, proxy_url=config.proxy_url, limits=config.limits
         )
 
-    def _upstream_target(self, request, runtime, key):
-        """Headers with the client's credentials replaced by the upstream key, and the URL."""
+    def _upstream_target(self, request, runtime, key, with_upstream_key=True):
+        """Headers without the client's credentials (replaced by the upstream key when
+        ``with_upstream_key``), and the URL."""
         ampcode = runtime.config.ampcode
         headers, query = strip_credentials(request.headers, request.query)
-        upstream_key = self.upstream_keys.resolve(ampcode, key)
+        upstream_key = self.upstream_keys.resolve(ampcode, key) if with_upstream_key else None
         if upstream_key:
             headers.set("authorization", "Bearer " + upstream_key)
             headers.set("x-api-key", upstream_key)

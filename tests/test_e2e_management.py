@@ -102,12 +102,72 @@ def test_missing_or_wrong_key_is_401_and_nothing_is_forwarded(tmp_path, amp):
     assert amp.requests == []
 
 
-@pytest.mark.parametrize("path", ["/threads", "/threads/T-123", "/docs/manual", "/settings", "/auth/callback"])
-def test_browser_pages_need_no_client_key(tmp_path, amp, path):
+BROWSER_PAGES = ["/threads", "/threads/T-123", "/docs/manual", "/settings", "/auth/callback"]
+
+
+@pytest.mark.parametrize("path", BROWSER_PAGES)
+def test_browser_pages_need_no_client_key_and_get_no_upstream_key(tmp_path, amp, path):
     with proxy_for(tmp_path, amp.url) as proxy:
-        status, _, _ = proxy.request("GET", path)
+        status, _, _ = proxy.request("GET", path, None, {"Cookie": "session=browser"})
     assert status == 200
-    assert amp.requests[-1].path == path
+    seen = amp.requests[-1]
+    assert seen.path == path
+    assert seen.headers["cookie"] == "session=browser"
+    assert "authorization" not in seen.headers
+    assert "x-api-key" not in seen.headers
+    assert "amp-upstream-key" not in json.dumps(seen.headers_list)
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE", "PUT"])
+def test_auth_pages_with_any_method_get_no_upstream_key_without_a_client_key(tmp_path, amp, method):
+    with proxy_for(tmp_path, amp.url) as proxy:
+        status, _, _ = proxy.request(method, "/auth/cli-login", b"{}")
+        wrong, _, _ = proxy.request(method, "/auth/cli-login", b"{}", {"Authorization": "Bearer sk-nope"})
+    assert status == wrong == 200
+    for seen in amp.requests:
+        assert "amp-upstream-key" not in json.dumps(seen.headers_list)
+        assert "sk-nope" not in json.dumps(seen.headers_list)
+
+
+def test_browser_page_with_a_valid_client_key_gets_the_upstream_key(tmp_path, amp):
+    with proxy_for(tmp_path, amp.url) as proxy:
+        status, _, _ = proxy.request("GET", "/threads/T-1", None, AUTH)
+    assert status == 200
+    seen = amp.requests[-1]
+    assert seen.headers["authorization"] == "Bearer amp-upstream-key"
+    assert CLIENT_KEY not in json.dumps(seen.headers_list)
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("DELETE", "/auth/../api/threads/T-1"),
+        ("GET", "/threads/..%2f..%2fapi/user"),
+        ("GET", "/threads/%2e%2e/api/user"),
+        ("GET", "/docs/.%2E/api/user"),
+        ("GET", "/api/user/./settings"),
+        ("GET", "/threads/a%5c..%5capi"),
+        ("POST", "/api/provider/anthropic/v1/../messages"),
+        ("GET", "/settings/a\\..\\api"),
+    ],
+)
+def test_dot_segments_and_encoded_slashes_are_400_before_auth(tmp_path, amp, method, path):
+    with proxy_for(tmp_path, amp.url) as proxy:
+        anonymous = proxy.json(method, path, b"{}")
+        authenticated = proxy.json(method, path, b"{}", AUTH)
+    for status, body in (anonymous, authenticated):
+        assert status == 400
+        assert body["error"]["message"]
+    assert amp.requests == []
+
+
+def test_absolute_form_target_is_its_path_and_never_picks_the_upstream(tmp_path, amp):
+    with proxy_for(tmp_path, amp.url) as proxy:
+        status, _, _ = proxy.request("GET", "http://evil.example/api/user?x=1", None, AUTH)
+    assert status == 200
+    seen = amp.requests[-1]
+    assert seen.target == "/api/user?x=1"
+    assert seen.headers["authorization"] == "Bearer amp-upstream-key"
 
 
 def test_options_is_refused_before_auth_without_cors_headers(tmp_path, amp):

@@ -64,6 +64,7 @@ from cliproxy.http.parser import (
     RequestHead,
     RequestParser,
 )
+from cliproxy.http.target import split_target
 from cliproxy.http.writer import CONTINUE, LAST_CHUNK, encode_chunk, encode_response_head
 
 log = logging.getLogger("cliproxy.http.server")
@@ -118,7 +119,7 @@ class Request:
     """One parsed request head plus its body stream.
 
     ``path`` is ``target`` up to ``?`` and ``query`` what follows it, both raw (not
-    percent-decoded). ``peer`` is the socket's peer address, ``arrived`` the
+    percent-decoded); an absolute-form target gives its path (``http.target``). ``peer`` is the socket's peer address, ``arrived`` the
     ``time.monotonic()`` at which the head was parsed.
     """
 
@@ -138,7 +139,9 @@ class Request:
     def __init__(self, method, target, headers, peer, tls, body, arrived, version):
         self.method = method  # type: str
         self.target = target  # type: str
-        if "?" in target:
+        if target[0] != "/":
+            path, query = split_target(target)  # absolute form: its path, never its host
+        elif "?" in target:
             path, _, query = target.partition("?")
         else:  # the usual API call has no query: a test is cheaper than a method call
             path = target
