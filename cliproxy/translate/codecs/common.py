@@ -1,0 +1,53 @@
+"""What more than one codec needs: data URLs, tool-call ids, dropped-field logging.
+
+Strategy: small pure functions over strings and dicts; each codec keeps its own
+protocol's tables and uses these for the few wire conventions protocols share.
+"""
+
+import logging
+import re
+from typing import Iterable, Optional, Tuple
+
+from cliproxy.translate.context import dumps
+
+__all__ = ["data_url", "dumps", "log_dropped", "parse_data_url", "safe_call_id"]
+
+log = logging.getLogger("cliproxy.translate")
+
+_DATA_URL = re.compile(r"data:([^;,]*)((?:;[^;,]*)*?);base64,(.*)\Z", re.DOTALL)
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def data_url(media_type: Optional[str], data: str) -> str:
+    """``data:<media_type>;base64,<data>`` (RFC 2397)."""
+    return "data:%s;base64,%s" % (media_type or "application/octet-stream", data)
+
+
+def parse_data_url(url: str) -> Optional[Tuple[str, str]]:
+    """(media type, base64 data) of a base64 ``data:`` URL, or None for any other URL.
+    Parameters other than ``base64`` (``;charset=…``) are ignored."""
+    if not url.startswith("data:"):
+        return None
+    match = _DATA_URL.match(url)
+    if match is None:
+        return None
+    return match.group(1) or "application/octet-stream", match.group(3)
+
+
+def safe_call_id(call_id: str, prefix: str) -> str:
+    """``call_id`` made acceptable where ids must match ``^[A-Za-z0-9_-]+$`` (Anthropic):
+    other characters become ``_``; an empty id becomes ``prefix``. Deterministic, so a
+    call and its result, written in the same request, still agree."""
+    cleaned = _UNSAFE_ID_CHARS.sub("_", call_id)
+    return cleaned or prefix
+
+
+def log_dropped(protocol_name: str, names: Iterable[str]) -> None:
+    """One debug line naming request fields that have no counterpart in
+    ``protocol_name`` and were left out."""
+    names = sorted(set(names))
+    if names and log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "fields without a counterpart dropped",
+            extra={"fields": {"target": protocol_name, "dropped": ",".join(names)}},
+        )
