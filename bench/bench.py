@@ -47,6 +47,8 @@ UPSTREAM_KEY = "sk-upstream"
 AMP_KEY = "amp-bench"
 JSON_MODEL = "claude-sonnet-4-5-20250929"
 SSE_MODEL = "claude-sse-bench"
+# An Anthropic client's stream served by an OpenAI-compatible provider: translated.
+TRANSLATED_MODEL = "qwen-translated-bench"
 PROXY_PATH = "/api/provider/anthropic/v1/messages"
 BIG_PROXY_PATH = "/api/threads/big"
 BIG_DIRECT_PATH = "/big"
@@ -261,6 +263,29 @@ def _sse_event(kind, data):
     return "event: %s\ndata: %s\n\n" % (kind, json.dumps(data, separators=(",", ":")))
 
 
+def _chat_chunk(delta, finish=None, usage=None):
+    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1767225600,
+             "model": TRANSLATED_MODEL,
+             "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        chunk["usage"] = usage
+    return "data: %s\n\n" % json.dumps(chunk, separators=(",", ":"))
+
+
+def canned_chat_sse():
+    """A 200-event OpenAI Chat stream with the same text as ``canned_sse``: a role
+    chunk, 196 content deltas, a finish chunk, a usage chunk and ``[DONE]``."""
+    events = [_chat_chunk({"role": "assistant", "content": ""})]
+    for i in range(SSE_EVENTS - 4):
+        events.append(_chat_chunk({"content": _WORDS[i % len(_WORDS)] + " "}))
+    events.append(_chat_chunk({}, finish="stop"))
+    events.append(_chat_chunk(None, usage={"prompt_tokens": 512, "completion_tokens": SSE_EVENTS - 4,
+                                           "total_tokens": 512 + SSE_EVENTS - 4}))
+    events.append("data: [DONE]\n\n")
+    assert len(events) == SSE_EVENTS
+    return "".join(events)
+
+
 def canned_sse():
     """A 200-event Anthropic stream: message_start, content_block_start, 195 deltas,
     content_block_stop, message_delta, message_stop."""
@@ -339,6 +364,8 @@ def start_nginx(prefix, port, big_bytes):
         handle.write(conf)
     with open(os.path.join(prefix, "sse.txt"), "w", encoding="utf-8") as handle:
         handle.write(canned_sse())
+    with open(os.path.join(prefix, "chat-sse.txt"), "w", encoding="utf-8") as handle:
+        handle.write(canned_chat_sse())
     with open(os.path.join(prefix, "big.bin"), "wb") as handle:
         handle.truncate(big_bytes)  # sparse: no disk space used
     log_path = os.path.join(prefix, "nginx.stderr")
@@ -362,6 +389,11 @@ def proxy_config(proxy_port, nginx_port):
              "models": [{"name": JSON_MODEL}]},
             {"api-key": UPSTREAM_KEY, "base-url": upstream + "/sse",
              "models": [{"name": SSE_MODEL}]},
+        ],
+        "openai-compatibility": [
+            {"name": "bench-openai", "base-url": upstream + "/chat-sse/v1",
+             "api-key-entries": [{"api-key": UPSTREAM_KEY}],
+             "models": [{"name": TRANSLATED_MODEL}]},
         ],
         "ampcode": {"upstream-url": upstream, "upstream-api-key": AMP_KEY},
     }
@@ -526,6 +558,7 @@ def scenarios(workdir):
     bodies = {
         "json-2k": small_request(JSON_MODEL, False),
         "sse-2k": small_request(SSE_MODEL, True),
+        "translated-2k": small_request(TRANSLATED_MODEL, True),
         "json-60k": large_request(JSON_MODEL, False),
     }
     files = {}
@@ -537,6 +570,7 @@ def scenarios(workdir):
         Scenario("json 2KB c=1", "/v1/messages", files["json-2k"], 1, False),
         Scenario("json 2KB c=32", "/v1/messages", files["json-2k"], 32, False),
         Scenario("sse 200ev c=8", "/sse/v1/messages", files["sse-2k"], 8, True),
+        Scenario("sse translated c=8", "/chat-sse/v1/chat/completions", files["translated-2k"], 8, True),
         Scenario("json 60KB c=8", "/v1/messages", files["json-60k"], 8, False),
     ]
 
@@ -662,6 +696,14 @@ def targets(results, stream, peak_mb):
               and sse.ratio >= 0.25)
         measured = "%s, %d/%d events relayed" % (_ratio_text(sse), sse.probe.events, SSE_EVENTS)
         rows.append(("SSE >= 0.25x direct, event by event", measured, ok))
+    translated = by_name.get("sse translated c=8")
+    if sse is not None and translated is not None:
+        same = sse.proxy.cpu_us_per_request
+        cpu = translated.proxy.cpu_us_per_request
+        ok = (same is not None and cpu is not None and translated.proxy.wrk.non_2xx == 0
+              and translated.probe.status == 200 and cpu <= 2 * same)
+        measured = "n/a" if not (same and cpu) else "%.0f us vs %.0f us: %.2fx" % (cpu, same, cpu / same)
+        rows.append(("translated SSE CPU <= 2x same-protocol SSE", measured, ok))
     rows.append(("peak RSS <= 30 MB", "%.1f MB" % peak_mb, peak_mb <= 30))
     if stream is not None:
         growth = stream.growth_mb

@@ -309,8 +309,11 @@ class App:
         first = decision.candidates[0]
         exchange.resolved_model = first.model
         exchange.provider = first.served[0].entry.name if first.served else None
-        if provider_route.endpoint is Endpoint.COUNT_TOKENS and not _claude_served(decision):
-            return _token_estimate(body)
+        endpoint = provider_route.endpoint
+        if endpoint is Endpoint.COUNT_TOKENS or endpoint is Endpoint.GEMINI_COUNT_TOKENS:
+            # Counted by a provider of the client's protocol, else estimated here.
+            if not _served_by(decision, protocol):
+                return _token_estimate(body, protocol)
         return await self.executor.execute(_model_call(request, provider_route, config, decision, body, decoded, model))
 
 
@@ -366,21 +369,28 @@ def _model_call(request, provider_route, config, decision, body, decoded, model)
         query=query and strip_credential_params(query),  # an empty query has nothing to strip
         thread_id=request.headers.get("x-amp-thread-id"),
         context=context,
+        translation=None,
     )
 
 
-def _claude_served(decision):
+def _served_by(decision, protocol):
+    """Whether a provider speaking ``protocol`` serves any candidate of ``decision``."""
     return any(
-        served.entry.protocol is Protocol.CLAUDE for candidate in decision.candidates for served in candidate.served
+        served.entry.protocol is protocol for candidate in decision.candidates for served in candidate.served
     )
 
 
-def _token_estimate(body):
-    """An estimate for count_tokens when no Anthropic provider can count (about 4 bytes a
-    token for English and code); the ``x-cliproxy-token-count`` header says so."""
-    text = json.dumps([body.get("system"), body.get("messages"), body.get("tools")], ensure_ascii=False)
+def _token_estimate(body, protocol):
+    """An estimate for a token count no provider of the client's protocol can make
+    (about 4 bytes a token for English and code), in the protocol's shape; the
+    ``x-cliproxy-token-count`` header says it is one."""
+    if protocol is Protocol.GEMINI:
+        text = json.dumps(body, ensure_ascii=False)
+    else:
+        text = json.dumps([body.get("system"), body.get("messages"), body.get("tools")], ensure_ascii=False)
     estimate = max(1, len(text.encode("utf-8")) // 4)
-    return _json_response(200, {"input_tokens": estimate}, headers=(("x-cliproxy-token-count", "estimate"),))
+    value = {"totalTokens": estimate} if protocol is Protocol.GEMINI else {"input_tokens": estimate}
+    return _json_response(200, value, headers=(("x-cliproxy-token-count", "estimate"),))
 
 
 def model_list(runtime, protocol):

@@ -540,10 +540,13 @@ def test_the_issue_mapping_keeps_an_agent_working_when_the_first_provider_is_out
     assert seen(b) == [("local", "qwen3-coder:30b")] * 3
 
 
-def test_a_mapping_fallback_to_another_protocol_answers_501_rather_than_hanging(tmp_path, fakes, clock, caplog):
-    # Changes when cross-protocol translation lands: qwen3-coder should then serve the call.
+def test_a_mapping_fallback_to_another_protocol_is_translated(tmp_path, fakes, clock, caplog):
     a, _, c = fakes
     a.default = JSONReply(429, QUOTA_BODY)
+    c.default = JSONReply(body={
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "qwen3-coder",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "from qwen"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
     doc = document(
         claude_entry(0, a, models=[SONNET]),
         **{
@@ -553,14 +556,14 @@ def test_a_mapping_fallback_to_another_protocol_answers_501_rather_than_hanging(
     )
     with running(tmp_path, doc, clock) as proxy:
         status, _, body = ask(proxy, model=OPUS)
-    assert status == 501
-    error = json.loads(body)
-    assert error["type"] == "error"
-    message = error["error"]["message"]
-    assert "qwen3-coder" in message and "claude" in message and "openai" in message
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["type"] == "message" and answer["model"] == OPUS
+    assert answer["content"] == [{"type": "text", "text": "from qwen"}]
     assert seen(a) == [("sk-ant-A", SONNET)]
-    assert c.requests == []
-    assert attempts(caplog) == [("claude-api-key[0]", SONNET, "rate_limited")]
+    assert [r.path for r in c.requests] == ["/v1/chat/completions"]
+    assert json.loads(c.requests[0].body)["model"] == "qwen3-coder"
+    assert attempts(caplog) == [("claude-api-key[0]", SONNET, "rate_limited"), ("openai-compatibility[0]", "qwen3-coder", "ok")]
 
 
 # -- logging -------------------------------------------------------------------------

@@ -57,9 +57,25 @@ def random_bodies(count, seed=20261121):
         yield json.dumps(body).encode()
 
 
+# A valid answer on each protocol's path: whatever the client sent, translated or not,
+# the provider answers well, so any failure is the proxy's handling of the request.
+ANSWERS = {
+    "/v1/messages/count_tokens": {"input_tokens": 3},
+    "/v1/messages": {"id": "m", "type": "message", "role": "assistant", "model": "x", "stop_reason": "end_turn",
+                     "content": [{"type": "text", "text": "ok"}], "usage": {"input_tokens": 1, "output_tokens": 1}},
+    "/v1/chat/completions": {"id": "c", "object": "chat.completion", "created": 1, "model": "x",
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                          "finish_reason": "stop"}]},
+    "/v1beta/models/": {"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]},
+                                        "finishReason": "STOP"}]},
+}
+
+
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
     with FakeUpstream(default=JSONReply(body={"model": "x", "content": [], "choices": []})) as upstream:
+        for path, answer in ANSWERS.items():
+            upstream.route("POST", path, JSONReply(body=answer))
         document = {
             "api-keys": ["k"],
             "claude-api-key": [{"api-key": "a", "base-url": upstream.url}],

@@ -286,12 +286,21 @@ def test_bad_bodies_get_protocol_shaped_errors(proxy):
     assert status == 400 and "model" in body["error"]["message"]
 
 
-def test_cross_protocol_calls_answer_501_until_translation(proxy):
+def test_cross_protocol_calls_are_translated(proxy, upstreams):
+    anthropic = upstreams[0]
+    anthropic.route("POST", "/v1/messages", JSONReply(body=anthropic_message("claude-sonnet-4-5-20250929")))
     status, body = proxy.json(
-        "POST", "/api/provider/openai/v1/chat/completions", {"model": "sonnet", "messages": []}, KEY
+        "POST",
+        "/api/provider/openai/v1/chat/completions",
+        {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]},
+        KEY,
     )
-    assert status == 501
-    assert "claude" in body["error"]["message"] and "openai" in body["error"]["message"]
+    assert status == 200
+    assert body["object"] == "chat.completion" and body["model"] == "sonnet"
+    assert body["choices"][0]["message"]["content"] == "hello"
+    sent = json.loads(anthropic.requests[-1].body)
+    assert sent["model"] == "claude-sonnet-4-5-20250929"
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
 
 
 def test_model_lists_in_each_protocol_shape(proxy):

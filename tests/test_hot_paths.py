@@ -14,6 +14,7 @@ from cliproxy import cli
 from cliproxy.config.model import Protocol, ProviderEntry, ProviderKind
 from cliproxy.http.headers import HOP_BY_HOP, Headers, strip_hop_by_hop
 from cliproxy.providers import executor, outbound
+from cliproxy.providers.outbound import Endpoint
 from cliproxy.translate import anthropic
 from cliproxy.translate.context import encode_json_value, holds_only
 
@@ -592,7 +593,9 @@ def _plan_call(providers, model, request_retry=0, mappings=(), thread_id=None):
 
     config = Config(providers=tuple(providers), request_retry=request_retry, ampcode=AmpCode(model_mappings=mappings))
     decision = Router.from_config(config).decide(model, Protocol.CLAUDE)
-    return SimpleNamespace(config=config, decision=decision, protocol=Protocol.CLAUDE, thread_id=thread_id)
+    return SimpleNamespace(
+        config=config, decision=decision, protocol=Protocol.CLAUDE, endpoint=Endpoint.MESSAGES, thread_id=thread_id
+    )
 
 
 def _drive(first, after, pool, outcomes):

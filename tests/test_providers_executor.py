@@ -48,13 +48,13 @@ def _pieces(data, size=37):
 
 
 def _relayed(pipeline, chunks):
-    return b"".join(pipeline.feed(chunk) for chunk in chunks) + pipeline.flush()
+    return b"".join(pipeline.feed(chunk) for chunk in chunks) + pipeline.flush() + pipeline.close()
 
 
 @pytest.mark.parametrize("coding", [None, "identity", " Identity ", ""])
 def test_a_stream_without_a_coding_goes_straight_into_the_relay(coding):
     headers = Headers([] if coding is None else [("content-encoding", coding)])
-    pipeline = executor._stream_pipeline(_call(), headers)
+    pipeline = executor._stream_pipeline(_call(), headers, Protocol.CLAUDE, None)
     assert type(pipeline) is EventRelay
     plain = EventRelay(executor.anthropic.StreamRewriter(_call().context))
     assert _relayed(pipeline, _pieces(EVENTS)) == _relayed(plain, _pieces(EVENTS))
@@ -64,7 +64,7 @@ def test_a_stream_without_a_coding_goes_straight_into_the_relay(coding):
     "coding, encode", [("gzip", gzip.compress), ("deflate", zlib.compress), (" GZIP ", gzip.compress)]
 )
 def test_a_coded_stream_is_decoded_then_relayed_like_a_plain_one(coding, encode):
-    pipeline = executor._stream_pipeline(_call(), Headers([("content-encoding", coding)]))
+    pipeline = executor._stream_pipeline(_call(), Headers([("content-encoding", coding)]), Protocol.CLAUDE, None)
     assert type(pipeline) is not EventRelay
     plain = EventRelay(executor.anthropic.StreamRewriter(_call().context))
     expected = _relayed(plain, _pieces(EVENTS))

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from cliproxy.config.model import AmpCode, Config, ModelEntry, ModelMapping, Protocol, ProviderEntry, ProviderKind
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError
 from cliproxy.providers.credentials import CredentialPool, FailureKind
+from cliproxy.providers.outbound import Endpoint
 from cliproxy.providers.plan import AttemptPlan, Failure
 from cliproxy.routing.router import Router
 from tests.support.proxy import FakeClock
@@ -34,10 +35,10 @@ def ollama(*models):
     )
 
 
-def make_call(providers, model, request_retry=0, mappings=(), protocol=Protocol.CLAUDE):
+def make_call(providers, model, request_retry=0, mappings=(), protocol=Protocol.CLAUDE, endpoint=Endpoint.MESSAGES):
     config = Config(providers=tuple(providers), request_retry=request_retry, ampcode=AmpCode(model_mappings=mappings))
     decision = Router.from_config(config).decide(model, protocol)
-    return SimpleNamespace(config=config, decision=decision, protocol=protocol, thread_id=None)
+    return SimpleNamespace(config=config, decision=decision, protocol=protocol, endpoint=endpoint, thread_id=None)
 
 
 def walk(call, pool, outcomes):
@@ -100,12 +101,24 @@ def test_when_every_credential_cools_the_error_is_a_429_with_the_wait():
     assert dict(plan.error.headers)["retry-after"] == "1"
 
 
-def test_a_candidate_only_another_protocol_serves_is_a_501_naming_both():
-    call = make_call([ollama("qwen3-coder")], "qwen3-coder")
+def test_a_provider_of_another_protocol_is_tried_for_a_call_that_translates():
+    call = make_call([ollama("qwen3-coder"), claude(0, "qwen3-coder")], "qwen3-coder")
+    tried, _ = walk(call, CredentialPool(clock=FakeClock()), [FailureKind.SERVER_ERROR] * 2)
+    assert sorted(path for _, path in tried) == ["claude-api-key[0]", "openai-compatibility[0].api-key-entries[0]"]
+
+
+def test_a_count_that_cannot_translate_is_a_501_when_only_another_protocol_serves():
+    call = make_call([ollama("qwen3-coder")], "qwen3-coder", endpoint=Endpoint.COUNT_TOKENS)
     plan = AttemptPlan(call, CredentialPool(clock=FakeClock()))
     assert plan.first() is None
     assert isinstance(plan.error, NotImplementedYet)
     assert "openai" in plan.error.message and "claude" in plan.error.message
+
+
+def test_a_count_skips_the_credentials_of_another_protocol():
+    call = make_call([ollama("m"), claude(0, "m")], "m", endpoint=Endpoint.COUNT_TOKENS)
+    tried, _ = walk(call, CredentialPool(clock=FakeClock()), [FailureKind.SERVER_ERROR] * 2)
+    assert tried == [("m", "claude-api-key[0]")]
 
 
 def test_a_call_with_no_candidate_has_a_generic_upstream_error():

@@ -9,9 +9,10 @@ moves on: to the next credential, to another round (``request-retry``), then to 
 model. Once the response head is returned the stream is committed; a later upstream
 failure ends it with the protocol's in-stream error event.
 
-The order of attempts is ``providers.plan.AttemptPlan``; this module makes them. Same-
-protocol calls only: a candidate whose provider speaks another protocol answers a 501
-naming both protocols until translation lands.
+The order of attempts is ``providers.plan.AttemptPlan``; this module makes them. An
+attempt on a provider speaking the client's protocol sends the client's own bytes (or the
+sanitised body) and rewrites the answer in place; an attempt on a provider of another
+protocol goes through the call's ``translate.translator.Translation``, made on first need.
 """
 
 import copy
@@ -23,19 +24,20 @@ from typing import Optional
 from cliproxy.config.model import Config, Protocol
 from cliproxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from cliproxy.http.codec import Decoder, decode_body, is_identity
-from cliproxy.http.headers import HOP_BY_HOP, strip_hop_by_hop
+from cliproxy.http.headers import HOP_BY_HOP, Headers, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
 from cliproxy.http.server import Request, Response
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
-from cliproxy.providers.outbound import Endpoint, provider_headers, provider_url, proxy_for
+from cliproxy.providers.outbound import NATIVE_PROTOCOL, Endpoint, provider_headers, provider_url, proxy_for
 from cliproxy.providers.plan import AttemptPlan, Failure
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
 from cliproxy.translate.anthropic import RewriteContext
-from cliproxy.translate.context import dumps, loads_any
-from cliproxy.translate.errors import error_event
+from cliproxy.translate.context import dumps
+from cliproxy.translate.errors import error_event, render_error
 from cliproxy.translate.relay import EventRelay
 from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
+from cliproxy.translate.translator import GENERATE_ENDPOINTS, Translation, error_message, provider_error
 
 log = logging.getLogger("cliproxy.executor")
 
@@ -74,6 +76,7 @@ class ModelCall:
         "query",
         "thread_id",
         "context",
+        "translation",
     )
 
     request: Request
@@ -87,6 +90,7 @@ class ModelCall:
     query: str  # the client's query without credentials (Gemini's alt=sse)
     thread_id: Optional[str]
     context: RewriteContext
+    translation: Optional[Translation]  # made by the first cross-protocol attempt
 
 
 class Executor:
@@ -143,6 +147,8 @@ class Executor:
         """The client's ``Response`` for an attempt whose head came, or the ``Failure``
         to hand to the plan (an error answer to fail over from, a body that broke)."""
         ttfb = self.clock() - started
+        provider = NATIVE_PROTOCOL[served.entry.kind._value_]
+        translation = None if provider is call.protocol else call.translation
         if upstream.status >= 400:
             try:
                 data = await upstream.read(MAX_ERROR_BODY)
@@ -154,6 +160,9 @@ class Executor:
         try:
             if is_event_stream(upstream.headers):
                 response = await self._stream_response(call, served, upstream, started, ttfb)
+            elif translation is not None:
+                data = await upstream.read(call.config.limits.max_body_bytes)
+                response = self._translated_answer(call, provider, upstream, data, started, ttfb)
             else:
                 # Read to its end, so the connection is already released: no aclose().
                 data = await upstream.read(call.config.limits.max_body_bytes)
@@ -186,6 +195,9 @@ class Executor:
         if not kind.fails_over:
             _log_attempt(served, candidate.model, "client-error", status=status)
             self.pool.success(served, candidate.model, call.thread_id)
+            if NATIVE_PROTOCOL[served.entry.kind._value_] is not call.protocol:
+                # The provider's own words, in the shape the client's SDK reads.
+                return Response(*render_error(call.protocol, provider_error(status, data)))
             return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
         retry_after = retry_after_from_headers(headers, time.time())
         error = _provider_failure(served, status, kind, data, retry_after)
@@ -202,6 +214,16 @@ class Executor:
         data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
         return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
 
+    def _translated_answer(self, call, provider, upstream, data, started, ttfb):
+        """The client's response for a whole answer ``data`` of a provider speaking
+        ``provider``: translated, as a whole answer or a stream as the client asked."""
+        coding = upstream.headers.get("content-encoding")
+        if coding is not None:
+            data = decode_body(data, coding, call.config.limits.max_body_bytes)
+        self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+        translation = call.translation
+        return Response(upstream.status, Headers(translation.headers), translation.answer(provider, data))
+
     def _stream_failed(self, call, served, error):
         """Bytes already reached the client: log, count, and the protocol's error event
         that ends the stream."""
@@ -214,11 +236,33 @@ class Executor:
 
     async def _stream_response(self, call, served, upstream, started, ttfb):
         """Wait for the first body bytes (so a stream that dies at once still fails over),
-        then commit to streaming the rest event by event."""
-        pipeline = _stream_pipeline(call, upstream.headers)
+        then commit to streaming the rest event by event. A client that asked for a whole
+        answer from a provider of another protocol gets it once the stream has ended."""
+        provider = NATIVE_PROTOCOL[served.entry.kind._value_]
+        translation = None if provider is call.protocol else call.translation
+        pipeline = _stream_pipeline(call, upstream.headers, provider, translation)
+        if translation is not None and not translation.streams:
+            return await self._collected_answer(call, upstream, pipeline, started, ttfb)
         first = await upstream.next_chunk()
         body = self._relay_events(call, served, upstream, first, pipeline, started, ttfb)
+        if translation is not None:
+            return Response(upstream.status, Headers(translation.headers), body)
         return Response(upstream.status, strip_hop_by_hop(upstream.headers, _NOT_RELAYED), body)
+
+    async def _collected_answer(self, call, upstream, pipeline, started, ttfb):
+        """A provider stream read to its end for a client that asked for a whole answer
+        (``pipeline`` collects it); raises ``UpstreamError`` when the stream broke."""
+        try:
+            chunk = await upstream.next_chunk()
+            while chunk is not None:
+                pipeline.feed(chunk)
+                chunk = await upstream.next_chunk()
+            pipeline.flush()
+            data = pipeline.close()
+        finally:
+            await upstream.aclose()
+        self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+        return Response(upstream.status, Headers(call.translation.headers), data)
 
     async def _relay_events(self, call, served, upstream, first, pipeline, started, ttfb):
         chunk = first  # None: the body ended before its first byte
@@ -231,6 +275,9 @@ class Executor:
             tail = pipeline.flush()
             if tail:
                 yield tail
+            tail = pipeline.close()
+            if tail:
+                yield tail
         except ProxyError as exc:
             yield self._stream_failed(call, served, exc)
         finally:
@@ -238,12 +285,16 @@ class Executor:
             self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
 
 
-def _stream_pipeline(call, upstream_headers):
-    """What a provider's SSE body goes through on its way to the client (``feed(chunk)``
-    and ``flush()``, bytes in, bytes out): the protocol's stream rewriter in an
-    ``EventRelay``, behind a decoder when the body has a ``Content-Encoding``. Without
-    one (nearly always) it is the relay itself: no forwarding frame per piece."""
-    relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+def _stream_pipeline(call, upstream_headers, provider, translation):
+    """What a provider's SSE body goes through on its way to the client (``feed(chunk)``,
+    ``flush()`` and ``close()``, bytes in, bytes out): the protocol's stream rewriter in
+    an ``EventRelay`` (``translation``'s stream when the provider speaks another
+    protocol), behind a decoder when the body has a ``Content-Encoding``. Without one
+    (nearly always) it is the relay itself: no forwarding frame per piece."""
+    if translation is None:
+        relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+    else:
+        relay = translation.stream(provider)
     coding = upstream_headers.get("content-encoding")
     if coding is not None and not is_identity(coding):
         return _DecodingPipeline(Decoder(coding), relay)
@@ -266,12 +317,18 @@ class _DecodingPipeline:
     def flush(self):
         return self._relay.flush()
 
+    def close(self):
+        return self._relay.close()
+
 
 def _prepare(call, candidate, served):
     """``(url, headers, body)`` of the attempt of ``call`` on ``served``. The body is the
     client's own bytes when nothing has to change (no re-encoding of a 60 KB agent turn),
-    else ``_rewritten_body``."""
+    else ``_rewritten_body``; a provider of another protocol gets the translated body."""
     entry = served.entry
+    provider = NATIVE_PROTOCOL[entry.kind._value_]
+    if provider is not call.protocol:
+        return _prepare_translated(call, candidate, served, provider)
     url = provider_url(entry, call.endpoint, model=served.upstream_model, stream=call.stream)
     if call.protocol is Protocol.GEMINI and call.query:
         url += ("&" if "?" in url else "?") + _without_alt(call.query)
@@ -283,6 +340,27 @@ def _prepare(call, candidate, served):
     ):
         body = _rewritten_body(call, candidate, served)
     return url, headers, body
+
+
+def _prepare_translated(call, candidate, served, provider):
+    """``_prepare`` for a provider speaking ``provider``, another protocol than the
+    client's: the call's ``Translation`` (made here on first need; reading the client's
+    body may raise ``BadRequest``) writes the body, and the URL is the provider's own
+    generating endpoint."""
+    translation = call.translation
+    if translation is None:
+        translation = call.translation = Translation(
+            call.protocol,
+            call.body,
+            call.context.requested_model,
+            route_model=call.context.requested_model,
+            route_stream=call.stream,
+            query=call.query,
+        )
+    entry = served.entry
+    url = provider_url(entry, GENERATE_ENDPOINTS[provider], model=served.upstream_model, stream=translation.streams)
+    headers = provider_headers(entry, call.request.headers, call.protocol, content_type="application/json")
+    return url, headers, translation.request(provider, served.upstream_model, candidate.suffix)
 
 
 def _rewritten_body(call, candidate, served):
@@ -304,22 +382,8 @@ def _without_alt(query):
     return "&".join(part for part in query.split("&") if part and not part.startswith("alt="))
 
 
-def _error_message(data):
-    """The provider's own error message, if its body has one, shortened."""
-    document = loads_any(data)
-    if document is None:
-        text = data[:200].decode("utf-8", "replace").strip()
-        return text or None
-    error = document.get("error") if isinstance(document, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"][:300]
-    if isinstance(error, str):
-        return error[:300]
-    return None
-
-
 def _provider_failure(served, status, kind, data, retry_after):
-    detail = _error_message(data)
+    detail = error_message(data)
     message = "provider %s (%s) answered %d" % (served.entry.path, served.upstream_model, status)
     if detail:
         message += ": " + detail

@@ -6,8 +6,10 @@ credential pool's order) is one loop, written once as a generator that yields th
 the executor, whose coroutine only makes the attempts; the policy is tested here without
 any socket. No I/O and no clock here: the pool owns the clock.
 
-The loop, per candidate model (primary first): only credentials speaking the client's
-protocol serve it (else the candidate's error is a 501 naming both protocols); each round
+The loop, per candidate model (primary first): every credential serving it may be tried
+(a provider of another protocol through translation), except for calls that cannot be
+translated (token counts, legacy completions), which only credentials speaking the
+client's protocol serve (else the candidate's error is a 501 naming both); each round
 asks the pool for the usable credentials in order and tries each; another round follows
 only when some failure was transient (connect, timeout, 5xx). When no credential is usable
 the model's error is a 429 whose ``Retry-After`` is the wait for the first to come back.
@@ -20,6 +22,7 @@ from typing import NamedTuple, Optional
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError
 from cliproxy.providers.credentials import FailureKind
 from cliproxy.providers.outbound import NATIVE_PROTOCOL
+from cliproxy.translate.translator import translatable
 
 # Failures worth another round over the same credentials (SPEC §2 request-retry).
 RETRYABLE = frozenset((FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER_ERROR))
@@ -73,9 +76,9 @@ class AttemptPlan:
         if candidates:
             candidate = candidates[0]
             served = candidate.served
-            protocol = call.protocol
+            protocol = None if translatable(call.endpoint) else call.protocol
             for member in served:  # the generator's protocol filter: here, nothing to drop
-                if NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
+                if protocol is not None and NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
                     break
             else:
                 if served:
@@ -107,10 +110,11 @@ def _walk(call, pool, first_order=None):
     ``AttemptPlan.first`` already asked for it."""
     last_error = None
     protocol = call.protocol
+    any_protocol = translatable(call.endpoint)
     for candidate in call.decision.candidates:
         served = candidate.served
         for member in served:
-            if NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
+            if not any_protocol and NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
                 served = tuple(s for s in served if s.entry.protocol is protocol)
                 break
         if not served:
@@ -149,10 +153,11 @@ def cooling(model, wait):
 
 
 def untranslated(candidate, protocol):
-    """The 501 for a candidate served only by providers speaking another protocol."""
+    """The 501 for a call that cannot be translated (a token count, a legacy completion)
+    whose candidate only providers of another protocol serve."""
     native = candidate.served[0].entry.protocol if candidate.served else None
     name = native.value if native else "?"
     return NotImplementedYet(
-        "%s is served by a provider speaking %s; translating %s requests to %s is not supported yet"
-        % (candidate.model, name, protocol.value, name)
+        "%s is served by a provider speaking %s; this %s endpoint can only be served by a provider of its own protocol"
+        % (candidate.model, name, protocol.value)
     )

@@ -54,6 +54,11 @@ class EventRelay:
             return self._rewrite(parser.feed(self._runs.flush()) + parser.flush())
         return self._rewrite(self._parser.flush())
 
+    def close(self):
+        """Nothing: a relayed stream has no closing events of its own (the pipelines'
+        common interface; a translated stream writes its closing events here)."""
+        return b""
+
     def _rewrite(self, events):
         event = self._rewriter.event
         return b"".join([event(item) for item in events])
