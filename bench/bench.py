@@ -149,9 +149,10 @@ class Calibration:
 CALIBRATIONS = [
     Calibration("pump.py", "pump.py", (), ("json 2KB c=32",),
                 "byte pump, no parsing: the event loop and four socket calls"),
-    Calibration("lean.py", "lean.py", (), ("json 2KB c=32", "sse 200ev c=8"),
-                "only what the targets describe: heads split, one json.loads, key swapped"),
-    Calibration("lean.py --strict", "lean.py", ("--strict",), ("json 2KB c=32", "sse 200ev c=8"),
+    Calibration("lean.py", "lean.py", (), ("json 2KB c=32", "sse 200ev c=8", "sse translated c=8"),
+                "only what the targets describe: heads split, one json.loads, key swapped"
+                " (translated: + one json.loads and one templated delta per event)"),
+    Calibration("lean.py --strict", "lean.py", ("--strict",), ("json 2KB c=32", "sse 200ev c=8", "sse translated c=8"),
                 "the same with cliproxy's parser and writer (SPEC section 4 checks)"),
 ]
 
@@ -629,19 +630,42 @@ def run_calibrations(chosen, nginx_port, args, workdir):
 
 
 def calibration_table(results, rows):
-    """cliproxy's rows next to the calibration programs' rows of the same run."""
-    lines = ["%-17s %-15s %7s %10s  %s" % ("program", "scenario", "ratio", "CPU us/req", "")]
+    """cliproxy's rows next to the calibration programs' rows of the same run, then what
+    the least translation costs next to cliproxy's same-protocol stream."""
+    lines = ["%-17s %-18s %7s %10s  %s" % ("program", "scenario", "ratio", "CPU us/req", "")]
     for r in results:
         if any(r.scenario.name == row.result.scenario.name for row in rows):
             lines.append(_calibration_line("cliproxy", r, "the product"))
     for row in rows:
         lines.append(_calibration_line(row.calibration.label, row.result, row.calibration.what))
+    floor = translation_floor(results, rows)
+    if floor is not None:
+        lines.append("")
+        lines.append("translation floor: lean.py's translated stream costs %.0f us, %.2fx cliproxy's "
+                     "same-protocol stream (%.0f us); cliproxy's translated stream is %.2fx lean.py's"
+                     % floor)
     return "\n".join(lines)
+
+
+def translation_floor(results, rows):
+    """(lean translated CPU, its ratio to cliproxy's same-protocol SSE CPU, that CPU,
+    cliproxy translated / lean translated), or None when a row is missing."""
+    by_name = {r.scenario.name: r for r in results}
+    lean = [row.result for row in rows
+            if row.calibration.label == "lean.py" and row.result.scenario.name == "sse translated c=8"]
+    same, translated = by_name.get("sse 200ev c=8"), by_name.get("sse translated c=8")
+    if not lean or same is None or translated is None:
+        return None
+    cpus = (lean[0].proxy.cpu_us_per_request, same.proxy.cpu_us_per_request,
+            translated.proxy.cpu_us_per_request)
+    if not all(cpus):
+        return None
+    return cpus[0], cpus[0] / cpus[1], cpus[1], cpus[2] / cpus[0]
 
 
 def _calibration_line(program, result, what):
     cpu = result.proxy.cpu_us_per_request
-    return "%-17s %-15s %7s %10s  %s" % (
+    return "%-17s %-18s %7s %10s  %s" % (
         program, result.scenario.name, _ratio_text(result),
         "n/a" if cpu is None else "%.0f" % cpu, what)
 

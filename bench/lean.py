@@ -21,12 +21,19 @@ writer (imported from this source tree), so every request and answer is checked 
 §4 requires and bodies are relayed event by event as they are parsed: the same relay, plus
 the cost of a conforming HTTP/1.1 implementation. Takes the bench's ``--config PATH``
 (``port``, ``api-keys``, ``claude-api-key[0]``, ``ampcode.upstream-url``); ignores the rest.
+
+The translated scenario (a model named ``...translated...``) asks the upstream for its
+OpenAI Chat stream and answers the client an Anthropic stream: the least work translation
+needs, per event one ``json.loads`` of the chunk and one Anthropic delta written from a
+template and the text's JSON string (no validation, no tool calls, no usage, no error
+handling), sent chunked as each read brings whole events.
 """
 
 import asyncio
 import json
 import os
 import sys
+from json.encoder import encode_basestring
 from urllib.parse import urlsplit
 
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
@@ -54,6 +61,57 @@ def client_key(fields):
     return key
 
 
+def upstream_path(model):
+    """The nginx location serving ``model``'s canned answer (see bench/nginx.conf.tmpl)."""
+    if "translated" in model:
+        return "/chat-sse/v1/chat/completions"
+    return "/sse/v1/messages" if "sse" in model else "/v1/messages"
+
+
+_OPENING = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_lean","type":"message",'
+    b'"role":"assistant","model":"lean","content":[],"stop_reason":null,"usage":{"input_tokens":0,'
+    b'"output_tokens":0}}}\n\nevent: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+)
+_DELTA = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":%s}}\n\n'
+_CLOSING = (
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    b'"stop_sequence":null},"usage":{"output_tokens":0}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+
+
+class ChatToAnthropic:
+    """OpenAI Chat SSE bytes in, Anthropic SSE bytes out: whole events only, one
+    ``json.loads`` each, text deltas only."""
+
+    def __init__(self):
+        self.pending = b""
+        self.opened = False
+
+    def feed(self, data):
+        data = self.pending + data
+        end = data.rfind(b"\n\n") + 2
+        self.pending = data[end:]
+        out = [] if self.opened else [_OPENING]
+        self.opened = True
+        for block in data[:end].split(b"\n\n"):
+            if block.startswith(b"data: {"):
+                choices = json.loads(block[6:])["choices"]
+                text = choices[0]["delta"].get("content") if choices else None
+                if text:
+                    out.append((_DELTA % encode_basestring(text)).encode("utf-8"))
+        return b"".join(out)
+
+    def close(self):
+        return _CLOSING
+
+
+def chunk(data):
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
 def encode_head(start_line, fields, extra):
     lines = [start_line]
     lines.extend("%s: %s" % field for field in fields if field[0] not in UNSENT)
@@ -69,6 +127,7 @@ class Upstream(asyncio.Protocol):
         self.client = client
         self.buffer = b""
         self.remaining = None
+        self.translator = None  # a ChatToAnthropic for the translated scenario
 
     def data_received(self, data):
         if self.remaining is None:
@@ -80,10 +139,18 @@ class Upstream(asyncio.Protocol):
             data = self.buffer[end + 4:]
             self.buffer = b""
             self.remaining = int(named.get("content-length", "0"))
-            self.client.transport.write(encode_head(
-                status, fields, ("content-length: %d" % self.remaining,)))
+            framing = ("transfer-encoding: chunked" if self.translator else
+                       "content-length: %d" % self.remaining)
+            self.client.transport.write(encode_head(status, fields, (framing,)))
         self.remaining -= len(data)
-        self.client.transport.write(data)
+        if self.translator is None:
+            self.client.transport.write(data)
+        else:
+            out = self.translator.feed(data)
+            if self.remaining <= 0:
+                out += self.translator.close()
+                self.translator = None
+            self.client.transport.write(chunk(out) + (b"0\r\n\r\n" if self.remaining <= 0 else b""))
         if self.remaining <= 0:
             self.remaining = None
 
@@ -138,7 +205,8 @@ class Client(asyncio.Protocol):
             return
         model = json.loads(body)["model"]
         method, _, _ = line.split(" ", 2)
-        path = "/sse/v1/messages" if "sse" in model else "/v1/messages"
+        path = upstream_path(model)
+        self.upstream.get_protocol().translator = ChatToAnthropic() if "translated" in model else None
         self.upstream.write(encode_head("%s %s HTTP/1.1" % (method, path), fields, (
             "host: %s" % self.settings["host"], "x-api-key: %s" % self.settings["key"],
             "content-length: %d" % length)) + body)
@@ -161,16 +229,23 @@ class StrictUpstream(Upstream):
         parser.feed(data)
         # What one read brings goes out in one write (no delay: it is all here already).
         out = []
+        translator = self.translator
         while True:
             event = parser.next_event()
             kind = type(event)
             if kind is http_parser.Data:
-                out.append(event.data)
+                out.append(event.data if translator is None else http_writer.encode_chunk(translator.feed(event.data)))
             elif kind is http_parser.ResponseHead:
                 fields = [f for f in event.headers if f[0] not in UNSENT]
-                fields.append(("content-length", event.headers.get("content-length", "0")))
+                if translator is None:
+                    fields.append(("content-length", event.headers.get("content-length", "0")))
+                else:
+                    fields.append(("transfer-encoding", "chunked"))
                 out.append(http_writer.encode_response_head(event.status, fields))
             elif kind is http_parser.EndOfMessage:
+                if translator is not None:
+                    out.append(http_writer.encode_chunk(translator.close()) + http_writer.LAST_CHUNK)
+                    self.translator = translator = None
                 parser.start("POST")
             else:
                 break
@@ -214,7 +289,8 @@ class StrictClient(Client):
             self.transport.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
             return
         model = json.loads(body)["model"]
-        path = "/sse/v1/messages" if "sse" in model else "/v1/messages"
+        path = upstream_path(model)
+        self.upstream.get_protocol().translator = ChatToAnthropic() if "translated" in model else None
         fields = [f for f in headers if f[0] not in UNSENT]
         fields.extend((("host", self.settings["host"]), ("x-api-key", self.settings["key"]),
                        ("content-length", str(len(body)))))
