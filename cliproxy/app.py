@@ -17,7 +17,15 @@ import time
 from typing import Optional
 
 from cliproxy.amp import offline
-from cliproxy.amp.auth import KeySet, client_key, is_loopback, strip_credential_params, strip_credentials
+from cliproxy.amp.auth import (
+    KeySet,
+    client_key,
+    is_loopback,
+    strip_client_keys,
+    strip_credential_params,
+    strip_credentials,
+)
+from cliproxy.amp.modes import AmpMode, ModeLog
 from cliproxy.amp.routes import Family, classify
 from cliproxy.amp.secrets import UpstreamKeys
 from cliproxy.config.model import Protocol
@@ -27,6 +35,7 @@ from cliproxy.errors import (
     NotFound,
     PaymentRequired,
     ProxyError,
+    ServiceUnavailable,
     Unauthorized,
 )
 from cliproxy.http.headers import Headers
@@ -126,6 +135,7 @@ class App:
         self.executor = Executor(client, self.pool, self.metrics, clock)
         self.management_api = management_api
         self.request_log = request_log
+        self.modes = ModeLog()
         self._runtime = Runtime(store.current)
 
     def runtime(self):
@@ -209,6 +219,8 @@ class App:
             return await self.management_api.handle(request, runtime.config, self.store)
         if family is Family.NOT_FOUND:
             raise NotFound("no route for %s %s" % (request.method, request.path))
+        if family is Family.ACTORS:
+            return await self._actors(request, runtime)
         key = client_key(request.headers, request.query)
         if family is Family.BROWSER_PAGE:
             # No client key needed, so none of the owner's credentials either: only a
@@ -233,15 +245,31 @@ class App:
         """Forward a management route (or answer it offline); the upstream key is attached
         only when ``with_upstream_key`` is true."""
         config = runtime.config
-        ampcode = config.ampcode
-        if ampcode.restrict_management_to_localhost and not is_loopback(request.peer[0]):
-            raise Forbidden("management routes are restricted to localhost")
-        websocket = is_websocket_upgrade(request.headers)
-        if websocket:
-            validate_upgrade(request.method, request.headers)
-        if ampcode.upstream_url is None:
+        websocket = _check_upstream_route(request, config)
+        if request.path.startswith("/api/thread-actors"):
+            self.modes.note(request.peer[0], AmpMode.NEO)
+        if config.ampcode.upstream_url is None:
             return await offline.answer(request, config)
         headers, url = self._upstream_target(request, runtime, key, with_upstream_key)
+        return await self._relay(request, url, headers, config, websocket)
+
+    async def _actors(self, request, runtime):
+        """Amp Neo's own ``/actors`` traffic: no client key is asked for, and none of the
+        owner's credentials is given; the request's own ``Authorization`` and
+        ``Sec-WebSocket-Protocol`` (its actor token) go upstream untouched, while a
+        cliproxy client key, wherever it is, never does (SPEC §3.1)."""
+        config = runtime.config
+        websocket = _check_upstream_route(request, config)
+        self.modes.note(request.peer[0], AmpMode.NEO)
+        if config.ampcode.upstream_url is None:
+            raise ServiceUnavailable("amp upstream proxy not available")
+        headers, query = strip_client_keys(request.headers, request.query, runtime.client_keys)
+        url = config.ampcode.upstream_url + request.path + ("?" + query if query else "")
+        return await self._relay(request, url, headers, config, websocket)
+
+    async def _relay(self, request, url, headers, config, websocket):
+        """Send ``request`` to ``url`` with ``headers``: a WebSocket tunnel, or a forwarded
+        request whose answer streams back."""
         if websocket:
             return await self._tunnel(url, headers, config)
         body = request.body if _has_body(request) else None
@@ -286,6 +314,8 @@ class App:
         protocol = provider_route.protocol
         if provider_route.is_model_list:
             return _json_response(200, model_list(runtime, protocol))
+        if provider_route.provider:  # ``/api/provider/...``: the classic Amp CLI's paths
+            self.modes.note(request.peer[0], AmpMode.CLASSIC)
         limit = config.limits.max_body_bytes
         raw = await request.body.read(limit)
         decoded = decode_request_body(raw, request.headers.get("content-encoding"), limit)
@@ -328,6 +358,17 @@ def _note_decision(exchange, decision, model, request):
         fields = log_fields(decision)
         fields["path"] = request.path
         log.log(level, "route decision", extra={"fields": fields})
+
+
+def _check_upstream_route(request, config):
+    """Refuse a request for the Amp upstream that is not allowed from its peer, or a
+    malformed WebSocket upgrade; True when the request is a (valid) upgrade."""
+    if config.ampcode.restrict_management_to_localhost and not is_loopback(request.peer[0]):
+        raise Forbidden("management routes are restricted to localhost")
+    websocket = is_websocket_upgrade(request.headers)
+    if websocket:
+        validate_upgrade(request.method, request.headers)
+    return websocket
 
 
 def _has_body(request):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cliproxy.amp.auth import KeySet, client_key, is_loopback, strip_credentials
+from cliproxy.amp.auth import KeySet, client_key, is_loopback, strip_client_keys, strip_credentials
 from cliproxy.http.headers import Headers
 
 
@@ -164,3 +164,23 @@ def test_strip_headers_removes_all_credential_fields_only():
 )
 def test_is_loopback(host, expected):
     assert is_loopback(host) is expected
+
+
+# -- strip_client_keys (Amp Neo's /actors) ---------------------------------------------------
+
+
+def test_strip_client_keys_keeps_a_foreign_authorization():
+    keys = KeySet(["sk-local"])
+    headers = H(("authorization", "Basic bmVvOnNlY3JldA=="), ("x-api-key", "anything"), ("x-goog-api-key", "g"),
+                ("sec-websocket-protocol", "rivet, rivet_token.abc"))
+    kept, query = strip_client_keys(headers, "key=sk-local&rvt-key=T-1", keys)
+    assert kept.items() == [("authorization", "Basic bmVvOnNlY3JldA=="), ("sec-websocket-protocol", "rivet, rivet_token.abc")]
+    assert query == "rvt-key=T-1"
+
+
+def test_strip_client_keys_removes_an_authorization_holding_a_client_key():
+    keys = KeySet(["sk-local"])
+    kept, _ = strip_client_keys(H(("authorization", "Bearer sk-local")), "", keys)
+    assert kept.get("authorization") is None
+    kept, _ = strip_client_keys(H(("authorization", "Bearer rvt_token")), "", keys)
+    assert kept.get("authorization") == "Bearer rvt_token"

@@ -48,7 +48,6 @@ def proxy_for(tmp_path, upstream_url, **ampcode):
         "/news.rss",
         "/threads.rss",
         "/websocket",
-        "/actors/gateway/abc",
         "/connect",
     ],
 )

@@ -38,6 +38,7 @@ _CREDENTIAL_HEADER_SET = frozenset(CREDENTIAL_HEADERS)
 # The header fields that carry the key as is, in the order client_key consults them.
 _KEY_HEADERS = CREDENTIAL_HEADERS[1:]
 _CREDENTIAL_QUERY_SET = frozenset(CREDENTIAL_QUERY_PARAMS)
+_KEY_HEADER_SET = frozenset(_KEY_HEADERS)
 
 
 def _bearer(value: Optional[str]) -> Optional[str]:
@@ -137,6 +138,17 @@ def strip_credentials(headers: Headers, query: str) -> Tuple[Headers, str]:
     (names compared decoded, so ``k%65y`` goes too); every other piece of the query is
     kept exactly as received, in order."""
     return headers.without(_CREDENTIAL_HEADER_SET), strip_credential_params(query)
+
+
+def strip_client_keys(headers: Headers, query: str, keys: "KeySet") -> Tuple[Headers, str]:
+    """``strip_credentials`` for a request that carries credentials of its own (Amp Neo's
+    ``/actors`` calls): ``x-api-key``, ``x-goog-api-key`` and the key query parameters go,
+    but ``Authorization`` goes only when it carries one of the configured client ``keys``
+    (a Bearer token or Basic credentials for the upstream stay untouched)."""
+    dropped = _KEY_HEADER_SET
+    if keys.contains(_bearer(headers.get("authorization"))):
+        dropped = _CREDENTIAL_HEADER_SET
+    return headers.without(dropped), strip_credential_params(query)
 
 
 def strip_credential_params(query: str) -> str:

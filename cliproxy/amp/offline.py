@@ -19,11 +19,16 @@ from cliproxy.files import keep_newest, replace_file
 from cliproxy.http.headers import Headers
 from cliproxy.http.jsonbody import decode_request_body, parse_json
 from cliproxy.http.server import Response
+from cliproxy.jsontext import loads
 
 log = logging.getLogger("cliproxy.offline")
 
 # How many uploaded threads are kept on disk; the oldest beyond this are removed.
 MAX_SAVED_THREADS = 1000
+
+# Internal methods that list what the user installed: none in offline mode. The CLI
+# needs a list here; a null result makes it throw.
+_EMPTY_LISTS = ("loadPlugins", "loadSkills")
 
 LOCAL_USER = {
     "id": "local-user",
@@ -41,7 +46,9 @@ _EMPTY_FEED = (
     b"<link>http://localhost/</link><description>No upstream is configured.</description>"
     b"</channel></rss>\n"
 )
-_THREAD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+# Thread ids (SPEC §4): Amp's are ``T-`` + a UUID. A full match, so no trailing newline
+# slips through, and a first character that is a letter or digit, so no hidden file.
+_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def _json(status, value):
@@ -64,6 +71,11 @@ def decode_rpc_body(raw, content_encoding, max_bytes):
     return parse_json(raw) if raw.strip() else {}
 
 
+def valid_thread_id(value):
+    """Whether ``value`` is a thread id offline mode stores (SPEC §4)."""
+    return isinstance(value, str) and _THREAD_ID.fullmatch(value) is not None
+
+
 class ThreadStore:
     """Uploaded threads as ``<dir>/<thread id>.json``, newest ``limit`` kept."""
 
@@ -74,7 +86,7 @@ class ThreadStore:
     def save(self, thread):
         """Write ``thread`` atomically, replacing an earlier upload of the same id."""
         thread_id = thread.get("id") if isinstance(thread, dict) else None
-        if not isinstance(thread_id, str) or not _THREAD_ID.match(thread_id):
+        if not valid_thread_id(thread_id):
             raise BadRequest("uploadThread: params.thread.id is missing or not a valid id")
         os.makedirs(self.directory, exist_ok=True)
         data = json.dumps(thread, ensure_ascii=False).encode("utf-8")
@@ -82,9 +94,32 @@ class ThreadStore:
         keep_newest(self.directory, _is_thread_file, self.limit)
         return thread_id
 
+    def load(self, thread_id):
+        """The thread saved under ``thread_id``, or None when there is none (an id that
+        could never have been saved included)."""
+        if not valid_thread_id(thread_id):
+            return None
+        try:
+            with open(os.path.join(self.directory, thread_id + ".json"), "rb") as handle:
+                return loads(handle.read())
+        except (OSError, ValueError):
+            return None
+
 
 def _is_thread_file(name):
     return name.endswith(".json")
+
+
+def _get_thread(store, params):
+    """getThread's answer: the saved thread, or Amp's ``thread-not-found`` error. The CLI
+    asks for every thread it opens, new ones included, and treats any other answer (a
+    null result, a non-2xx status) as a failure (Amp CLIs from April 2026 on). It reads
+    the thread from ``result.thread.data`` (the CLI's own code, not SPEC's bare thread)."""
+    thread_id = params.get("thread") if isinstance(params, dict) else None
+    thread = store.load(thread_id)
+    if thread is not None:
+        return {"ok": True, "result": {"thread": {"id": thread_id, "data": thread}}}
+    return {"ok": False, "error": {"code": "thread-not-found", "message": "thread not found in offline mode"}}
 
 
 async def answer(request, config):
@@ -105,11 +140,19 @@ async def answer(request, config):
         params = rpc.get("params") if isinstance(rpc, dict) else None
         if method == "getUserInfo":
             return _json(200, {"ok": True, "result": LOCAL_USER})
+        if method in _EMPTY_LISTS:
+            return _json(200, {"ok": True, "result": []})
+        store = ThreadStore(os.path.join(config.logs_dir, "threads"))
         if method == "uploadThread":
             thread = params.get("thread") if isinstance(params, dict) else None
-            store = ThreadStore(os.path.join(config.logs_dir, "threads"))
             thread_id = store.save(thread)
             log.info("offline: saved thread", extra={"fields": {"thread": thread_id}})
             return _json(200, {"ok": True})
+        if method == "getThread":
+            return _json(200, _get_thread(store, params))
+        if method == "getThreadLinkInfo":
+            # Read by ``threads continue`` (null makes it throw): a thread saved here was
+            # made by a classic CLI, not by Neo's thread actors.
+            return _json(200, {"ok": True, "result": {"usesThreadActors": False}})
         return _json(200, {"ok": True, "result": None})
     raise ServiceUnavailable("amp upstream proxy not available")

@@ -22,6 +22,7 @@ class Family(enum.Enum):
     MANAGEMENT_API = "management-api"  # /v0/management/...: cliproxy's own
     AMP_MANAGEMENT = "amp-management"  # proxied to the Amp upstream, client auth
     BROWSER_PAGE = "browser-page"  # proxied to the Amp upstream, no client auth
+    ACTORS = "actors"  # Amp Neo's own traffic: proxied with its own credentials only
     PROVIDER = "provider"  # a model call or model list
     NOT_FOUND = "not-found"
 
@@ -62,7 +63,9 @@ _AMP_API_PREFIXES = (
     "/api/tab",
 )
 # Proxied like management routes; newer Amp CLIs open WebSockets on them (SPEC §3.1).
-_TUNNEL_PREFIXES = ("/actors", "/websocket", "/connect")
+_TUNNEL_PREFIXES = ("/websocket", "/connect")
+# Amp Neo calls these itself, with a token ``/api/thread-actors`` gave it (SPEC §3.1).
+_ACTORS_PREFIX = "/actors"
 _BROWSER_PREFIXES = ("/threads", "/auth", "/docs", "/settings")
 _FEEDS = ("/threads.rss", "/news.rss")
 
@@ -149,6 +152,8 @@ def _classify(method, path):
         return Route(Family.AMP_MANAGEMENT)
     if path in _FEEDS or any(_under(path, prefix) for prefix in _TUNNEL_PREFIXES):
         return Route(Family.AMP_MANAGEMENT)
+    if _under(path, _ACTORS_PREFIX):
+        return Route(Family.ACTORS)
     if any(_under(path, prefix) for prefix in _BROWSER_PREFIXES):
         if method == "GET" or _under(path, "/auth"):
             return Route(Family.BROWSER_PAGE)

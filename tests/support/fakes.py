@@ -45,7 +45,8 @@ A callable ``(Recorded) -> reply`` is also accepted wherever a reply is.
 
 ``FakeWebSocketEcho(default=None)``: a ``FakeUpstream`` that also accepts RFC 6455
 upgrades. It validates ``Sec-WebSocket-Key`` and ``Sec-WebSocket-Version`` (400 when
-wrong), answers ``101`` with the matching ``Sec-WebSocket-Accept``, then echoes every byte
+wrong), answers ``101`` with the matching ``Sec-WebSocket-Accept`` (and the first offered
+``Sec-WebSocket-Protocol``, selected, when the client offers any), then echoes every byte
 (no framing) until the client closes; ``.closed`` (a ``threading.Event``) is set then.
 Upgrade requests are recorded like any other.
 
@@ -531,9 +532,11 @@ class FakeWebSocketEcho(FakeUpstream):
             return False
         key = headers["sec-websocket-key"].strip()
         accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest())
+        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        selected = b"Sec-WebSocket-Protocol: " + offered[0].encode() + b"\r\n" if offered else b""
         conn.writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" + selected + b"\r\n"
         )
         await conn.writer.drain()
         try:
