@@ -19,7 +19,15 @@ SHEBANG = b"#!/usr/bin/env python3\n"
 # 1980-01-01, the earliest time a zip entry can carry: fixed so builds do not depend on
 # the checkout's mtimes.
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-MAIN = b"import sys\nfrom cliproxy.cli import main\nsys.exit(main())\n"
+# The version check comes first, in syntax Python 2.7 and 3.6 can parse, so an old
+# interpreter (RHEL 8's python3 is 3.6) gets one line instead of a traceback.
+MAIN = b"""import sys
+if sys.version_info < (3, 8):
+    sys.stderr.write("cliproxy needs Python 3.8 or newer; this is Python %d.%d\\n" % tuple(sys.version_info[:2]))
+    sys.exit(1)
+from cliproxy.cli import main
+sys.exit(main())
+"""
 
 
 def source_files(root):

@@ -32,6 +32,7 @@ from cliproxy.config.model import Protocol
 from cliproxy.errors import (
     BadRequest,
     Forbidden,
+    MethodNotAllowed,
     NotFound,
     PaymentRequired,
     ProxyError,
@@ -228,9 +229,11 @@ class App:
             if not runtime.client_keys.contains(key):
                 key = None
             return await self._management(request, runtime, key, with_upstream_key=key is not None)
-        self._authenticate(runtime, key)
         if family is Family.METRICS:
+            if runtime.config.metrics_auth:
+                self._authenticate(runtime, key)
             return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), self.metrics.render())
+        self._authenticate(runtime, key)
         return await self._management(request, runtime, key)
 
     def _authenticate(self, runtime, key):
@@ -313,7 +316,11 @@ class App:
         config = runtime.config
         protocol = provider_route.protocol
         if provider_route.is_model_list:
+            if request.method != "GET":
+                raise MethodNotAllowed("use GET for the model list", headers=(("allow", "GET"),))
             return _json_response(200, model_list(runtime, protocol))
+        if request.method != "POST":
+            raise MethodNotAllowed("use POST for model calls", headers=(("allow", "POST"),))
         if provider_route.provider:  # ``/api/provider/...``: the classic Amp CLI's paths
             self.modes.note(request.peer[0], AmpMode.CLASSIC)
         limit = config.limits.max_body_bytes

@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import logging
 import os
+import re
 import signal
 import ssl
 import sys
@@ -24,26 +25,49 @@ log = logging.getLogger("cliproxy.cli")
 _PROTOCOLS = {p.value: p for p in Protocol}
 
 
+_CONFIG_HELP = "the config file (default: ./config.json when it exists, else built-in defaults)"
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="cliproxy",
-        description="A proxy between the Amp CLI (or any Anthropic/OpenAI/Gemini client) and model providers.",
+        description="A proxy between the Amp CLI (or any Anthropic/OpenAI/Gemini client) and model providers."
+        " Without a command it serves.",
     )
     parser.add_argument("--version", action="version", version="cliproxy " + __version__)
-    commands = parser.add_subparsers(dest="command")
-    check = commands.add_parser("check", help="validate the config file and exit")
-    check.add_argument("--config", metavar="PATH")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check", help="validate the config file: exit 0 (warnings on stderr), or 1 with every error"
+    )
     route = commands.add_parser("route", help="explain the routing decision for MODEL (sends nothing)")
-    route.add_argument("model", metavar="MODEL")
-    route.add_argument("--config", metavar="PATH")
-    route.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="claude")
-    serve = commands.add_parser("serve", help="run the proxy (the default)")
+    route.add_argument("model", metavar="MODEL", help="a model name as a client sends it, suffix included")
+    route.add_argument(
+        "--protocol",
+        choices=sorted(_PROTOCOLS),
+        default=None,
+        help="the protocol the client speaks (default: from the model's family: gemini-* -> gemini,"
+        " gpt-*/o<digit>*/codex-* -> openai, else claude)",
+    )
+    serve = commands.add_parser("serve", help="run the proxy (the default command)")
+    # --config is taken before or after the command; given twice, the later one counts.
+    for target in (parser, serve, check, route):
+        target.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
     for target in (parser, serve):
-        target.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS)
-        target.add_argument("--host", default=argparse.SUPPRESS)
-        target.add_argument("--port", type=int, default=argparse.SUPPRESS)
-        target.add_argument("--log-level", choices=logsetup.LEVELS, default=argparse.SUPPRESS)
-        target.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS)
+        target.add_argument(
+            "--host", default=argparse.SUPPRESS, help="address to listen on (default: the config's host, 127.0.0.1)"
+        )
+        target.add_argument(
+            "--port", type=int, default=argparse.SUPPRESS, help="port to listen on (default: the config's port, 8317)"
+        )
+        target.add_argument(
+            "--log-level",
+            choices=logsetup.LEVELS,
+            default=argparse.SUPPRESS,
+            help="log level (default: debug when the config says \"debug\": true, else info)",
+        )
+        target.add_argument(
+            "--log-format", choices=("text", "json"), default=argparse.SUPPRESS, help="log line format (default: text)"
+        )
     return parser
 
 
@@ -53,8 +77,23 @@ def main(argv=None):
     if command == "check":
         return check(getattr(args, "config", None))
     if command == "route":
-        return route(args.model, getattr(args, "config", None), _PROTOCOLS[args.protocol])
+        protocol = _PROTOCOLS[args.protocol] if args.protocol else default_protocol(args.model)
+        return route(args.model, getattr(args, "config", None), protocol)
     return serve(args)
+
+
+_OPENAI_FAMILY = re.compile(r"(gpt-|o[0-9]|codex-|chatgpt-)", re.IGNORECASE)
+
+
+def default_protocol(model):
+    """The protocol a client of ``model``'s family most likely speaks (``route``'s
+    default): Gemini for ``gemini-*``, OpenAI Chat for ``gpt-*``, ``o<digit>*`` and
+    ``codex-*``, Anthropic otherwise."""
+    if model.lower().startswith("gemini-"):
+        return Protocol.GEMINI
+    if _OPENAI_FAMILY.match(model):
+        return Protocol.OPENAI
+    return Protocol.CLAUDE
 
 
 def _load(cli_path, strict=False):
@@ -76,10 +115,27 @@ def check(cli_path):
             print("error: " + error, file=sys.stderr)
         print("%d error(s) found" % len(exc.errors), file=sys.stderr)
         return 1
-    for warning in warnings:
+    for warning in warnings + unserved_mappings(config):
         print("warning: " + warning, file=sys.stderr)
     print("ok: %s" % (path or "no config file; built-in defaults"))
     return 0
+
+
+def unserved_mappings(config):
+    """A warning for each model mapping none of whose targets a local provider serves
+    (valid, but it can never fire: its calls go to Amp credits or are refused)."""
+    from cliproxy.routing.registry import ModelRegistry
+    from cliproxy.routing.suffix import split_suffix
+
+    registry = ModelRegistry.from_config(config)
+    warnings = []
+    for mapping in config.ampcode.model_mappings:
+        if not any(registry.serves(split_suffix(target)[0]) for target in mapping.targets):
+            warnings.append(
+                "ampcode.model-mappings[%d]: no local provider serves %s, so this mapping never applies"
+                % (mapping.index, " or ".join(mapping.targets))
+            )
+    return warnings
 
 
 def route(model, cli_path, protocol):

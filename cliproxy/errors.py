@@ -57,6 +57,13 @@ class NotFound(ProxyError):
     error_type = "not_found_error"
 
 
+class MethodNotAllowed(ProxyError):
+    """The path exists but not for this method; ``headers`` carry ``Allow``."""
+
+    status = 405
+    error_type = "invalid_request_error"
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     error_type = "request_too_large"

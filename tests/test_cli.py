@@ -220,3 +220,77 @@ def test_serves_https_when_tls_is_enabled(pyz, tmp_path):
             assert response.status == 200
     finally:
         assert served.stop() == 0
+
+
+# -- options in any position, defaults, old interpreters ----------------------------------
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_config_is_honoured_before_or_after_the_command(pyz, tmp_path, order):
+    bad = write(tmp_path / "bad.json", {"nope": 1})
+    args = ["--config", bad, "check"] if order == "before" else ["check", "--config", bad]
+    done = run(pyz, *args, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "nope: unknown key" in done.stderr
+    assert "ok:" not in done.stdout
+
+
+def test_route_reads_a_config_given_before_the_command(pyz, tmp_path):
+    good = write(tmp_path / "c.json", {"openai-compatibility": [
+        {"name": "o", "base-url": "http://127.0.0.1:1/v1", "models": [{"name": "gpt-5"}]}]})
+    done = run(pyz, "--config", good, "route", "gpt-5", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "route: LOCAL_PROVIDER" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "model,protocol",
+    [("gpt-5", "openai"), ("o3-mini", "openai"), ("codex-mini", "openai"), ("gemini-2.5-pro", "gemini"),
+     ("claude-opus-4-7", "claude"), ("qwen3-coder", "claude")],
+)
+def test_route_protocol_defaults_from_the_model_family(pyz, tmp_path, model, protocol):
+    done = run(pyz, "route", model, cwd=tmp_path)
+    assert "client protocol: %s" % protocol in done.stdout
+
+
+def test_check_warns_about_a_mapping_nothing_serves(pyz, tmp_path):
+    config = write(tmp_path / "c.json", {
+        "openai-compatibility": [{"name": "o", "base-url": "http://127.0.0.1:1/v1", "models": [{"name": "qwen"}]}],
+        "ampcode": {"model-mappings": [{"from": "a", "to": "qwen"}, {"from": "b", "to": ["nope", "nada(high)"]}]}})
+    done = run(pyz, "check", "--config", config, cwd=tmp_path)
+    assert done.returncode == 0
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: ampcode.model-mappings[1]: no local provider serves nope or nada(high), "
+                        "so this mapping never applies"]
+
+
+def test_help_names_every_option_with_its_default(pyz, tmp_path):
+    done = run(pyz, "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    for option in ("--config", "--host", "--port", "--log-level", "--log-format", "--version"):
+        assert option in done.stdout
+    assert "8317" in done.stdout and "127.0.0.1" in done.stdout
+    for command in ("check", "route", "serve"):
+        assert run(pyz, command, "--help", cwd=tmp_path).returncode == 0
+
+
+def _old_pythons():
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for version in ("2.7", "3.6", "3.7"):
+        versions = os.path.join(root, "versions")
+        names = sorted(n for n in os.listdir(versions) if n.startswith(version + ".")) if os.path.isdir(versions) else []
+        if names:
+            found.append(os.path.join(versions, names[-1], "bin", "python"))
+    return found
+
+
+@pytest.mark.parametrize("python", _old_pythons() or [pytest.param(None, marks=pytest.mark.skip("no old Python found"))])
+def test_an_old_python_gets_one_line_and_exit_1(pyz, tmp_path, python):
+    done = subprocess.run([python, pyz, "--version"], capture_output=True, text=True, timeout=20, cwd=str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.startswith("cliproxy needs Python 3.8 or newer; this is Python ")
+    assert "Traceback" not in done.stderr

@@ -84,6 +84,13 @@ def test_metrics_need_a_key_and_count_what_happened(tmp_path, fakes):
     assert "cliproxy_config_errors_total 0" in text
 
 
+def test_metrics_auth_false_lets_a_scraper_in_without_a_key(tmp_path, fakes):
+    with RunningProxy(document(*fakes, **{"metrics-auth": False}), tmp_path) as proxy:
+        status, _, body = proxy.request("GET", "/metrics")
+        assert status == 200 and b"cliproxy_requests_total" in body
+        assert proxy.request("GET", "/api/user")[0] == 401, "only /metrics is opened"
+
+
 def test_request_log_lines_and_error_files(tmp_path, fakes, captured):
     provider, _ = fakes
     provider.route("POST", "/v1/messages", JSONReply(status=500, body={"error": {"message": "boom"}}))

@@ -385,3 +385,26 @@ def test_a_body_that_needs_no_change_is_forwarded_as_sent(proxy, upstreams):
     status, _ = proxy.json("POST", MESSAGES, compressed, dict(KEY, **{"Content-Encoding": "gzip"}))
     assert status == 200
     assert anthropic.requests[-1].body == raw  # decoded, otherwise untouched
+
+
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("GET", "/v1/messages", "POST"),
+        ("GET", "/api/provider/anthropic/v1/messages", "POST"),
+        ("PUT", "/api/provider/openai/v1/chat/completions", "POST"),
+        ("GET", "/v1beta/models/gemini-2.5-pro:generateContent", "POST"),
+        ("POST", "/api/provider/openai/v1/models", "GET"),
+        ("DELETE", "/v1beta/models", "GET"),
+    ],
+)
+def test_a_wrong_method_on_a_model_route_is_405_with_allow(proxy, method, path, allow):
+    status, headers, data = proxy.request(method, path, None, KEY)
+    assert status == 405
+    assert headers["allow"] == allow
+    body = json.loads(data)
+    assert body["error"]["message"]
+    if "anthropic" in path or path == "/v1/messages":
+        assert body["type"] == "error"
+    if "v1beta" in path:
+        assert body["error"]["status"] == "INVALID_ARGUMENT"

@@ -118,7 +118,7 @@ def parse_provider_path(provider, rest, method):
             model=match.group(1),
             stream=endpoint is Endpoint.GEMINI_STREAM,
         )
-    if method == "GET" and rest in _MODEL_LIST_PATHS:
+    if rest in _MODEL_LIST_PATHS:  # any method: the app answers 405 to all but GET
         if rest == "/v1beta/models":
             protocol = Protocol.GEMINI
         else:

@@ -566,6 +566,7 @@ _TOP_FIELDS = (
         False,
     ),
     _Field("debug", _bool, False),
+    _Field("metrics-auth", _bool, False),
     _Field("request-log", _bool, False),
     _Field("logs-dir", _directory, False),
     _Field("error-logs-max-files", _int_range(0), False),

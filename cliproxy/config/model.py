@@ -152,6 +152,7 @@ class Config:
     request_retry: int = 1
     limits: Limits = Limits()
     debug: bool = False
+    metrics_auth: bool = True  # False: /metrics answers without a client key
     request_log: bool = False
     logs_dir: str = "logs"
     error_logs_max_files: int = 10
