@@ -842,6 +842,21 @@ def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args, cali
     }
 
 
+def run_extras(pyz):
+    """Start-up timings and the README's scale-out recipe, each printed as it comes."""
+    sys.path.insert(0, HERE)
+    import scaleout
+    import startup
+
+    print("\n" + "start-up, median of 5 runs, beyond a bare interpreter:")
+    print(startup.table(startup.measure(pyz, 5)))
+    try:
+        ok, summary = scaleout.run(pyz)
+    except scaleout.ScaleOutError as exc:
+        summary = "could not run: %s" % exc
+    print("\nscale-out (README recipe, nginx + 2 instances): " + summary)
+
+
 def machine_line():
     python = subprocess.run([sys.executable, "--version"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT).stdout.decode().strip()
@@ -878,6 +893,9 @@ def parse_args(argv):
     parser.add_argument("--no-calibration", dest="calibration", action="store_false",
                         help="skip the calibration rows (bench/pump.py and bench/lean.py "
                              "through the c=32 and SSE scenarios)")
+    parser.add_argument("--no-extras", dest="extras", action="store_false",
+                        help="skip the start-up timings (bench/startup.py) and the scale-out "
+                             "check of the README's nginx recipe (bench/scaleout.py)")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--only", action="append", default=[],
                         help="run only scenarios whose name contains this (repeatable)")
@@ -925,6 +943,8 @@ def main(argv=None):
         if calibration:
             print("\ncalibration, same run (Python programs in bench/, not cliproxy):")
             print(calibration_table(results, calibration))
+        if args.extras:
+            run_extras(args.proxy)
         os.makedirs(args.out, exist_ok=True)
         name = "results.json" if args.proxy == DEFAULT_PYZ else "results-%s.json" % (
             os.path.splitext(os.path.basename(args.proxy))[0])

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Start-up time of the built .pyz, next to a bare interpreter, on the oldest and newest
+CPython found.
+
+Strategy: each figure is the median of several runs, wall clock, measured from process
+start: ``python3 -c pass`` (the interpreter alone), ``cliproxy.pyz --version``,
+``cliproxy.pyz check`` (a small config), and the time until the first ``/healthz`` answer of
+a serving instance (polled every 2 ms). The pyz figures are printed as milliseconds beyond
+the bare interpreter's, which is what cliproxy itself adds. Interpreters: this one, and the
+oldest and newest 3.8+ under ``pyenv root`` when pyenv is there.
+
+    python3 bench/startup.py [--proxy dist/cliproxy.pyz] [--runs 7]
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HEALTH_TIMEOUT = 15.0
+POLL = 0.002
+
+
+def interpreters():
+    """(label, path) of this interpreter and of the oldest and newest pyenv CPython >= 3.8."""
+    found = {sys.executable}
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        root = ""
+    versions = []
+    directory = os.path.join(root, "versions") if root else ""
+    if directory and os.path.isdir(directory):
+        for name in os.listdir(directory):
+            match = re.fullmatch(r"3\.(\d+)\.(\d+)", name)
+            if match and int(match.group(1)) >= 8:
+                versions.append(((3, int(match.group(1)), int(match.group(2))), os.path.join(directory, name, "bin", "python3")))
+    versions.sort()
+    if versions:
+        found.update((versions[0][1], versions[-1][1]))
+    labelled = []
+    for path in sorted(found):
+        version = subprocess.run([path, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+        labelled.append((version, path))
+    return sorted(labelled, key=lambda item: tuple(int(p) for p in item[0].split(".")))
+
+
+def timed(command, runs):
+    """Median wall-clock seconds of ``command`` over ``runs`` runs."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def first_health(python, pyz, config, runs):
+    """Median seconds from process start to the first 200 from /healthz."""
+    times = []
+    for _ in range(runs):
+        port = free_port()
+        started = time.perf_counter()
+        process = subprocess.Popen([python, pyz, "--config", config, "--port", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = started + HEALTH_TIMEOUT
+            while time.perf_counter() < deadline:
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as answer:
+                        if answer.status == 200:
+                            times.append(time.perf_counter() - started)
+                            break
+                except OSError:
+                    time.sleep(POLL)
+        finally:
+            process.terminate()
+            process.wait(10)
+    return statistics.median(times) if times else None
+
+
+def measure(pyz, runs):
+    """Rows (version, bare ms, --version +ms, check +ms, first /healthz +ms)."""
+    workdir = tempfile.mkdtemp(prefix="cliproxy-startup-")
+    config = os.path.join(workdir, "config.json")
+    with open(config, "w", encoding="utf-8") as handle:
+        json.dump({"host": "127.0.0.1", "port": 0, "logs-dir": os.path.join(workdir, "logs"),
+                   "ampcode": {"upstream-url": ""}}, handle)
+    rows = []
+    for version, python in interpreters():
+        bare = timed([python, "-c", "pass"], runs)
+        rows.append((
+            version,
+            bare * 1000,
+            (timed([python, pyz, "--version"], runs) - bare) * 1000,
+            (timed([python, pyz, "check", "--config", config], runs) - bare) * 1000,
+            _ms_beyond(first_health(python, pyz, config, runs), bare),
+        ))
+    return rows
+
+
+def _ms_beyond(seconds, bare):
+    return None if seconds is None else (seconds - bare) * 1000
+
+
+def table(rows):
+    lines = ["%-8s %10s %14s %12s %18s" % ("python", "bare ms", "--version +ms", "check +ms", "first /healthz +ms")]
+    for version, bare, version_ms, check_ms, health_ms in rows:
+        lines.append("%-8s %10.1f %14.1f %12.1f %18s" % (
+            version, bare, version_ms, check_ms, "n/a" if health_ms is None else "%.1f" % health_ms))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxy", default=os.path.join(ROOT, "dist", "cliproxy.pyz"))
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args(argv)
+    print("start-up, median of %d runs, beyond a bare interpreter:" % args.runs)
+    print(table(measure(os.path.abspath(args.proxy), args.runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
