@@ -115,10 +115,20 @@ def check(cli_path):
             print("error: " + error, file=sys.stderr)
         print("%d error(s) found" % len(exc.errors), file=sys.stderr)
         return 1
-    for warning in warnings + unserved_mappings(config):
+    for warning in warnings + unserved_mappings(config) + host_warnings(config):
         print("warning: " + warning, file=sys.stderr)
     print("ok: %s" % (path or "no config file; built-in defaults"))
     return 0
+
+
+def host_warnings(config):
+    """What this host will not let ``config`` do, as ``serve`` would log it at start: an
+    upstream with no key to send, a logs-dir that cannot be written."""
+    from cliproxy.amp.secrets import UpstreamKeys
+    from cliproxy.ops.requestlog import logs_dir_warning
+
+    found = (UpstreamKeys().missing_key_warning(config.ampcode), logs_dir_warning(config))
+    return [warning for warning in found if warning is not None]
 
 
 def unserved_mappings(config):

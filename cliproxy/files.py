@@ -4,12 +4,15 @@ Strategy: every file the proxy writes (the config on a management change, upload
 threads in offline mode, error-request logs) is written to a temporary file in the same
 directory, flushed, and renamed over its target, so a reader sees the old file or the
 new one, never half of one. Directories that collect files keep the newest ``N`` by
-modification time.
+modification time. Whether a directory will take files can be asked beforehand
+(``directory_problem``) without creating anything, so ``check`` and start-up can say what
+a request would otherwise only find out when it fails.
 """
 
 import os
 import stat
 import tempfile
+from typing import Optional
 
 
 def replace_file(path: str, data: bytes) -> None:
@@ -63,6 +66,31 @@ def keep_newest(directory: str, matches, limit: int) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+def directory_problem(path: str) -> Optional[str]:
+    """Why files could not be created in the directory ``path``, or None when they could.
+
+    A directory that does not exist yet is judged by its nearest existing ancestor, since
+    it would be created on first use. Only looks (``access(2)``, which also reports a
+    read-only mount, even to root); creates nothing.
+    """
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return "%s is not a directory" % probe
+    if os.access(probe, os.W_OK | os.X_OK):
+        return None
+    return "%s is not writable (%s)" % (probe, _why_not_writable(probe))
+
+
+def _why_not_writable(directory: str) -> str:
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # statvfs is POSIX only
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"
 
 
 def _keep_owner(temp: str, original: os.stat_result) -> None:

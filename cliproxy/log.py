@@ -4,6 +4,10 @@ Strategy: modules log through ``logging.getLogger("cliproxy.<module>")`` and pas
 structured fields with ``extra={"fields": {...}}``; the formatter appends them as
 ``key=value`` pairs (text) or object members (JSON). Callers never put secrets into a
 message or a field: ``cliproxy.masking`` exists for the few places that must mention one.
+
+The config's ``debug`` can change while the process runs (a reload, the management API):
+``apply_debug`` then moves the ``cliproxy`` loggers to DEBUG, or back to the level the
+process started with, which ``setup`` records.
 """
 
 import json
@@ -12,6 +16,12 @@ import sys
 import time
 
 LEVELS = ("debug", "info", "warning", "error")
+
+ROOT_LOGGER = "cliproxy"
+
+# The level ``apply_debug(False)`` returns to; None until ``setup`` (or the first
+# ``apply_debug``) records it.
+_base_level = None
 
 
 def _render_value(value):
@@ -66,14 +76,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def setup(level="info", fmt="text", stream=None):
-    """Route every ``cliproxy.*`` logger to ``stream`` (stderr) in the given format."""
+def setup(level="info", fmt="text", stream=None, base=None):
+    """Route every ``cliproxy.*`` logger to ``stream`` (stderr) in the given format, at
+    ``level``.
+
+    ``base`` is the level the process goes back to when the config's ``debug`` is turned
+    off (the command line's ``--log-level``). Without it: ``level``, or ``info`` when
+    ``level`` is ``debug``, since a process starts at debug because its config asks.
+    """
+    global _base_level
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger("cliproxy")
+    root = logging.getLogger(ROOT_LOGGER)
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
+    if base is None:
+        base = "info" if level.lower() == "debug" else level
+    _base_level = logging.getLevelName(base.upper())
     return root
+
+
+def apply_debug(debug):
+    """Put the ``cliproxy`` loggers at DEBUG when ``debug`` is true, else back at the
+    level the process started with. Call it when a config swap changes ``debug``."""
+    global _base_level
+    root = logging.getLogger(ROOT_LOGGER)
+    if _base_level is None:  # ``setup`` never ran (embedded, tests): keep what is there
+        _base_level = root.level
+    root.setLevel(logging.DEBUG if debug else _base_level)

@@ -11,13 +11,14 @@ import logging
 import ssl
 import time
 
+from cliproxy import log as logsetup
 from cliproxy.app import App
 from cliproxy.config.loader import load_file
 from cliproxy.config.watcher import ConfigStore, ConfigWatcher, restart_needed
 from cliproxy.http.client import HttpClient
 from cliproxy.http.server import Server
 from cliproxy.ops.management_api import ManagementApi
-from cliproxy.ops.requestlog import RequestLog
+from cliproxy.ops.requestlog import RequestLog, logs_dir_warning
 
 log = logging.getLogger("cliproxy.service")
 
@@ -31,6 +32,12 @@ def ssl_context_for(config):
     return context
 
 
+def _follow_debug(old, new):
+    """A config swap that changes ``debug`` changes the log level at once."""
+    if old.debug != new.debug:
+        logsetup.apply_debug(new.debug)
+
+
 class Service:
     """One proxy instance. ``overrides`` (command-line ``host``/``port``) apply to every
     config the watcher loads, so a reload never undoes them."""
@@ -41,8 +48,13 @@ class Service:
         self.store = ConfigStore(dataclasses.replace(config, **self.overrides))
         self.client = HttpClient(ca_bundle=config.ca_bundle)
         options = dict(app_options or {})
-        options.setdefault("management_api", ManagementApi())
-        options.setdefault("request_log", RequestLog(lambda: self.store.current))
+        request_log = options.setdefault("request_log", RequestLog(lambda: self.store.current))
+        options.setdefault(
+            "management_api",
+            ManagementApi(
+                clock=clock, request_lines=getattr(request_log, "recent", None), on_swap=_follow_debug
+            ),
+        )
         self.app = App(self.store, self.client, clock=clock, **options)
         self.server = None
         self.address = None
@@ -52,6 +64,7 @@ class Service:
     async def start(self):
         """Bind and serve; returns the bound (host, port). Raises OSError/SSLError."""
         config = self.store.current
+        self._warn_about_host(config)
         self.server = Server(self.app, limits=lambda: self.store.current.limits, ssl_context=ssl_context_for(config))
         self.address = await self.server.start(config.host, config.port)
         self.app.metrics.open_streams = lambda: self.server.open_streams
@@ -93,9 +106,24 @@ class Service:
 
     def _reloaded(self, old, new):
         self.app.metrics.count_reload(True)
+        _follow_debug(old, new)
         for name in restart_needed(old, new):
             log.warning("config: %s changed; it takes effect after a restart" % name)
         log.info("config reloaded", extra={"fields": {"config": self.path}})
+        self._warn_about_host(new, old)
+
+    def _warn_about_host(self, config, old=None):
+        """One warning line each for what this host will not let ``config`` do: an upstream
+        with no key to send (at start and at every reload), a logs-dir that cannot be
+        written (at start, and at a reload that changes what it is used for)."""
+        missing_key = self.app.upstream_keys.missing_key_warning(config.ampcode)
+        if missing_key is not None:
+            log.warning(missing_key)
+        logs_changed = old is None or (old.logs_dir, old.request_log, old.ampcode.upstream_url) != (
+            config.logs_dir, config.request_log, config.ampcode.upstream_url)
+        unwritable = logs_dir_warning(config) if logs_changed else None
+        if unwritable is not None:
+            log.warning(unwritable)
 
     def _rejected(self, errors):
         self.app.metrics.count_reload(False, len(errors))

@@ -121,3 +121,35 @@ def test_default_path_is_expanded_at_use(tmp_path, monkeypatch):
     keys = UpstreamKeys(clock=Clock(), environ={})
     monkeypatch.setenv("HOME", str(home))
     assert keys.resolve(AmpCode(), None) == "from-home"
+
+
+# ---- the "no upstream key" warning (issue 11) ----------------------------------------
+
+
+def test_no_key_anywhere_is_one_warning_naming_each_place_looked_at(tmp_path):
+    warning = make(tmp_path).missing_key_warning(AmpCode())
+    assert warning.startswith("no upstream Amp key: ")
+    for place in ("ampcode.upstream-api-key", "AMP_API_KEY", str(tmp_path / "secrets.json") + " not found",
+                  "https://ampcode.com", "every client"):
+        assert place in warning
+
+
+def test_the_warning_says_why_the_secrets_file_gave_nothing_without_its_content(tmp_path):
+    path = tmp_path / "secrets.json"
+    path.write_text('{"apiKey@https://ampcode.com/": "sk-secret-value", broken')
+    warning = make(tmp_path).missing_key_warning(AmpCode(upstream_api_keys=MAPPINGS))
+    assert "not valid JSON" in warning
+    assert "clients not listed in ampcode.upstream-api-keys" in warning
+    assert "sk-secret-value" not in warning and "amp-team-a" not in warning
+
+
+def test_no_warning_when_a_key_is_found_or_there_is_no_upstream(tmp_path):
+    assert make(tmp_path).missing_key_warning(AmpCode(upstream_api_key="amp-config")) is None
+    assert make(tmp_path, environ={"AMP_API_KEY": "amp-env"}).missing_key_warning(AmpCode()) is None
+    assert make(tmp_path).missing_key_warning(AmpCode(upstream_url=None)) is None
+    keys = make(tmp_path)
+    assert keys.missing_key_warning(AmpCode()) is not None
+    # The file is read afresh for the warning (at a reload, say), not taken from the cache.
+    write_secrets(tmp_path / "secrets.json", "amp-from-file")
+    assert keys.missing_key_warning(AmpCode()) is None
+    assert keys.resolve(AmpCode(), None) == "amp-from-file"

@@ -192,7 +192,8 @@ def test_sighup_reloads_and_systemd_is_told(pyz, tmp_path):
 
 def test_json_log_format(pyz, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, pyz, "--port", "0", "--log-format", "json"], cwd=str(tmp_path), stderr=subprocess.PIPE, text=True
+        [sys.executable, pyz, "--port", "0", "--log-format", "json"], cwd=str(tmp_path), stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, AMP_API_KEY="sk-amp-test"),  # no "no upstream key" warning before "listening"
     )
     try:
         first = json.loads(process.stderr.readline())
@@ -257,7 +258,7 @@ def test_check_warns_about_a_mapping_nothing_serves(pyz, tmp_path):
     config = write(tmp_path / "c.json", {
         "openai-compatibility": [{"name": "o", "base-url": "http://127.0.0.1:1/v1", "models": [{"name": "qwen"}]}],
         "ampcode": {"model-mappings": [{"from": "a", "to": "qwen"}, {"from": "b", "to": ["nope", "nada(high)"]}]}})
-    done = run(pyz, "check", "--config", config, cwd=tmp_path)
+    done = run(pyz, "check", "--config", config, cwd=tmp_path, env=dict(os.environ, AMP_API_KEY="sk-amp-test"))
     assert done.returncode == 0
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: ampcode.model-mappings[1]: no local provider serves nope or nada(high), "
@@ -294,3 +295,97 @@ def test_an_old_python_gets_one_line_and_exit_1(pyz, tmp_path, python):
     assert done.returncode == 1
     assert done.stderr.startswith("cliproxy needs Python 3.8 or newer; this is Python ")
     assert "Traceback" not in done.stderr
+
+
+# ---- issue 11: what a host under systemd will not allow, said by check and at start -----
+
+
+def isolated_env(tmp_path, **extra):
+    """The environment without an Amp key: HOME has no secrets.json, no AMP_API_KEY."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("AMP_API_KEY", "NOTIFY_SOCKET")}
+    environment.update(HOME=str(tmp_path / "home"), **extra)
+    return environment
+
+
+def test_check_warns_when_no_upstream_key_is_found(pyz, tmp_path):
+    config = write(tmp_path / "c.json", {"api-keys": ["k"]})
+    done = run(pyz, "check", "--config", config, cwd=tmp_path, env=isolated_env(tmp_path))
+    assert done.returncode == 0 and done.stdout.startswith("ok:")
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: no upstream Amp key: ampcode.upstream-api-key is empty, "
+                                  "AMP_API_KEY is not set")
+    assert str(tmp_path / "home" / ".local" / "share" / "amp" / "secrets.json") + " not found" in warnings[0]
+    found = run(pyz, "check", "--config", config, cwd=tmp_path, env=isolated_env(tmp_path, AMP_API_KEY="sk-amp-1"))
+    assert found.returncode == 0 and "warning:" not in found.stderr
+
+
+def test_check_reads_file_values_from_the_credentials_directory(pyz, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "amp-api-key").write_text("sk-amp-credential\n")
+    config = write(tmp_path / "c.json", {"ampcode": {"upstream-api-key": "file:amp-api-key"}})
+    done = run(pyz, "check", "--config", config, cwd=tmp_path,
+               env=isolated_env(tmp_path, CREDENTIALS_DIRECTORY=str(credentials)))
+    assert (done.returncode, done.stderr) == (0, "")
+    missing = run(pyz, "check", "--config", config, cwd=tmp_path, env=isolated_env(tmp_path))
+    assert missing.returncode == 1
+    assert "error: ampcode.upstream-api-key: cannot read %s" % (tmp_path / "amp-api-key") in missing.stderr
+    assert "sk-amp-credential" not in missing.stderr
+
+
+def test_check_warns_about_a_logs_dir_it_cannot_write(pyz, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    config = write(tmp_path / "c.json", {"logs-dir": "a-file/logs", "ampcode": {"upstream-url": ""}})
+    done = run(pyz, "check", "--config", config, cwd=tmp_path, env=isolated_env(tmp_path))
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "warning: logs-dir: %s is not a directory; offline threads cannot be saved (set logs-dir to a "
+        "writable directory; under systemd, LogsDirectory= or StateDirectory= provides one)" % (tmp_path / "a-file")]
+
+
+def _upload(url, thread_id):
+    body = json.dumps({"method": "uploadThread", "params": {"thread": {"id": thread_id}}}).encode()
+    request = urllib.request.Request(url + "/api/internal?uploadThread", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_serving_under_systemd_directories_keeps_threads_in_the_logs_directory(pyz, tmp_path):
+    etc, logs = tmp_path / "etc", tmp_path / "log"
+    etc.mkdir()
+    config = write(etc / "config.json", {"ampcode": {"upstream-url": ""}})
+    served = Served(pyz, tmp_path, "--config", config,
+                    env=isolated_env(tmp_path, LOGS_DIRECTORY=str(logs), STATE_DIRECTORY=str(tmp_path / "lib")))
+    try:
+        assert _upload(served.url, "T-1") == (200, {"ok": True})
+        assert served.stop() == 0
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+    assert (logs / "logs" / "threads" / "T-1.json").exists()
+    assert not (etc / "logs").exists()
+
+
+def test_serving_with_an_unwritable_logs_dir_warns_once_and_answers_503(pyz, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    config = write(tmp_path / "c.json", {"logs-dir": "a-file/logs", "ampcode": {"upstream-url": ""}})
+    served = Served(pyz, tmp_path, "--config", config, env=isolated_env(tmp_path))
+    try:
+        status, body = _upload(served.url, "T-1")
+        served.process.send_signal(signal.SIGTERM)
+        _, rest = served.process.communicate(timeout=20)
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+    assert served.process.returncode == 0
+    assert status == 503
+    assert "offline mode cannot save the thread" in body["error"]["message"]
+    log = "".join(served.lines) + rest
+    assert "request failed" in log  # the 503's own line is in what was read
+    assert log.count("logs-dir: %s is not a directory" % (tmp_path / "a-file")) == 1
+    assert "Traceback" not in log

@@ -689,3 +689,102 @@ def test_deeply_nested_json_is_a_config_error_not_a_crash(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_file(str(path))
     assert "nested too deeply" in caught.value.errors[0]
+
+
+# ---- "file:PATH" values and systemd's directories (issue 11) ---------------------------
+
+
+def _config_in(directory, document):
+    path = directory / "config.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_file_value_is_read_from_the_credentials_directory_first(tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "amp-key").write_text("sk-amp-from-credential\n")
+    (tmp_path / "amp-key").write_text("sk-amp-next-to-config\n")
+    path = _config_in(tmp_path, {"ampcode": {"upstream-api-key": "file:amp-key"}})
+    config = load_file(path, environ={"CREDENTIALS_DIRECTORY": str(credentials)})[0]
+    assert config.ampcode.upstream_api_key == "sk-amp-from-credential"
+    # Without systemd's variable, or when the credential is not there: next to the config.
+    assert load_file(path, environ={})[0].ampcode.upstream_api_key == "sk-amp-next-to-config"
+    (credentials / "amp-key").unlink()
+    config = load_file(path, environ={"CREDENTIALS_DIRECTORY": str(credentials)})[0]
+    assert config.ampcode.upstream_api_key == "sk-amp-next-to-config"
+
+
+def test_file_value_loses_exactly_one_final_line_ending(tmp_path):
+    cases = {"lf": b"sk-1\n", "crlf": b"sk-2\r\n", "none": b"sk-3", "two": b"sk-4\n\n", "bom": b"\xef\xbb\xbfsk-5\n"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    doc = {"claude-api-key": [{"api-key": "file:" + name} for name in cases]}
+    config = load_file(_config_in(tmp_path, doc), environ={})[0]
+    assert [p.api_key for p in config.providers] == ["sk-1", "sk-2", "sk-3", "sk-4\n", "sk-5"]
+
+
+def test_file_value_with_an_absolute_path_and_a_checked_content(tmp_path):
+    (tmp_path / "url").write_text("http://127.0.0.1:9/v1/\n")
+    (tmp_path / "bad-url").write_text("not a url\n")
+    config = parse({"ampcode": {"upstream-url": "file:" + str(tmp_path / "url")}})[0]
+    assert config.ampcode.upstream_url == "http://127.0.0.1:9/v1"
+    # The content is checked like a literal value would be.
+    assert errors_of({"ampcode": {"upstream-url": "file:" + str(tmp_path / "bad-url")}}) == [
+        "ampcode.upstream-url: must be an http:// or https:// URL"]
+
+
+def test_unreadable_file_value_names_the_path_and_the_file_never_the_content(tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "latin1").write_bytes(b"sk-secret-\xe9\n")
+    (tmp_path / "huge").write_bytes(b"sk-secret-" + b"x" * 70000)
+    doc = {"claude-api-key": [{"api-key": "file:missing"}, {"api-key": "file:a-directory"},
+                              {"api-key": "file:latin1"}, {"api-key": "file:huge"}, {"api-key": "file:"}]}
+    with pytest.raises(ConfigError) as info:
+        load_file(_config_in(tmp_path, doc), environ={"CREDENTIALS_DIRECTORY": str(credentials)})
+    errors = info.value.errors
+    assert errors == [
+        "claude-api-key[0].api-key: cannot read %s: No such file or directory; not in "
+        "$CREDENTIALS_DIRECTORY (%s) either" % (tmp_path / "missing", credentials),
+        "claude-api-key[1].api-key: cannot read %s: Is a directory; not in $CREDENTIALS_DIRECTORY (%s) "
+        "either" % (tmp_path / "a-directory", credentials),
+        "claude-api-key[2].api-key: %s is not UTF-8 (byte 10)" % (tmp_path / "latin1"),
+        "claude-api-key[3].api-key: %s is larger than 65536 bytes" % (tmp_path / "huge"),
+        'claude-api-key[4].api-key: "file:" needs a file name',
+    ]
+    assert "sk-secret" not in str(info.value)
+
+
+def test_file_references_stay_unresolved_in_the_document(tmp_path):
+    (tmp_path / "amp-key").write_text("sk-amp-secret\n")
+    doc = {"ampcode": {"upstream-api-key": "file:amp-key"}}
+    config = load_file(_config_in(tmp_path, doc), environ={})[0]
+    assert config.document == doc
+    assert "sk-amp-secret" not in json.dumps(config.document)
+
+
+def test_relative_logs_dir_follows_the_systemd_logs_directory_first(tmp_path):
+    path = _config_in(tmp_path, {"logs-dir": "errors", "ca-bundle": ""})
+    both = {"LOGS_DIRECTORY": "/var/log/cliproxy", "STATE_DIRECTORY": "/var/lib/cliproxy"}
+    assert load_file(path, environ=both)[0].logs_dir == "/var/log/cliproxy/errors"
+    state = {"STATE_DIRECTORY": "/var/lib/cliproxy:/var/lib/other"}
+    assert load_file(path, environ=state)[0].logs_dir == "/var/lib/cliproxy/errors"
+    several = {"LOGS_DIRECTORY": "/var/log/first:/var/log/second"}
+    assert load_file(path, environ=several)[0].logs_dir == "/var/log/first/errors"
+    assert load_file(path, environ={"LOGS_DIRECTORY": ""})[0].logs_dir == str(tmp_path / "errors")
+    assert load_file(path, environ={})[0].logs_dir == str(tmp_path / "errors")
+
+
+def test_the_default_and_absolute_logs_dir_under_systemd(tmp_path):
+    environ = {"LOGS_DIRECTORY": "/var/log/cliproxy"}
+    assert load_file(_config_in(tmp_path, {}), environ=environ)[0].logs_dir == "/var/log/cliproxy/logs"
+    assert parse({"logs-dir": "."}, environ=environ)[0].logs_dir == "/var/log/cliproxy"
+    assert parse({"logs-dir": "/srv/logs"}, environ=environ)[0].logs_dir == "/srv/logs"
+    assert default_config(environ=environ).logs_dir == "/var/log/cliproxy/logs"
+    assert default_config(environ={}).logs_dir == "logs"
+    # Other relative paths still follow the config file.
+    (tmp_path / "ca.pem").write_text("x")
+    config = load_file(_config_in(tmp_path, {"ca-bundle": "ca.pem"}), environ=environ)[0]
+    assert config.ca_bundle == str(tmp_path / "ca.pem")

@@ -1,11 +1,10 @@
-"""Tests for cliproxy.ops.management_api (SPEC §3.3).
+"""Tests for cliproxy.ops.management_api: the ampcode section (SPEC §3.3).
 
-Real config files in tmp_path, the real loader, writer and ConfigStore. The request is a
-small stand-in with the attributes the API reads (the HTTP layer is not under test here;
-the lead tests it end to end through the server).
+Real config files in tmp_path, the real loader, writer and ConfigStore
+(``tests/support/management.py``); the HTTP layer is covered end to end in
+``tests/test_e2e_management_api.py``.
 """
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -15,11 +14,14 @@ import pytest
 
 from cliproxy.config.loader import default_config, load_file
 from cliproxy.config.model import PaidFallback, RemoteManagement
-from cliproxy.config.watcher import ConfigStore
-from cliproxy.errors import PayloadTooLarge, ProxyError
+from cliproxy.errors import ProxyError
 from cliproxy.http.headers import Headers
 from cliproxy.masking import ELLIPSIS, mask_secret
-from cliproxy.ops.management_api import MAX_BODY_BYTES, ManagementApi
+from cliproxy.ops.management_api import MAX_BODY_BYTES
+from tests.support.management import Harness as _Harness
+from tests.support.management import Request as _Request
+from tests.support.management import run as _run
+from tests.support.management import write_json as _write
 
 SECRET = "mgmt-secret-0123456789"
 UPSTREAM_KEY = "amp-upstream-key-abcdef"
@@ -49,76 +51,8 @@ DOCUMENT = {
 }
 
 
-class _Body:
-    def __init__(self, data):
-        self.data = data
-
-    async def read(self, limit):
-        if len(self.data) > limit:
-            raise PayloadTooLarge("body too large")
-        return self.data
-
-
-class _Request:
-    """The attributes of ``cliproxy.http.server.Request`` the management API reads."""
-
-    def __init__(self, method, path, headers, peer, body):
-        self.method = method
-        self.path = path
-        self.query = ""
-        self.headers = headers
-        self.peer = peer
-        self.body = _Body(body)
-
-
-def _run(coro):
-    return asyncio.run(coro)
-
-
-class Harness:
-    """One config file (or none), its store and the API."""
-
-    def __init__(self, path, config, environ=None):
-        self.path = path
-        self.store = ConfigStore(config)
-        self.api = ManagementApi(environ=environ if environ is not None else {})
-
-    def call(self, method, sub="", value=None, body=None, key=SECRET, carrier="bearer",
-             peer=("127.0.0.1", 40000)):
-        """Send one request; ``value`` becomes ``{"value": value}`` unless ``body`` given."""
-        if body is None:
-            body = b"" if value is None else json.dumps({"value": value}).encode()
-        headers = Headers()
-        if key is not None:
-            if carrier == "bearer":
-                headers.add("Authorization", "Bearer " + key)
-            else:
-                headers.add("X-Management-Key", key)
-        request = _Request(method, BASE + sub, headers, peer, body)
-        return _run(self.api.handle(request, self.store.current, self.store))
-
-    def ok(self, method, sub="", value=None, **kwargs):
-        response = self.call(method, sub, value, **kwargs)
-        assert response.status == 200
-        assert response.headers.get("content-type") == "application/json"
-        return json.loads(response.body.decode("utf-8"))
-
-    def fails(self, status, method, sub="", value=None, **kwargs):
-        with pytest.raises(ProxyError) as info:
-            self.call(method, sub, value, **kwargs)
-        assert info.value.status == status
-        return info.value
-
-    def file_bytes(self):
-        with open(self.path, "rb") as handle:
-            return handle.read()
-
-    def file_json(self):
-        return json.loads(self.file_bytes().decode("utf-8"))
-
-
-def _write(path, document):
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+def Harness(path, config, environ=None):
+    return _Harness(path, config, environ, secret=SECRET, base=BASE)
 
 
 @pytest.fixture
@@ -168,7 +102,7 @@ def test_management_key_next_to_a_client_key_in_authorization(h):
     assert response.status == 200
 
 
-@pytest.mark.parametrize("key", [None, "wrong-key", SECRET + "x", SECRET[:-1]])
+@pytest.mark.parametrize("key", ["", "wrong-key", SECRET + "x", SECRET[:-1]])
 @pytest.mark.parametrize("carrier", ["bearer", "x-management-key"])
 def test_missing_or_wrong_key_is_401(h, key, carrier):
     error = h.fails(401, "GET", key=key, carrier=carrier)
@@ -584,7 +518,7 @@ def test_one_info_line_per_change_without_values(h, caplog):
     h.ok("GET")
     h.ok("PUT", "/upstream-api-key", "amp-brand-new-secret-77")
     h.fails(400, "PUT", "/upstream-api-key", mask_secret(UPSTREAM_KEY))
-    records = [r for r in caplog.records if r.name == "cliproxy.ops.management_api"]
+    records = [r for r in caplog.records if r.name == "cliproxy.ops.management"]
     assert len(records) == 1
     record = records[0]
     assert record.levelno == logging.INFO

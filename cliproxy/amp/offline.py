@@ -3,7 +3,9 @@
 Strategy: with no upstream configured, an air-gapped Amp CLI still needs its account and
 thread calls to succeed. ``answer`` maps the few calls the CLI cannot live without to
 small local results; uploaded threads are kept as JSON files so nothing the user did is
-lost; every other management route answers 503 so the CLI reports it plainly.
+lost; every other management route answers 503 so the CLI reports it plainly. A thread
+that cannot be saved (a logs-dir on a read-only file system, say) is a 503 naming the
+directory and the reason, so the CLI tells the user instead of pretending it was kept.
 
 Amp's internal API is JSON-RPC-like: ``POST /api/internal?<method>`` with the body
 ``{"method": <method>, "params": {...}}``, gzip-encoded when large.
@@ -76,6 +78,11 @@ def valid_thread_id(value):
     return isinstance(value, str) and _THREAD_ID.fullmatch(value) is not None
 
 
+class ThreadNotSaved(ServiceUnavailable):
+    """The threads directory cannot take the upload (503: the host's problem, not the
+    request's)."""
+
+
 class ThreadStore:
     """Uploaded threads as ``<dir>/<thread id>.json``, newest ``limit`` kept."""
 
@@ -84,14 +91,25 @@ class ThreadStore:
         self.limit = limit
 
     def save(self, thread):
-        """Write ``thread`` atomically, replacing an earlier upload of the same id."""
+        """Write ``thread`` atomically, replacing an earlier upload of the same id.
+        Raises ``BadRequest`` for a missing or invalid id, ``ThreadNotSaved`` when the
+        directory cannot be written (nothing is then left behind)."""
         thread_id = thread.get("id") if isinstance(thread, dict) else None
         if not valid_thread_id(thread_id):
             raise BadRequest("uploadThread: params.thread.id is missing or not a valid id")
-        os.makedirs(self.directory, exist_ok=True)
         data = json.dumps(thread, ensure_ascii=False).encode("utf-8")
-        replace_file(os.path.join(self.directory, thread_id + ".json"), data)
-        keep_newest(self.directory, _is_thread_file, self.limit)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            replace_file(os.path.join(self.directory, thread_id + ".json"), data)
+        except OSError as exc:
+            raise ThreadNotSaved(
+                "offline mode cannot save the thread: %s is not writable (%s); set logs-dir "
+                "to a writable directory" % (self.directory, exc.strerror or type(exc).__name__)
+            )
+        try:
+            keep_newest(self.directory, _is_thread_file, self.limit)
+        except OSError as exc:  # the thread is saved; only the clean-up failed
+            log.warning("offline: cannot prune %s: %s", self.directory, exc.strerror or exc)
         return thread_id
 
     def load(self, thread_id):

@@ -13,6 +13,11 @@ seconds (5 minutes by default) and its outcome, a missing or invalid file includ
 cached, so a broken file costs one small read per ``ttl`` rather than one per request; the
 read is synchronous because it is small and rare. Problems with the file are logged at
 debug level, once per distinct problem, and never with its content.
+
+A proxy whose upstream gets no key at all works, but every management call then fails
+upstream for a reason the user cannot see (under systemd, ``ProtectHome=`` hides the
+secrets file). ``missing_key_warning`` names every place looked at, so start-up, reloads
+and ``check`` can say so once instead of the proxy failing quietly per request.
 """
 
 import functools
@@ -78,6 +83,8 @@ class UpstreamKeys:
         self._file_key = None  # type: Optional[str]
         self._expires = None  # type: Optional[float]
         self._last_problem = None  # type: Optional[str]
+        # Why the last read of the file gave no key ("<path> not found"), None when it did.
+        self.file_problem = None  # type: Optional[str]
 
     def resolve(self, ampcode: AmpCode, client_key: Optional[str]) -> Optional[str]:
         """The upstream key for a request from ``client_key`` (see the module docstring
@@ -99,6 +106,26 @@ class UpstreamKeys:
             self._file_key = self._read_file()
             self._expires = now + self._ttl
         return self._file_key
+
+    def missing_key_warning(self, ampcode: AmpCode) -> Optional[str]:
+        """A warning naming the places looked at when an upstream is configured and none of
+        config, ``AMP_API_KEY`` and the secrets file (re-read now) has a key; None when
+        one does, or when there is no upstream (offline mode). Never contains a key."""
+        if ampcode.upstream_url is None:
+            return None
+        if ampcode.upstream_api_key or (self._environ.get(ENV_VAR) or "").strip():
+            return None
+        self.invalidate()
+        if self.file_key() is not None:
+            return None
+        who = "clients not listed in ampcode.upstream-api-keys" if ampcode.upstream_api_keys else "every client"
+        return (
+            "no upstream Amp key: ampcode.upstream-api-key is empty, %s is not set, and the Amp "
+            "CLI's secrets file has none (%s); "
+            "management calls to %s go without a key for %s (set ampcode.upstream-api-key, "
+            'for example to "file:amp-api-key" with systemd\'s LoadCredential=, or %s)'
+            % (ENV_VAR, self.file_problem, ampcode.upstream_url, who, ENV_VAR)
+        )
 
     def invalidate(self) -> None:
         """Forget the cached file read (for example on SIGHUP), so the next use re-reads."""
@@ -125,12 +152,12 @@ class UpstreamKeys:
         value = document.get(SECRETS_FILE_KEY) if isinstance(document, dict) else None
         if not isinstance(value, str) or not value.strip():
             return self._problem(path, "has no %r string" % SECRETS_FILE_KEY)
-        self._last_problem = None
+        self._last_problem = self.file_problem = None
         return value.strip()
 
     def _problem(self, path: str, problem: str) -> None:
         # Once per distinct problem: a missing file is the normal case for most users.
-        message = "%s %s" % (path, problem)
+        message = self.file_problem = "%s %s" % (path, problem)
         if message != self._last_problem:
             log.debug("amp secrets file %s; not using it", message)
             self._last_problem = message

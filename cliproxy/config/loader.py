@@ -14,9 +14,15 @@ Conventions every reader follows:
 - a string ``"env:NAME"`` is replaced by the environment variable NAME wherever a string is
   accepted, before the value is checked; a missing variable is an error naming the path
   and the variable, never a value;
+- a string ``"file:PATH"`` is replaced by the content of that file, one trailing line
+  ending removed; a relative PATH is looked up in ``$CREDENTIALS_DIRECTORY`` (systemd's
+  ``LoadCredential=``) first, then next to the config file; a file that cannot be read is
+  an error naming the path and the file, never its content;
 - error messages never echo a value that could be a secret;
-- relative file paths (``tls.cert``, ``tls.key``, ``ca-bundle``, ``logs-dir``) are resolved
-  against the directory of the config file, so a service does not depend on its cwd.
+- relative file paths (``tls.cert``, ``tls.key``, ``ca-bundle``) are resolved against the
+  directory of the config file, so a service does not depend on its cwd; a relative
+  ``logs-dir`` follows systemd's ``$LOGS_DIRECTORY``, else ``$STATE_DIRECTORY``, else that
+  same directory, so a unit with ``ProtectSystem=strict`` writes where it may.
 """
 
 import codecs
@@ -48,7 +54,15 @@ from cliproxy.errors import ProxyError
 from cliproxy.jsontext import loads
 
 ENV_PREFIX = "env:"
+FILE_PREFIX = "file:"
 DEFAULT_CONFIG_NAME = "config.json"
+
+# Where systemd tells a service its credentials and directories are (systemd.exec(5)).
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+# In order of preference for a relative logs-dir: LogsDirectory=, then StateDirectory=.
+LOGS_BASE_VARIABLES = ("LOGS_DIRECTORY", "STATE_DIRECTORY")
+# A "file:" value is a key or a URL, never more than a few KiB; a bigger file is a mistake.
+MAX_VALUE_FILE_BYTES = 64 * 1024
 
 # Where a provider kind's requests go when its entry has no "base-url" (SPEC §2).
 DEFAULT_BASE_URLS = {
@@ -117,6 +131,25 @@ class _Context(object):
             return name
         return os.path.normpath(os.path.join(self.base_dir, name))
 
+    def resolve_logs_dir(self, name):
+        """``name`` made absolute against systemd's logs or state directory when the
+        service has one, else like any other relative path."""
+        base = logs_base(self.environ)
+        if base is None or os.path.isabs(name):
+            return self.resolve_path(name)
+        return os.path.normpath(os.path.join(base, name))
+
+
+def logs_base(environ: Mapping[str, str]) -> Optional[str]:
+    """The directory systemd gave the service for logs (``LogsDirectory=``), else for state
+    (``StateDirectory=``), or None. Several directories arrive colon-separated: the first
+    one is the one named first in the unit."""
+    for variable in LOGS_BASE_VARIABLES:
+        first = (environ.get(variable) or "").split(":", 1)[0]
+        if first:
+            return first
+    return None
+
 
 def _join(path, key):
     return "%s.%s" % (path, key) if path else key
@@ -130,7 +163,7 @@ def _attr(key):
 
 
 def _text(ctx, value, path):
-    """Any string, after ``env:NAME`` substitution."""
+    """Any string, after ``env:NAME`` or ``file:PATH`` substitution."""
     if not isinstance(value, str):
         return ctx.error(path, "must be a string")
     if value.startswith(ENV_PREFIX):
@@ -140,7 +173,50 @@ def _text(ctx, value, path):
         if name not in ctx.environ:
             return ctx.error(path, "environment variable %s is not set" % name)
         return ctx.environ[name]
+    if value.startswith(FILE_PREFIX):
+        return _file_value(ctx, value[len(FILE_PREFIX):], path)
     return value
+
+
+def _value_file_name(ctx, name):
+    """Where a ``file:`` value is read from, and what else was looked at: an absolute name
+    as it is; a relative one in ``$CREDENTIALS_DIRECTORY`` when it is there, else next to
+    the config file."""
+    if os.path.isabs(name):
+        return name, None
+    credentials = ctx.environ.get(CREDENTIALS_DIRECTORY)
+    if not credentials:
+        return ctx.resolve_path(name), None
+    candidate = os.path.join(credentials, name)
+    if os.path.exists(candidate):
+        return candidate, None
+    return ctx.resolve_path(name), "not in $%s (%s) either" % (CREDENTIALS_DIRECTORY, credentials)
+
+
+def _file_value(ctx, name, path):
+    """The text of the file ``name`` without its final line ending. Errors name the file
+    and the reason, never what the file holds."""
+    if not name:
+        return ctx.error(path, '"file:" needs a file name')
+    filename, also_looked = _value_file_name(ctx, name)
+    try:
+        with open(filename, "rb") as handle:
+            data = handle.read(MAX_VALUE_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if also_looked:
+            reason += "; " + also_looked
+        return ctx.error(path, "cannot read %s: %s" % (filename, reason))
+    if len(data) > MAX_VALUE_FILE_BYTES:
+        return ctx.error(path, "%s is larger than %d bytes" % (filename, MAX_VALUE_FILE_BYTES))
+    try:
+        text = codecs.decode(data, "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return ctx.error(path, "%s is not UTF-8 (byte %d)" % (filename, exc.start))
+    # ``echo KEY > file`` and editors end the file with a newline that is no part of it.
+    if text.endswith("\n"):
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    return text
 
 
 def _nonempty(ctx, value, path):
@@ -252,9 +328,9 @@ def _file(ctx, value, path):
     return name
 
 
-def _directory(ctx, value, path):
+def _logs_directory(ctx, value, path):
     text = _nonempty(ctx, value, path)
-    return text if text is _BAD else ctx.resolve_path(text)
+    return text if text is _BAD else ctx.resolve_logs_dir(text)
 
 
 def _choice(enum_type):
@@ -568,7 +644,7 @@ _TOP_FIELDS = (
     _Field("debug", _bool, False),
     _Field("metrics-auth", _bool, False),
     _Field("request-log", _bool, False),
-    _Field("logs-dir", _directory, False),
+    _Field("logs-dir", _logs_directory, False),
     _Field("error-logs-max-files", _int_range(0), False),
     _Field("reload-interval", _positive_number, False),
     _Field(
@@ -647,8 +723,8 @@ def parse_document(
         _check_open_access(ctx, values)
     if ctx.errors:
         raise ConfigError(ctx.errors)
-    # The default logs directory follows the config file like an explicit one would.
-    values.setdefault("logs_dir", ctx.resolve_path(Config.logs_dir))
+    # The default logs directory is resolved like an explicit one would be.
+    values.setdefault("logs_dir", ctx.resolve_logs_dir(Config.logs_dir))
     return _build_config(values, copy.deepcopy(doc), source_path), ctx.warnings
 
 
@@ -707,9 +783,11 @@ def load_file(
     return parse_document(document, source_path=path, environ=environ, strict=strict)
 
 
-def default_config() -> Config:
-    """The built-in defaults (SPEC §1): 127.0.0.1:8317, upstream ampcode.com, no providers."""
-    return Config()
+def default_config(environ: Mapping[str, str] = os.environ) -> Config:
+    """The built-in defaults (SPEC §1): 127.0.0.1:8317, upstream ampcode.com, no providers;
+    ``logs-dir`` in systemd's logs or state directory when ``environ`` names one."""
+    base = logs_base(environ)
+    return Config() if base is None else Config(logs_dir=os.path.join(base, Config.logs_dir))
 
 
 def find_config(cli_path: Optional[str], cwd: str = ".") -> Optional[str]:
@@ -728,6 +806,7 @@ __all__ = [
     "find_config",
     "is_loopback",
     "load_file",
+    "logs_base",
     "parse_document",
     "parse_json",
 ]

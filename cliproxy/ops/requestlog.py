@@ -4,16 +4,21 @@ Strategy: ``observe`` wraps the response body so the line is written when the la
 left (or the client went away), with the true total time and byte count. A request that
 failed (status >= 500) is also written in full to ``logs-dir`` (headers masked, bodies
 capped), keeping only the newest ``error-logs-max-files``. Nothing here runs unless
-``request-log`` is on.
+``request-log`` is on. A logs-dir that cannot be written costs one warning line per
+distinct problem, never the request: the failed request has already been answered.
+``logs_dir_warning`` tells ``check`` and start-up about such a directory beforehand.
 """
 
+import collections
+import itertools
 import json
 import logging
 import os
 import time
+from typing import Optional
 
 from cliproxy.http.server import Response
-from cliproxy.files import keep_newest
+from cliproxy.files import directory_problem, keep_newest
 from cliproxy.masking import mask_headers, mask_query
 
 log = logging.getLogger("cliproxy.requests")
@@ -23,11 +28,42 @@ BODY_CAP = 64 * 1024
 ERROR_FILE_PREFIX = "error-"
 
 
+def logs_dir_warning(config):
+    """A warning when ``config`` will write to its ``logs-dir`` (error-request files with
+    ``request-log`` on, saved threads in offline mode) and that directory cannot take
+    files; None otherwise."""
+    uses = []
+    if config.request_log:
+        uses.append("error-request files")
+    if config.ampcode.upstream_url is None:
+        uses.append("offline threads")
+    if not uses:
+        return None
+    problem = directory_problem(config.logs_dir)
+    if problem is None:
+        return None
+    return "logs-dir: %s; %s cannot be saved (set logs-dir to a writable directory; under " \
+        "systemd, LogsDirectory= or StateDirectory= provides one)" % (problem, " and ".join(uses))
+
+
 class RequestLog:
     def __init__(self, config_fn, clock=time.monotonic, wall=time.time):
         self.config_fn = config_fn
         self.clock = clock
         self.wall = wall
+        self.recent = RecentLines()  # the newest lines, for the management API's /logs
+        # The last error-file problem warned about: the same one again is only debug.
+        self.file_problem = None  # type: Optional[str]
+
+    def file_written(self, problem):
+        """Record the outcome of writing an error file (``problem``: None when it worked),
+        logging a warning the first time a problem shows up."""
+        if problem is not None and problem != self.file_problem:
+            log.warning("request-log: cannot write error-request files: %s "
+                        "(repeats of this are logged at debug level)", problem)
+        elif problem is not None:
+            log.debug("request-log: cannot write error-request files: %s", problem)
+        self.file_problem = problem
 
     def observe(self, request, response, exchange, config=None):
         """``response``, wrapped to log when it completes (unchanged when logging is off).
@@ -97,6 +133,7 @@ class _Record:
             "aborted": self.failed_mid_stream,
         }
         log.info("request", extra={"fields": fields})
+        owner.recent.add(fields)
         if self.response.status >= 500:
             self._write_error_file(fields)
 
@@ -127,7 +164,9 @@ class _Record:
                 json.dump(document, out, ensure_ascii=False, indent=2)
             keep_newest(directory, _is_error_file, self.config.error_logs_max_files)
         except OSError as exc:
-            log.warning("cannot write error log file: %s", exc)
+            self.owner.file_written("%s: %s" % (directory, exc.strerror or exc))
+            return
+        self.owner.file_written(None)
 
 
 def _masked_target(request):
@@ -147,3 +186,33 @@ def _text(data):
 
 def _iso(wall):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + ".%03dZ" % int((wall % 1) * 1000)
+
+
+# How many request lines the management API's /logs keeps to show.
+RECENT_LINES = 1000
+
+
+class RecentLines:
+    """The newest request-log lines, kept in memory for the management API's ``/logs``.
+
+    At most ``limit`` lines; each is numbered (``seq`` 1, 2, ...) so a client that follows
+    the log asks for the lines after the last one it saw. Used on the event loop only.
+    """
+
+    def __init__(self, limit=RECENT_LINES):
+        self.lines = collections.deque(maxlen=limit)
+        self.latest = 0  # the number of the newest line; 0 before the first
+
+    def add(self, fields):
+        """Keep ``fields`` (a request line's fields, None values left out) as the newest."""
+        self.latest += 1
+        line = {"seq": self.latest}
+        line.update((key, value) for key, value in fields.items() if value is not None)
+        self.lines.append(line)
+
+    def after(self, seq):
+        """The kept lines numbered above ``seq``, oldest first."""
+        newer = self.latest - seq
+        if newer <= 0:
+            return []
+        return list(itertools.islice(self.lines, max(0, len(self.lines) - newer), None))
