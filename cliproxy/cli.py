@@ -173,8 +173,10 @@ def serve(args):
         print("cliproxy: bad config: " + "; ".join(exc.errors), file=sys.stderr)
         return 1
     config = dataclasses.replace(config, **overrides)
-    level = getattr(args, "log_level", None) or ("debug" if config.debug else "info")
-    logsetup.setup(level, getattr(args, "log_format", "text"))
+    chosen = getattr(args, "log_level", None)
+    level = chosen or ("debug" if config.debug else "info")
+    # An explicit --log-level is what the process returns to when "debug" is turned off.
+    logsetup.setup(level, getattr(args, "log_format", "text"), base=chosen or "info")
     if path is None:
         log.info(
             "no config file (--config or ./config.json): running on built-in defaults",
