@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cliproxy.http.sse import Event, SSEParser, encode_event
+from cliproxy.http.sse import Event, EventRuns, FieldParser, SSEParser, encode_event
 
 
 def _anthropic_stream():
@@ -307,7 +307,7 @@ def _reference_parse(stream):
         value = value[1:] if value.startswith(" ") else value
         if name == "data":
             fields["data"] = value if fields["data"] is None else fields["data"] + "\n" + value
-        elif name in ("event", "id"):
+        elif name == "event" or (name == "id" and "\x00" not in value):
             fields[name] = value
         elif name == "retry" and value.isdigit():
             fields["retry"] = int(value)
@@ -330,3 +330,168 @@ def test_random_streams_and_splits_match_the_reference_algorithm():
         tail = parser.flush()
         assert b"".join(event.raw for event in fed + tail) == stream
         assert [event.fields() for event in fed] == expected, stream
+
+
+# -- the fast paths give exactly what the general path gives ------------------------------
+
+_LINES = [
+    b"data: x",
+    b"data:y",
+    b"data:  two spaces",
+    b"data",
+    b"data:",
+    b"data: caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x99\x82",
+    b"data: \xff\xfe invalid",
+    b"data: cut \xe2\x82",
+    b'data: {"a":"\\u00e9\\n\\"q\\""}',
+    b"event: e",
+    b"event:",
+    b"event:  spaced",
+    b"id: 7",
+    b"id: a\x00b",
+    b"retry: 30",
+    b"retry: 3x",
+    b": comment",
+    b":",
+    b"other: v",
+    b"dat",
+    b"\xef\xbb\xbfdata: a mark inside the stream",
+]
+
+
+def _random_stream(rng, endings):
+    """Random SSE bytes: lines of every kind, blank lines (event ends and filler) ended by
+    ``endings``, sometimes a byte-order mark first and an unterminated line last."""
+    parts = [b"\xef\xbb\xbf"] if rng.random() < 0.1 else []
+    for _ in range(rng.randint(1, 16)):
+        parts.append(rng.choice(_LINES) if rng.random() < 0.7 else b"")
+        parts.append(rng.choice(endings))
+    if rng.random() < 0.3:
+        parts.append(rng.choice(_LINES))
+    return b"".join(parts)
+
+
+def _random_pieces(rng, stream):
+    """``stream`` cut at a few random places, or (one time in ten) byte by byte."""
+    if rng.random() < 0.1:
+        return [stream[i : i + 1] for i in range(len(stream))]
+    count = min(rng.randint(0, 6), len(stream) - 1)
+    cuts = sorted(rng.sample(range(1, len(stream)), count)) if count > 0 else []
+    return [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+
+
+class _GeneralOnly(SSEParser):
+    """The parser with its fast path off: every chunk goes line by line."""
+
+    def _feed_fast(self, chunk):
+        return self._feed_general(chunk)
+
+
+def _events_of(parser, pieces):
+    """(raw, fields) of every event, those of ``flush`` marked."""
+    fed = [(event.raw, event.fields()) for piece in pieces for event in parser.feed(piece)]
+    return fed, [(event.raw, event.fields()) for event in parser.flush()]
+
+
+@pytest.mark.parametrize("endings", [[b"\n"], [b"\n", b"\r\n", b"\r"]], ids=["lf", "mixed"])
+def test_fast_path_gives_what_the_general_path_gives(endings):
+    # LF-only streams take the fast path for every chunk; mixed ones switch between the
+    # two paths in the middle of events, at any byte.
+    rng = random.Random(20251202)
+    for _ in range(3000):
+        stream = _random_stream(rng, endings)
+        pieces = _random_pieces(rng, stream)
+        assert _events_of(SSEParser(), pieces) == _events_of(_GeneralOnly(), pieces), pieces
+
+
+def test_lf_streams_match_the_reference_algorithm():
+    rng = random.Random(6456)
+    for _ in range(1000):
+        stream = _random_stream(rng, [b"\n"])
+        parser = SSEParser()
+        fed = [event for piece in _random_pieces(rng, stream) for event in parser.feed(piece)]
+        tail = parser.flush()
+        assert b"".join(event.raw for event in fed + tail) == stream
+        assert [event.fields() for event in fed] == _reference_parse(stream), stream
+
+
+def _carrying(events):
+    """The fields of the events that carry something: a lone blank line left at the end of
+    a stream makes an empty event at ``flush`` or none, depending on how it was cut."""
+    empty = (None, None, None, None, False)
+    return [event.fields() for event in events if event.fields() != empty]
+
+
+@pytest.mark.parametrize(
+    "endings", [[b"\n"], [b"\r\n"], [b"\n", b"\r\n"], [b"\n", b"\r\n", b"\r"]], ids=["lf", "crlf", "lf-crlf", "mixed"]
+)
+def test_field_parser_gives_the_parsers_fields(endings):
+    rng = random.Random(77)
+    for _ in range(3000):
+        stream = _random_stream(rng, endings)
+        pieces = _random_pieces(rng, stream)
+        parser, fields = SSEParser(), FieldParser()
+        # Read by read the same events, then the same end.
+        for piece in pieces:
+            assert _carrying(fields.feed(piece)) == _carrying(parser.feed(piece)), pieces
+        assert _carrying(fields.flush()) == _carrying(parser.flush()), pieces
+
+
+def test_field_parser_reads_a_stream_fed_byte_by_byte():
+    for stream in (LF_STREAM, CRLF_STREAM, MIXED_STREAM, b"\xef\xbb\xbf" + LF_STREAM):
+        parser = FieldParser()
+        events = [event for i in range(len(stream)) for event in parser.feed(stream[i : i + 1])]
+        events += parser.flush()
+        assert _carrying(events) == _carrying(SSEParser().feed(stream)), stream[:20]
+
+
+def test_field_parser_events_carry_no_raw_bytes_on_its_own_path():
+    events = FieldParser().feed(b"data: a\n\nevent: e\ndata: b\n\n")
+    assert [(event.raw, event.event, event.data) for event in events] == [(None, None, "a"), (None, "e", "b")]
+
+
+def test_field_parser_is_linear_for_a_huge_event_in_small_chunks():
+    line = b"data: " + b"x" * (4 * 1024 * 1024) + b"\n\n"
+    parser = FieldParser()
+    started = time.perf_counter()
+    events = [event for offset in range(0, len(line), 1024) for event in parser.feed(line[offset : offset + 1024])]
+    assert time.perf_counter() - started < 1.0
+    assert len(events) == 1 and len(events[0].data) == 4 * 1024 * 1024
+
+
+def _plain_runs(pieces):
+    """EventRuns' rule as first written: pending + chunk, cut after the last blank line."""
+    pending, runs = b"", []
+    for chunk in pieces:
+        data = pending + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            pending = data
+            runs.append(b"")
+        else:
+            pending = data[end + 2 :]
+            runs.append(data[: end + 2])
+    return runs, pending
+
+
+def test_event_runs_cut_where_the_plain_rule_cuts():
+    rng = random.Random(4242)
+    for _ in range(2000):
+        pieces = _random_pieces(rng, _random_stream(rng, [b"\n"]))
+        runs = EventRuns()
+        assert ([runs.feed(piece) for piece in pieces], runs.flush()) == _plain_runs(pieces), pieces
+
+
+def test_event_runs_are_linear_for_a_huge_event_in_small_chunks():
+    line = b"data: " + b"x" * (4 * 1024 * 1024) + b"\n\n"
+    runs = EventRuns()
+    started = time.perf_counter()
+    cut = b"".join(runs.feed(line[offset : offset + 1024]) for offset in range(0, len(line), 1024))
+    assert time.perf_counter() - started < 1.0
+    assert cut == line and runs.flush() == b""
+
+
+def test_a_parser_taking_over_mid_stream_reads_a_byte_order_mark_as_text():
+    assert SSEParser().feed(b"\xef\xbb\xbfdata: a\n\n")[0].data == "a"
+    event = SSEParser(stream_start=False).feed(b"\xef\xbb\xbfdata: a\n\n")[0]
+    assert (event.data, event.comment_only) == (None, False)  # the field "\ufeffdata"

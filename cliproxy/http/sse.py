@@ -1,18 +1,21 @@
-"""Server-Sent Events: an incremental parser that survives any read boundary, and an encoder.
+"""Server-Sent Events: incremental parsers that survive any read boundary, and an encoder.
 
 Strategy: the parser is a sans-IO state machine over bytes, built for the streaming hot path.
-It keeps only the raw bytes of the event in progress (``_buf``) and two offsets into them:
-``_start``, the first line not yet parsed, and ``_scan``, where the next search resumes.
-A search never restarts from the start of the event and no buffer is copied per line, so
-parsing is linear in the input however it is split.
+It keeps only the raw bytes of the event in progress (``_buf``), two offsets into them
+(``_start``, the first line not yet parsed, and ``_scan``, where the next search resumes)
+and the lines of that event parsed so far. A search never restarts from the start of the
+event and no buffer is copied per line, so parsing is linear in the input however it is
+split.
 
-- Fast path, for chunks without ``\\r`` (what real providers send): events end at ``\\n\\n``,
-  found with ``bytes.find``; an event's lines are decoded with one ``decode`` and one
-  ``split``. A chunk's unfinished tail waits in ``_buf``.
-- General path, for chunks with ``\\r``: lines are found one by one with a regex and end
-  in ``\\r\\n``, ``\\n`` or ``\\r`` (WHATWG HTML §9.2.5). A ``\\r`` that ends a chunk may be
-  the first half of ``\\r\\n``; ``_skip_lf`` remembers it so a ``\\n`` opening the next
-  chunk completes that line ending instead of reading as a blank line.
+- Fast path, for chunks without ``\\r`` (what most providers send): the complete events
+  are the pieces between blank lines, cut with one ``split``; each is decoded and parsed
+  in one go (one ``data:`` line, or an ``event:`` line and one, need no more than two
+  slices). A chunk's unfinished tail waits in ``_buf``, unparsed until it completes.
+- General path, for chunks with ``\\r`` (and for an event whose first lines came so):
+  lines are found one by one with a regex and end in ``\\r\\n``, ``\\n`` or ``\\r``
+  (WHATWG HTML §9.2.5). A ``\\r`` that ends a chunk may be the first half of ``\\r\\n``;
+  ``_skip_lf`` remembers it so a ``\\n`` opening the next chunk completes that line ending
+  instead of reading as a blank line.
 - Lines are decoded only once complete, and ``\\r``/``\\n`` never occur inside a UTF-8
   sequence, so a character split across reads is never mangled.
 - ``Event.raw`` keeps the bytes exactly as received. Bytes that belong to no event (blank
@@ -21,6 +24,11 @@ parsing is linear in the input however it is split.
   next event's ``raw``. An event is returned as soon as its blank line arrives, never held
   back waiting for more input, so concatenating every ``raw`` from ``feed`` and ``flush``
   reproduces the input byte for byte.
+
+Two lighter tools serve callers that need less: ``EventRuns`` cuts a stream into runs of
+whole events without parsing them (a relay that passes most events on as received), and
+``FieldParser`` gives events without their raw bytes (a translation, which reads each
+event's ``data``), decoding a run of events at once.
 
 Field rules (WHATWG HTML §9.2.6): ``name:value`` with one optional space after the colon;
 a line without a colon is a field with an empty value; lines starting with ``:`` are
@@ -31,7 +39,7 @@ comments; ``data`` lines are joined with ``\\n``; ``id`` values containing NUL a
 import re
 from typing import List, Optional
 
-__all__ = ["Event", "SSEParser", "encode_event"]
+__all__ = ["Event", "EventRuns", "FieldParser", "SSEParser", "encode_event"]
 
 _LF = 0x0A
 _CR = 0x0D
@@ -45,7 +53,8 @@ class Event:
     """One dispatched event.
 
     ``raw`` is the event exactly as received, terminating blank line included (for the
-    last event returned by :meth:`SSEParser.flush`, whatever arrived). ``event``, ``data``,
+    last event returned by :meth:`SSEParser.flush`, whatever arrived); ``None`` from a
+    ``FieldParser``, which keeps no bytes. ``event``, ``data``,
     ``id`` and ``retry`` are ``None`` when the event carries no such field; ``data`` is the
     ``data`` lines joined by ``"\\n"``. ``comment_only`` is true for events made only of
     comment lines (keep-alive pings).
@@ -54,7 +63,7 @@ class Event:
     __slots__ = ("raw", "event", "data", "id", "retry", "comment_only")
 
     def __init__(self, raw, event=None, data=None, id=None, retry=None, comment_only=False):
-        self.raw = raw  # type: bytes
+        self.raw = raw  # type: Optional[bytes]
         self.event = event  # type: Optional[str]
         self.data = data  # type: Optional[str]
         self.id = id  # type: Optional[str]
@@ -90,35 +99,17 @@ class Event:
 class SSEParser:
     """Incremental SSE parser: feed bytes split anywhere, get whole events back."""
 
-    __slots__ = (
-        "_buf",
-        "_start",
-        "_scan",
-        "_skip_lf",
-        "_bom_pending",
-        "_event",
-        "_data",
-        "_id",
-        "_retry",
-        "_nlines",
-        "_nfields",
-    )
+    __slots__ = ("_buf", "_start", "_scan", "_skip_lf", "_bom_pending", "_lines")
 
-    def __init__(self):
+    def __init__(self, stream_start=True):
+        """``stream_start``: the first byte fed is the stream's first (a byte-order mark
+        may open it); False for a parser taking a stream over in the middle."""
         self._buf = bytearray()  # raw bytes of the event in progress, from its first byte
         self._start = 0  # offset in _buf of the first line not yet parsed
         self._scan = 0  # offset in _buf where the next search for a line ending resumes
         self._skip_lf = False  # the last byte seen was a CR line ending
-        self._bom_pending = True  # nothing seen yet: a byte-order mark may open the stream
-        self._reset_fields()
-
-    def _reset_fields(self):
-        self._event = None
-        self._data = []
-        self._id = None
-        self._retry = None
-        self._nlines = 0
-        self._nfields = 0
+        self._bom_pending = stream_start  # nothing seen yet: a byte-order mark may open it
+        self._lines = []  # type: List[str]  # the general path's parsed lines of the event in progress
 
     def feed(self, chunk):
         """Consume ``chunk`` and return the events it completed, in order (maybe none).
@@ -132,7 +123,7 @@ class SSEParser:
             chunk = self._take_bom(bytes(chunk))
             if not chunk:
                 return []
-        if self._skip_lf or b"\r" in chunk:
+        if self._skip_lf or self._lines or b"\r" in chunk:
             return self._feed_general(chunk)
         return self._feed_fast(chunk)
 
@@ -146,15 +137,16 @@ class SSEParser:
         buf = self._buf
         events = []
         if buf:
+            lines = self._lines
             for line in _LINE_END.split(bytes(buf[self._start :])):
                 if line:
-                    self._parse_line(line)
-            events.append(self._dispatch(buf))
+                    lines.append(line.decode("utf-8", "replace"))
+            events.append(_event(bytes(buf), lines))
         self._buf = bytearray()
         self._start = self._scan = 0
         self._skip_lf = False
         self._bom_pending = True
-        self._reset_fields()
+        self._lines = []
         return events
 
     def _take_bom(self, chunk):
@@ -176,43 +168,46 @@ class SSEParser:
         return head
 
     def _feed_fast(self, chunk):
-        """Chunks without CR: events end at the first blank line, found with ``find``."""
+        """Chunks without CR, while no line of the event in progress has been parsed:
+        the pieces between blank lines are whole events (one ``split``), each parsed in
+        one go; what follows the last blank line waits in ``_buf``."""
         if self._buf:
             data = self._buf
             data += chunk
         else:
             data = chunk
-        n = len(data)
+        start = self._start
+        if data.find(b"\n\n", self._scan) < 0:
+            # No event ends yet: next time, search only from the last byte (it may be the
+            # first LF of a blank line).
+            if data is chunk:
+                self._buf = bytearray(chunk)
+            self._scan = max(start, len(data) - 1)
+            return []
+        pieces = (data[start:] if start else data).split(b"\n\n")
+        pieces.pop()  # after the last blank line: the beginning of the next event
         events = []
-        begin = 0  # first byte of the event in progress
-        start = self._start  # first unparsed line; invariant: no blank line before it
-        scan = self._scan
-        while True:
-            # A blank line at the start of the unparsed region ends the event, or is
-            # filler carried into the next event's raw when no line came before it.
-            while start < n and data[start] == _LF:
-                start += 1
-                if self._nlines:
-                    events.append(self._dispatch(data[begin:start]))
-                    begin = start
-            if scan < start:
-                scan = start
-            i = data.find(b"\n\n", scan)
-            if i < 0:
-                break
-            self._parse_block(data[start:i])
-            start = scan = i + 1  # the blank line at i + 1 is handled at the loop top
+        begin = 0  # the first byte of the next event's raw
+        end = start  # the end of the pieces seen so far, their blank line included
+        for piece in pieces:
+            end += len(piece) + 2
+            if piece[:1] == b"\n":
+                piece = piece[1:]  # a blank line before the event: filler, in raw only
+            if piece:
+                events.append(_event(bytes(data[begin:end]), piece.decode("utf-8", "replace").split("\n")))
+                begin = end
         if data is chunk:
             self._buf = bytearray(data[begin:])
         elif begin:
             del data[:begin]
-        self._start = start - begin
-        # The last byte may be the first LF of a blank line that the next chunk completes.
-        self._scan = max(start, n - 1) - begin
+        # Blank lines after the last event are filler: parsing resumes after them.
+        self._start = end - begin
+        self._scan = max(self._start, len(self._buf) - 1)
         return events
 
     def _feed_general(self, chunk):
-        """Chunks with CR (or after a chunk that ended in CR): one line ending at a time."""
+        """Chunks with CR (or after a chunk that ended in CR, or in the middle of an
+        event whose first lines came so): one line ending at a time."""
         buf = self._buf
         buf += chunk
         pos = self._start
@@ -223,14 +218,16 @@ class SSEParser:
         end = len(buf)
         events = []
         begin = 0
+        lines = self._lines
         for match in _LINE_END.finditer(buf, pos):
             line_start, line_end = match.span()
             if line_start == pos:
-                if self._nlines:
-                    events.append(self._dispatch(buf[begin:line_end]))
+                if lines:
+                    events.append(_event(bytes(buf[begin:line_end]), lines))
+                    lines = self._lines = []
                     begin = line_end
             else:
-                self._parse_line(buf[pos:line_start])
+                lines.append(buf[pos:line_start].decode("utf-8", "replace"))
             pos = line_end
             if line_end == end and buf[line_start] == _CR and line_end - line_start == 1:
                 self._skip_lf = True
@@ -240,58 +237,43 @@ class SSEParser:
         self._scan = len(buf)
         return events
 
-    def _parse_block(self, block):
-        """Apply a run of complete, non-blank LF-separated lines (one decode, one split)."""
-        self._apply_lines(block.decode("utf-8", "replace").split("\n"))
 
-    def _parse_line(self, raw_line):
-        """Apply one complete, non-blank line given as bytes."""
-        self._apply_lines((raw_line.decode("utf-8", "replace"),))
-
-    def _apply_lines(self, lines):
-        """Apply decoded, non-blank lines to the event in progress (one call per event
-        on the fast path: this loop is the parser's innermost one)."""
-        self._nlines += len(lines)
-        data = self._data
-        for line in lines:
-            if line[0] == ":":
-                continue  # comment
-            self._nfields += 1
-            colon = line.find(":")
-            if colon < 0:
-                name, value = line, ""
-            else:
-                name = line[:colon]
-                value = line[colon + 1 :]
-                if value[:1] == " ":
-                    value = value[1:]
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                self._event = value
-            elif name == "id":
-                if "\x00" not in value:
-                    self._id = value
-            elif name == "retry":
-                if value.isdigit() and value.isascii():
-                    self._retry = int(value)
-
-    def _dispatch(self, raw):
-        """Build the event from the fields gathered so far and start a new one."""
-        data = self._data
-        event = Event(
-            bytes(raw),
-            self._event,
-            "\n".join(data) if data else None,
-            self._id,
-            self._retry,
-            self._nfields == 0 and self._nlines > 0,
-        )
-        # _reset_fields inlined: this runs once per event on the hot path.
-        self._event = self._id = self._retry = None
-        self._data = []
-        self._nlines = self._nfields = 0
-        return event
+def _event(raw, lines):
+    # type: (bytes, List[str]) -> Event
+    """The event made of ``lines`` (decoded, none blank), whose bytes are ``raw``."""
+    # The two shapes providers send, in full: one data line, or an event line and one.
+    count = len(lines)
+    if count == 1:
+        if lines[0][:6] == "data: ":
+            return Event(raw, None, lines[0][6:])
+    elif count == 2 and lines[0][:7] == "event: " and lines[1][:6] == "data: ":
+        return Event(raw, lines[0][7:], lines[1][6:])
+    event = id = retry = None
+    data = []  # type: List[str]
+    fields = 0
+    for line in lines:
+        if line[0] == ":":
+            continue  # comment
+        fields += 1
+        colon = line.find(":")
+        if colon < 0:
+            name, value = line, ""
+        else:
+            name = line[:colon]
+            value = line[colon + 1 :]
+            if value[:1] == " ":
+                value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id":
+            if "\x00" not in value:
+                id = value
+        elif name == "retry":
+            if value.isdigit() and value.isascii():
+                retry = int(value)
+    return Event(raw, event, "\n".join(data) if data else None, id, retry, fields == 0 and len(lines) > 0)
 
 
 def encode_event(data, event=None, id=None):
@@ -323,32 +305,115 @@ def _check_single_line(name, value):
 class EventRuns:
     """Cuts an LF-delimited SSE stream into runs of whole events without parsing them.
 
-    ``feed(chunk)`` returns every complete event the stream holds so far, as one bytes
-    run ending at the last blank line (``b""`` while none is complete), and keeps the
-    rest. A relay that only needs to look inside a few events checks the run for cheap
-    markers and passes it on as it came, which keeps a 200-event stream of deltas at
-    memcpy speed. Streams with CR line endings are for ``SSEParser``: ``feed`` raises
+    ``feed(chunk)`` (bytes) returns every complete event the stream holds so far, as
+    one bytes run ending at the last blank line (``b""`` while none is complete; the
+    chunk itself when it is whole events and nothing was kept), and keeps the rest. A
+    relay that only needs to look inside a few events checks the run for cheap markers
+    and passes it on as it came, which keeps a 200-event stream of deltas at memcpy
+    speed. Streams with CR line endings are for ``SSEParser``: ``feed`` raises
     ``ValueError`` on a chunk holding ``\\r`` so the caller can switch (``flush`` first).
+    The rest is searched only where a blank line may have appeared since, so an event
+    arriving in many reads costs time linear in its size.
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "_scan")
 
     def __init__(self):
-        self._pending = b""
+        self._pending = bytearray()  # the rest: holds no blank line
+        self._scan = 0  # where a blank line may start in _pending + the next chunk
 
     def feed(self, chunk):
         if b"\r" in chunk:
             raise ValueError("CR line endings: use SSEParser")
-        data = self._pending + chunk if self._pending else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending = data
-            return b""
-        end += 2
-        self._pending = data[end:]
-        return data[:end]
+        pending = self._pending
+        if not pending and chunk.endswith(b"\n\n"):
+            return chunk  # whole events only, the usual read: nothing to keep
+        pending += chunk
+        end = pending.rfind(b"\n\n", self._scan) + 2
+        if end > 1:
+            run = bytes(pending[:end])
+            del pending[:end]
+        else:
+            run = b""
+        # The last byte may be the first LF of a blank line the next chunk completes.
+        self._scan = max(len(pending) - 1, 0)
+        return run
 
     def flush(self):
         """What is left: an unterminated last event (or nothing)."""
-        rest, self._pending = self._pending, b""
+        rest = bytes(self._pending)
+        self._pending = bytearray()
+        self._scan = 0
         return rest
+
+
+class FieldParser:
+    """SSE events for a consumer that needs their fields but not their bytes (a
+    translated stream): ``feed`` and ``flush`` as ``SSEParser``'s, the same events with
+    the same fields at the same reads, but an event's ``raw`` is not kept (``None``;
+    bytes after a switch, see below), and blank lines that end a stream make no empty
+    event at ``flush``.
+
+    An LF-delimited stream (what providers send; CRLF line endings are made LF first) is
+    cut into runs of whole events (``EventRuns``); each run is decoded once and split at
+    its blank lines, and an event of one ``data: `` line, most of a stream, is its data.
+    A stream that opens with a byte-order mark, or sends a CR outside a CRLF within one
+    chunk, goes through an ``SSEParser`` from there on.
+    """
+
+    __slots__ = ("_runs", "_parser", "_started")
+
+    def __init__(self):
+        self._runs = EventRuns()
+        self._parser = None  # type: Optional[SSEParser]  # once the stream needs it
+        self._started = False  # a first byte was seen (a byte-order mark can only open)
+
+    def feed(self, chunk):
+        """Consume ``chunk`` and return the events it completed, in order (maybe none)."""
+        if self._parser is not None:
+            return self._parser.feed(chunk)
+        if not chunk:
+            return []
+        if not self._started:
+            self._started = True
+            if chunk[0] == _BOM[0]:
+                self._parser = SSEParser()
+                return self._parser.feed(chunk)
+        if b"\r" in chunk:
+            # CRLF line endings (Gemini's) mean what LF ones do. A lone CR, or a CR that
+            # ends the chunk (maybe the first half of a CRLF), is for the parser.
+            lf_chunk = chunk.replace(b"\r\n", b"\n")
+            if b"\r" in lf_chunk:
+                self._parser = SSEParser(stream_start=False)
+                return self._parser.feed(self._runs.flush() + chunk)
+            chunk = lf_chunk
+        run = self._runs.feed(chunk)
+        return _run_events(run) if run else []
+
+    def flush(self):
+        """End of stream: the unterminated last event, if any bytes are pending (as
+        ``SSEParser.flush``)."""
+        if self._parser is not None:
+            return self._parser.flush()
+        rest = self._runs.flush()
+        if not rest:
+            return []
+        return [_event(None, [line for line in rest.decode("utf-8", "replace").split("\n") if line])]
+
+
+def _run_events(run):
+    # type: (bytes) -> List[Event]
+    """The events of ``run``, whole LF-delimited events ending in a blank line, without
+    their raw bytes. Decoding the run at once decodes each event alike: UTF-8 sequences
+    never hold an LF, and an invalid one is replaced the same whatever follows."""
+    events = []
+    for block in run.decode("utf-8", "replace").split("\n\n"):
+        if block[:6] == "data: " and "\n" not in block:
+            events.append(Event(None, None, block[6:]))
+        elif block:
+            if block[0] == "\n":
+                block = block[1:]  # a blank line before the event: filler
+                if not block:
+                    continue
+            events.append(_event(None, block.split("\n")))
+    return events

@@ -25,7 +25,7 @@ from typing import Optional
 
 from cliproxy.config.model import Protocol
 from cliproxy.errors import ProxyError, UpstreamError
-from cliproxy.http.sse import SSEParser
+from cliproxy.http.sse import FieldParser
 from cliproxy.jsontext import loads
 from cliproxy.providers.outbound import Endpoint
 from cliproxy.translate import anthropic as anthropic_rewriter
@@ -180,6 +180,9 @@ class Translation:
 class StreamTranslation:
     """Provider SSE bytes in, the client's stream bytes out, event by event.
 
+    Events are cut by a ``FieldParser`` (no reader needs an event's raw bytes); readers
+    read most delta events through their shape, without parsing them (``codecs.shapes``).
+
     A thinking signature is proof only the protocol that made it can check; the client
     speaks another, and would send it back where it is invalid, so the writer is given
     none (its ``signature`` event is silenced on this instance: no extra call per event).
@@ -188,7 +191,7 @@ class StreamTranslation:
     __slots__ = ("_parser", "_reader", "_writer")
 
     def __init__(self, reader_class, writer):
-        self._parser = SSEParser()
+        self._parser = FieldParser()
         writer.signature = _ignore_signature
         self._writer = writer
         self._reader = reader_class(writer)
@@ -221,7 +224,7 @@ class CollectedAnswer:
     __slots__ = ("_parser", "_reader", "_builder", "_translation")
 
     def __init__(self, reader_class, translation):
-        self._parser = SSEParser()
+        self._parser = FieldParser()
         self._builder = AnswerBuilder()
         self._reader = reader_class(self._builder)
         self._translation = translation

@@ -26,23 +26,23 @@ neutral model can hold:
 
 Streams are the hot path. The reader parses each event's JSON once and takes its kind
 from the JSON ``type`` (some compatible servers send ``data:`` lines without ``event:``);
-Anthropic never interleaves blocks, so indexes only need renumbering around blocks the
-neutral model has no kind for (``redacted_thinking``, server tool blocks), which are
-skipped. The writer holds ``message_start`` back until the first block or the end, so
-that usage known early (the input tokens) goes in it as the API's own stream has it, and
-writes each delta from a byte prefix made when its block starts plus the delta's JSON
-string.
+a ``content_block_delta`` is learnt as a shape (``codecs.shapes``), and later deltas of
+that shape are read without parsing them. Anthropic never interleaves blocks, so indexes
+only need renumbering around blocks the neutral model has no kind for
+(``redacted_thinking``, server tool blocks), which are skipped. The writer holds
+``message_start`` back until the first block or the end, so that usage known early (the
+input tokens) goes in it as the API's own stream has it, and writes each delta from a
+byte prefix made when its block starts plus the delta's JSON string.
 """
 
-import json
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
-from cliproxy.http.sse import encode_event
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import dumps, log_dropped, parse_data_url, safe_call_id
+from cliproxy.translate.codecs.common import dumps, json_string, log_dropped, parse_data_url, safe_call_id
+from cliproxy.translate.codecs.shapes import DeltaShape
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.ir import (
     Answer,
@@ -79,7 +79,6 @@ __all__ = [
 ]
 
 PROTOCOL = Protocol.CLAUDE
-_NAME = "anthropic"
 
 # ``max_tokens`` is required by the Messages API; this is written when the client of
 # another protocol set no limit (a common default of Anthropic's own SDK examples).
@@ -160,11 +159,6 @@ _THINKING_MIN_TOP_P = 0.95
 
 _USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
-# The JSON string literal of a text, as ``dumps`` writes it. Stream deltas are unique
-# text, so the memoised ``context.encode_json_value`` would only churn its cache.
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
-
-
 # -- reading requests --------------------------------------------------------------------
 
 
@@ -190,7 +184,7 @@ def read_request(body: dict, model: Optional[str] = None, stream: Optional[bool]
         user=_read_user(body.get("metadata"), dropped),
     )
     conversation.tool_choice, conversation.parallel_tool_calls = _read_tool_choice(body.get("tool_choice"))
-    log_dropped(_NAME, dropped)
+    log_dropped(PROTOCOL, True, dropped)
     return name_results(conversation)
 
 
@@ -503,7 +497,7 @@ def write_request(conversation: Conversation, model: str) -> dict:
         body["metadata"] = {"user_id": conversation.user}
     apply_suffix(PROTOCOL, body, conversation.thinking, model)
     _fit_thinking(body, dropped)
-    log_dropped(_NAME, dropped)
+    log_dropped(PROTOCOL, False, dropped)
     return body
 
 
@@ -814,6 +808,39 @@ def _provider_error(error) -> ProxyError:
 # -- streams -----------------------------------------------------------------------------
 
 
+class _Delta(NamedTuple):
+    """What a ``content_block_delta`` of one type carries: the delta's string ``field``,
+    the ``kind`` of block it belongs to and the sink ``method`` it goes to."""
+
+    field: str
+    kind: BlockKind
+    method: str
+
+
+_DELTAS = {
+    "text_delta": _Delta("text", BlockKind.TEXT, "text"),
+    "thinking_delta": _Delta("thinking", BlockKind.THINKING, "thinking"),
+    "signature_delta": _Delta("signature", BlockKind.THINKING, "signature"),
+    "input_json_delta": _Delta("partial_json", BlockKind.TOOL_CALL, "arguments"),
+}
+
+
+def _plain_delta(obj: dict):
+    """(delta, field, (index, _Delta)) for a ``content_block_delta`` event whose whole
+    effect is ``StreamReader._delta`` of the string ``delta[field]``, whatever that string
+    is; None for any other event."""
+    if obj.get("type") != "content_block_delta":
+        return None
+    index, delta = obj.get("index"), obj.get("delta")
+    if not _is_int(index) or not isinstance(delta, dict):
+        return None
+    delta_type = delta.get("type")
+    known = _DELTAS.get(delta_type) if isinstance(delta_type, str) else None
+    if known is None or not isinstance(delta.get(known.field), str):
+        return None
+    return delta, known.field, (index, known)
+
+
 class StreamReader:
     """Reads an Anthropic Messages SSE stream into an ``AnswerSink`` (see ``ir``).
 
@@ -830,11 +857,18 @@ class StreamReader:
         self._counts = {}  # type: Dict[str, int]
         self._finished = False
         self._done = False  # message_stop or error seen: later events are ignored
+        self._shape = DeltaShape()  # delta events read without parsing
 
     def feed(self, event) -> None:
         """Handle one SSE event (a ``cliproxy.http.sse.Event``)."""
         data = event.data
         if self._done or data is None or event.event == "ping":
+            return
+        value = self._shape.match(data)
+        if value is not None:
+            # A content_block_delta event seen before, with another string (see _delta).
+            index, known = self._shape.tag
+            self._delta(index, known, value)
             return
         try:
             obj = loads(data)
@@ -846,6 +880,11 @@ class StreamReader:
         handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is not None:
             handler(self, obj)
+        if self._shape.learning:
+            plain = _plain_delta(obj)
+            if plain is not None:
+                delta, field, tag = plain
+                self._shape.learn(data, obj, (delta, field), tag)
 
     def close(self) -> None:
         """The stream ended; raises ``UpstreamError`` when it ended incomplete."""
@@ -888,26 +927,19 @@ class StreamReader:
 
     def _block_delta(self, obj: dict) -> None:
         index, delta = obj.get("index"), obj.get("delta")
-        entry = self._blocks.get(index) if _is_int(index) else None
-        if entry is None or not isinstance(delta, dict):
+        if not isinstance(delta, dict):
             return
-        ours, kind = entry
         delta_type = delta.get("type")
-        if kind is BlockKind.TEXT:
-            if delta_type == "text_delta":
-                self._deliver(self._sink.text, ours, delta.get("text"))
-        elif kind is BlockKind.THINKING:
-            if delta_type == "thinking_delta":
-                self._deliver(self._sink.thinking, ours, delta.get("thinking"))
-            elif delta_type == "signature_delta":
-                self._deliver(self._sink.signature, ours, delta.get("signature"))
-        elif delta_type == "input_json_delta":
-            self._deliver(self._sink.arguments, ours, delta.get("partial_json"))
+        known = _DELTAS.get(delta_type) if isinstance(delta_type, str) else None
+        if known is not None:
+            self._delta(index, known, delta.get(known.field))
 
-    @staticmethod
-    def _deliver(method, index: int, value) -> None:
-        if isinstance(value, str) and value:
-            method(index, value)
+    def _delta(self, index, known: _Delta, value) -> None:
+        """A delta of the kind ``known`` for block ``index`` goes to the sink when that
+        block is open and of that kind and ``value`` is a string with content."""
+        entry = self._blocks.get(index) if _is_int(index) else None
+        if entry is not None and entry[1] is known.kind and isinstance(value, str) and value:
+            getattr(self._sink, known.method)(entry[0], value)
 
     def _block_stop(self, obj: dict) -> None:
         index = obj.get("index")
@@ -1030,7 +1062,7 @@ class StreamWriter(AnswerSink):
     def text(self, index, text):
         prefix = self._delta_prefix
         if prefix is not None:
-            self._out.append(prefix + _json_string(text).encode("utf-8") + _DELTA_END)
+            self._out.append(prefix + json_string(text).encode("utf-8") + _DELTA_END)
 
     # Thinking text and argument fragments differ from text only in the prefix the
     # block's start chose.
@@ -1040,7 +1072,7 @@ class StreamWriter(AnswerSink):
     def signature(self, index, value):
         prefix = self._signature_prefix
         if prefix is not None:
-            self._out.append(prefix + _json_string(value).encode("utf-8") + _DELTA_END)
+            self._out.append(prefix + json_string(value).encode("utf-8") + _DELTA_END)
 
     def block_stop(self, index):
         if not self._done:
@@ -1090,4 +1122,5 @@ class StreamWriter(AnswerSink):
             self._delta_prefix = self._signature_prefix = None
 
     def _write(self, name: str, payload: dict) -> None:
-        self._out.append(encode_event(dumps(payload), event=name))
+        # What sse.encode_event writes: compact JSON holds no line break to split at.
+        self._out.append(("event: %s\ndata: %s\n\n" % (name, dumps(payload))).encode("utf-8"))

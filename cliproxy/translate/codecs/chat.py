@@ -21,19 +21,21 @@ OpenAI-compatible servers do not take it back.
 Streams: chunks hold deltas of three kinds (reasoning, content, tool calls keyed by
 ``index``); a change of kind closes the open block. A tool call that appears while another
 one streams is held back whole until that one closes (at the finish chunk, usually), as
-the neutral model's blocks never overlap. The writer builds each delta from byte
-templates made once per answer; the closing chunks are written at ``end`` because usage
-may still arrive after ``finish``.
+the neutral model's blocks never overlap. A chunk whose one effect is a text or
+reasoning string is learnt as a shape (``codecs.shapes``), and later chunks of that shape
+are read without parsing them. The writer builds each delta from byte templates made
+once per answer; the closing chunks are written at ``end`` because usage may still
+arrive after ``finish``.
 """
 
-import json.encoder
 from typing import Dict, List, Optional
 
 from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import data_url, dumps, log_dropped, parse_data_url
+from cliproxy.translate.codecs.common import data_url, dumps, json_string, log_dropped, parse_data_url
+from cliproxy.translate.codecs.shapes import DeltaShape
 from cliproxy.translate.context import encode_json_value
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.ir import (
@@ -70,11 +72,6 @@ __all__ = [
 ]
 
 PROTOCOL = Protocol.OPENAI
-
-# The names log_dropped reports under: what a read request loses on its way into the
-# neutral model, and what a written request loses on its way out to a Chat provider.
-_READ_TARGET = "neutral model"
-_WRITE_TARGET = "openai chat"
 
 # Top-level request fields this codec reads. ``stream_options`` is read by the
 # translator itself (include_usage), so it is known here but not dropped.
@@ -157,10 +154,6 @@ _BLOCK_SEPARATOR = "\n\n"
 _ERROR_RESULT_PREFIX = "Error: "
 _ASSISTANT = "assistant"
 
-# The JSON encoding of a string as ``dumps`` writes it (non-ASCII kept), without the
-# per-call encoder set-up of json.dumps: the writer's per-delta step.
-_encode = json.encoder.encode_basestring
-
 
 # -- requests ----------------------------------------------------------------------------
 
@@ -193,7 +186,7 @@ def read_request(body: dict, model: Optional[str] = None, stream: Optional[bool]
     conversation.thinking = _optional(body, "reasoning_effort", _effort, dropped)
     conversation.user = _optional(body, "user", _string, dropped)
     conversation.stream = stream if stream is not None else _boolean(body.get("stream")) is True
-    log_dropped(_READ_TARGET, dropped)
+    log_dropped(PROTOCOL, True, dropped)
     return name_results(conversation)
 
 
@@ -236,7 +229,7 @@ def write_request(conversation: Conversation, model: str) -> dict:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     apply_suffix(PROTOCOL, body, conversation.thinking, model)
-    log_dropped(_WRITE_TARGET, dropped)
+    log_dropped(PROTOCOL, False, dropped)
     return body
 
 
@@ -764,6 +757,37 @@ def _provider_error(error) -> ProxyError:
 
 # -- streams: reading --------------------------------------------------------------------
 
+# The delta fields the reader acts on, and of them the strings a shape may leave open:
+# text, and reasoning under either of its names.
+_DELTA_FIELDS = ("reasoning_content", "reasoning", "content", "refusal", "tool_calls", "function_call")
+_OPEN_FIELDS = {"content": BlockKind.TEXT, "reasoning_content": BlockKind.THINKING, "reasoning": BlockKind.THINKING}
+
+
+def _plain_delta(chunk: dict):
+    """(delta, key, block kind) for a chunk whose whole effect on a started reader is the
+    string ``delta[key]``, whatever that string is: no error, usage or finish_reason, and
+    one delta field of ``_OPEN_FIELDS`` set to a string that is not empty, with every
+    other field the reader acts on empty. None for any other chunk."""
+    if chunk.get("error") is not None or chunk.get("object") == "error" or chunk.get("usage"):
+        return None
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    if choice.get("finish_reason") or not delta or not isinstance(delta, dict):
+        return None
+    if isinstance(delta.get("function_call"), dict):
+        return None  # a legacy call, even an empty one, is read
+    set_fields = [key for key in _DELTA_FIELDS if delta.get(key)]
+    if len(set_fields) != 1:
+        return None
+    key = set_fields[0]
+    kind = _OPEN_FIELDS.get(key)
+    if kind is None or not isinstance(delta[key], str):
+        return None
+    return delta, key, kind
+
 
 class _Call:
     """A tool call being streamed: pending (``index`` None), open, or closed (``done``)."""
@@ -799,12 +823,24 @@ class StreamReader:
         self._last = None  # type: Optional[_Call]
         self._calls = 0
         self._refused = False
+        self._shape = DeltaShape()  # plain delta chunks read without parsing
 
     def feed(self, event) -> None:
         """Read one SSE event; comments and events after the end are ignored. Raises
         ``UpstreamError`` for data that is not JSON."""
         data = event.data
         if not data or self._over:
+            return
+        text = self._shape.match(data)
+        if text is not None:
+            # A plain delta chunk (see _plain_delta) with another string: its one effect.
+            if text and not self._finished:
+                kind = self._shape.tag
+                index = self._open_index if self._open_kind is kind else self._block(kind)
+                if kind is BlockKind.TEXT:
+                    self._sink.text(index, text)
+                else:
+                    self._sink.thinking(index, text)
             return
         if data == "[DONE]":
             self._done()
@@ -834,6 +870,13 @@ class StreamReader:
             usage = _read_usage(usage)
             if usage is not None:
                 self._sink.usage(usage)
+        elif self._shape.learning:
+            plain = _plain_delta(chunk)
+            if plain is not None:
+                delta, key, kind = plain
+                # OpenAI pads each chunk with a random string the reader never reads.
+                ignored = [(chunk, "obfuscation")] if "obfuscation" in chunk else []
+                self._shape.learn(data, chunk, (delta, key), kind, ignored)
 
     def close(self) -> None:
         """The provider's stream ended: the answer ends if its finish_reason came.
@@ -1050,26 +1093,26 @@ class StreamWriter(AnswerSink):
         self._calls[index] = '%s{"tool_calls":[{"index":%d,"function":{"arguments":' % (self._head, position)
         self._out.append(
             '%s{"tool_calls":[{"index":%d,"id":%s,"type":"function","function":{"name":%s,"arguments":""}}]}%s'
-            % (self._head, position, _encode(id or self._ctx.new_id("call_")), _encode(name or ""), self._tail)
+            % (self._head, position, json_string(id or self._ctx.new_id("call_")), json_string(name or ""), self._tail)
         )
 
     def text(self, index, text):
         if text and not self._over:
             if not self._opened:
                 self._open(None)
-            self._out.append(self._content + _encode(text) + self._delta_end)
+            self._out.append(self._content + json_string(text) + self._delta_end)
 
     def thinking(self, index, text):
         if text and not self._over:
             if not self._opened:
                 self._open(None)
-            self._out.append(self._reasoning + _encode(text) + self._delta_end)
+            self._out.append(self._reasoning + json_string(text) + self._delta_end)
 
     def arguments(self, index, fragment):
         if fragment and not self._over:
             prefix = self._calls.get(index)
             if prefix is not None:
-                self._out.append(prefix + _encode(fragment) + "}}]}" + self._tail)
+                self._out.append(prefix + json_string(fragment) + "}}]}" + self._tail)
 
     def usage(self, usage):
         self._usage.merge(usage)
@@ -1104,7 +1147,7 @@ class StreamWriter(AnswerSink):
         self._opened = True
         ctx = self._ctx
         self._chunk_start = 'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":' % (
-            _encode(answer_id or ctx.new_id("chatcmpl-")),
+            json_string(answer_id or ctx.new_id("chatcmpl-")),
             ctx.created(),
             encode_json_value(ctx.requested_model),
         )

@@ -4,18 +4,26 @@ Strategy: small pure functions over strings and dicts; each codec keeps its own
 protocol's tables and uses these for the few wire conventions protocols share.
 """
 
+import json.encoder
 import logging
 import re
 from typing import Iterable, Optional, Tuple
 
+from cliproxy.config.model import Protocol
 from cliproxy.translate.context import dumps
 
-__all__ = ["data_url", "dumps", "log_dropped", "parse_data_url", "safe_call_id"]
+__all__ = ["data_url", "dumps", "json_string", "log_dropped", "parse_data_url", "safe_call_id"]
 
 log = logging.getLogger("cliproxy.translate")
 
 _DATA_URL = re.compile(r"data:([^;,]*)((?:;[^;,]*)*?);base64,(.*)\Z", re.DOTALL)
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+# The JSON string literal of a str, exactly as ``dumps`` writes it (non-ASCII kept):
+# json's C encoder itself, without json.dumps's per-call encoder set-up. The stream
+# writers' per-delta step; deltas are unique text, so no cache (``encode_json_value``'s
+# would only churn).
+json_string = json.encoder.encode_basestring
 
 
 def data_url(media_type: Optional[str], data: str) -> str:
@@ -42,12 +50,14 @@ def safe_call_id(call_id: str, prefix: str) -> str:
     return cleaned or prefix
 
 
-def log_dropped(protocol_name: str, names: Iterable[str]) -> None:
-    """One debug line naming request fields that have no counterpart in
-    ``protocol_name`` and were left out."""
+def log_dropped(protocol: Protocol, reading: bool, names: Iterable[str]) -> None:
+    """One debug line naming the fields left out for want of a counterpart: of a client's
+    ``protocol`` request being read (``reading``), or of the neutral model being written
+    as a ``protocol`` request."""
     names = sorted(set(names))
     if names and log.isEnabledFor(logging.DEBUG):
+        side = "client request" if reading else "provider request"
         log.debug(
             "fields without a counterpart dropped",
-            extra={"fields": {"target": protocol_name, "dropped": ",".join(names)}},
+            extra={"fields": {"protocol": protocol.value, "side": side, "dropped": ",".join(names)}},
         )

@@ -34,7 +34,7 @@ from cliproxy.errors import BadRequest, ProxyError, UpstreamError
 from cliproxy.http.sse import Event
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import dumps, log_dropped, parse_data_url
+from cliproxy.translate.codecs.common import dumps, json_string, log_dropped, parse_data_url
 from cliproxy.translate.codecs.gemini_schema import from_gemini, to_gemini
 from cliproxy.translate.context import encode_json_value
 from cliproxy.translate.errors import error_body, error_event
@@ -75,7 +75,6 @@ __all__ = [
 ]
 
 PROTOCOL = Protocol.GEMINI
-_NAME = "gemini"
 
 # Google's documented thoughtSignature for function calls in history that Gemini did not
 # produce (a conversation moved from another model): it skips the signature check.
@@ -191,7 +190,7 @@ def read_request(body: dict, model: Optional[str] = None, stream: Optional[bool]
     conversation.tool_choice = _read_tool_config(_field(body, "toolConfig"), dropped)
     _read_generation(_field(body, "generationConfig"), conversation, dropped)
     dropped.extend(key for key in body if key not in _REQUEST_FIELDS)
-    log_dropped(_NAME, dropped)
+    log_dropped(PROTOCOL, True, dropped)
     return name_results(conversation)
 
 
@@ -550,7 +549,7 @@ def write_request(conversation: Conversation, model: str) -> dict:
         dropped.append("parallel_tool_calls")
     if conversation.user is not None:
         dropped.append("user")
-    log_dropped(_NAME, dropped)
+    log_dropped(PROTOCOL, False, dropped)
     return body
 
 
@@ -961,7 +960,7 @@ class StreamWriter(AnswerSink):
             return
         if self._response_id is None:
             self._begin(None)
-        self._out += (self._separator, _TEXT_OPEN, encode_json_value(text).encode("utf-8"), self._text_end)
+        self._out += (self._separator, _TEXT_OPEN, json_string(text).encode("utf-8"), self._text_end)
         self._separator = self._next_separator
 
     def thinking(self, index, text):
@@ -969,7 +968,7 @@ class StreamWriter(AnswerSink):
             return
         if self._response_id is None:
             self._begin(None)
-        self._out += (self._separator, _TEXT_OPEN, encode_json_value(text).encode("utf-8"), self._thought_end)
+        self._out += (self._separator, _TEXT_OPEN, json_string(text).encode("utf-8"), self._thought_end)
         self._separator = self._next_separator
 
     def signature(self, index, value):

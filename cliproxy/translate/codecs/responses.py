@@ -28,7 +28,7 @@ from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import data_url, dumps, log_dropped, parse_data_url
+from cliproxy.translate.codecs.common import data_url, dumps, json_string, log_dropped, parse_data_url
 from cliproxy.translate.context import encode_json_value
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.ir import (
@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 PROTOCOL = Protocol.RESPONSES
-_NAME = PROTOCOL.value
 
 # -- tables ------------------------------------------------------------------------------
 
@@ -200,7 +199,7 @@ def read_request(body: dict, model: Optional[str] = None, stream: Optional[bool]
         user=_string(body.get("user")),
     )
     _read_input(body.get("input"), conversation, dropped)
-    log_dropped(_NAME, dropped)
+    log_dropped(PROTOCOL, True, dropped)
     return name_results(conversation)
 
 
@@ -481,7 +480,7 @@ def write_request(conversation: Conversation, model: str) -> dict:
     if conversation.top_k is not None:
         dropped.add("top_k")
     apply_suffix(PROTOCOL, body, conversation.thinking, model)
-    log_dropped(_NAME, dropped)
+    log_dropped(PROTOCOL, False, dropped)
     return body
 
 
@@ -1246,7 +1245,7 @@ class StreamWriter(AnswerSink):
         if not fragment:
             return
         block.fragments.append(fragment)
-        self._out.append("%s%d%s%s%s" % (block.head, self._sequence, block.fields, encode_json_value(fragment),
+        self._out.append("%s%d%s%s%s" % (block.head, self._sequence, block.fields, json_string(fragment),
                                          _DELTA_END))
         self._sequence += 1
 
