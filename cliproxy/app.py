@@ -49,11 +49,12 @@ from cliproxy.memo import Memo
 from cliproxy.providers.credentials import CredentialPool
 from cliproxy.providers.executor import Executor, ModelCall
 from cliproxy.providers.outbound import Endpoint
-from cliproxy.routing.router import RouteType, Router, log_fields
+from cliproxy.routing.router import RouteType, Router, debug_fields, log_fields
 from cliproxy.translate import anthropic, responses
 from cliproxy.translate.anthropic import RewriteContext
 from cliproxy.translate.errors import render_error
 from cliproxy.ops.metrics import Metrics
+from cliproxy.ops.usage import UsageRecord, client_id
 
 log = logging.getLogger("cliproxy.app")
 
@@ -126,6 +127,8 @@ class App:
         metrics=None,
         management_api=None,
         request_log=None,
+        usage=None,
+        wall=time.time,
     ):
         self.store = store
         self.client = client
@@ -133,7 +136,9 @@ class App:
         self.upstream_keys = upstream_keys or UpstreamKeys(clock=clock)
         self.pool = pool or CredentialPool(clock=clock)
         self.metrics = metrics or Metrics()
-        self.executor = Executor(client, self.pool, self.metrics, clock)
+        self.usage = usage  # an ``ops.usage.UsageLedger``, or None: no accounting
+        self.wall = wall
+        self.executor = Executor(client, self.pool, self.metrics, clock, usage=usage, wall=wall)
         self.management_api = management_api
         self.request_log = request_log
         self.modes = ModeLog()
@@ -337,21 +342,30 @@ class App:
         _note_decision(exchange, decision, model, request)
         if decision.route is RouteType.AMP_CREDITS:
             headers, url = self._upstream_target(request, runtime, key)
-            return await forward(
+            response = await forward(
                 self.client, request.method, url, headers, raw, proxy_url=config.proxy_url, limits=config.limits
             )
+            if self.usage is not None:  # tokens unknown: Amp's answer is relayed unread
+                self.usage.record(UsageRecord(self.wall(), model, None, "ampcode", client_id(key), "AMP_CREDITS", response.status))
+            return response
         if decision.route is RouteType.NO_PROVIDER:
             error = PaymentRequired if decision.status == 402 else NotFound
             raise error(decision.message)
-        first = decision.candidates[0]
-        exchange.resolved_model = first.model
-        exchange.provider = first.served[0].entry.name if first.served else None
         endpoint = provider_route.endpoint
         if endpoint is Endpoint.COUNT_TOKENS or endpoint is Endpoint.GEMINI_COUNT_TOKENS:
             # Counted by a provider of the client's protocol, else estimated here.
             if not _served_by(decision, protocol):
                 return _token_estimate(body, protocol)
-        return await self.executor.execute(_model_call(request, provider_route, config, decision, body, decoded, model))
+        call = _model_call(request, provider_route, config, decision, body, decoded, model)
+        call.client = client_id(key) if self.usage is not None else None
+        try:
+            return await self.executor.execute(call)
+        finally:
+            # Who answered (or was tried last): not the plan's first guess, after failover.
+            if call.answered_by is not None:
+                candidate, served = call.answered_by
+                exchange.resolved_model = candidate.model
+                exchange.provider = served.entry.name
 
 
 def _note_decision(exchange, decision, model, request):
@@ -365,6 +379,8 @@ def _note_decision(exchange, decision, model, request):
         fields = log_fields(decision)
         fields["path"] = request.path
         log.log(level, "route decision", extra={"fields": fields})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("routing steps", extra={"fields": debug_fields(decision)})
 
 
 def _check_upstream_route(request, config):
@@ -406,7 +422,7 @@ def _model_call(request, provider_route, config, decision, body, decoded, model)
         context = RewriteContext(model)
     query = request.query
     return ModelCall(
-        request=request,
+        headers=request.headers,
         config=config,
         decision=decision,
         protocol=protocol,
@@ -418,6 +434,8 @@ def _model_call(request, provider_route, config, decision, body, decoded, model)
         thread_id=request.headers.get("x-amp-thread-id"),
         context=context,
         translation=None,
+        client=None,
+        answered_by=None,
     )
 
 

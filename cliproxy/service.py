@@ -8,6 +8,7 @@ the command line's business (``cli.py``); this module only starts, reloads and s
 import asyncio
 import dataclasses
 import logging
+import os
 import ssl
 import time
 
@@ -19,6 +20,7 @@ from cliproxy.http.client import HttpClient
 from cliproxy.http.server import Server
 from cliproxy.ops.management_api import ManagementApi
 from cliproxy.ops.requestlog import RequestLog, logs_dir_warning
+from cliproxy.ops.usage import UsageLedger
 
 log = logging.getLogger("cliproxy.service")
 
@@ -30,6 +32,17 @@ def ssl_context_for(config):
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls.cert, config.tls.key)
     return context
+
+
+# Seconds between writes of the usage ledger: a kill -9 loses at most this much.
+USAGE_FLUSH_INTERVAL = 1.0
+
+
+async def _flush_every(ledger, interval):
+    """Write ``ledger``'s new records every ``interval`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        ledger.flush()
 
 
 def _follow_debug(old, new):
@@ -49,17 +62,24 @@ class Service:
         self.client = HttpClient(ca_bundle=config.ca_bundle)
         options = dict(app_options or {})
         request_log = options.setdefault("request_log", RequestLog(lambda: self.store.current))
+        # The ledger outlives reloads; its directory is the logs-dir found at start.
+        usage = options.setdefault("usage", UsageLedger(os.path.join(self.store.current.logs_dir, "usage")))
         options.setdefault(
             "management_api",
             ManagementApi(
-                clock=clock, request_lines=getattr(request_log, "recent", None), on_swap=_follow_debug
+                clock=clock,
+                request_lines=getattr(request_log, "recent", None),
+                usage=usage,
+                on_swap=_follow_debug,
             ),
         )
         self.app = App(self.store, self.client, clock=clock, **options)
+        self.app.metrics.usage = usage
         self.server = None
         self.address = None
         self.watcher = None
         self._watch_task = None
+        self._flush_task = None
 
     async def start(self):
         """Bind and serve; returns the bound (host, port). Raises OSError/SSLError."""
@@ -78,6 +98,8 @@ class Service:
                 on_error=self._rejected,
             )
             self._watch_task = asyncio.ensure_future(self.watcher.run())
+        if self.app.usage is not None:
+            self._flush_task = asyncio.ensure_future(_flush_every(self.app.usage, USAGE_FLUSH_INTERVAL))
         return self.address
 
     def reload_now(self):
@@ -98,6 +120,11 @@ class Service:
             await asyncio.gather(self._watch_task, return_exceptions=True)
         if self.server is not None:
             await self.server.shutdown(self.store.current.limits.drain_timeout)
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            await asyncio.gather(self._flush_task, return_exceptions=True)
+        if self.app.usage is not None:
+            self.app.usage.flush()  # what the drained requests used
         await self.client.aclose()
 
     def _load(self, path):

@@ -37,7 +37,7 @@ def _call(protocol=Protocol.CLAUDE, body=None, raw=None):
         endpoint=Endpoint.GEMINI_GENERATE if protocol is Protocol.GEMINI else Endpoint.MESSAGES,
         stream=False,
         query="",
-        request=SimpleNamespace(headers=Headers([("content-type", "application/json")])),
+        headers=Headers([("content-type", "application/json")]),
         body=body,
         raw=raw,
     )

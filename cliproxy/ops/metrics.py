@@ -8,6 +8,9 @@ walks the dicts once per scrape.
 from bisect import bisect_left as _bisect_left
 
 # Seconds; covers a fast local model's first token up to a long agent turn.
+# The token counts of a usage row, in the ledger's order after the call count.
+_TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -47,6 +50,7 @@ class Metrics:
         self.config_errors = 0
         self.upstream_attempts = {}  # (provider, outcome) -> count
         self.open_streams = lambda: 0
+        self.usage = None  # an ``ops.usage.UsageLedger``: its counts are rendered too
 
     # The three updates below run on every request. A subscript in ``try`` is no call
     # where ``.get`` is one, and a missing key is met once per label set.
@@ -121,7 +125,25 @@ class Metrics:
         out.append("# HELP cliproxy_config_errors_total Errors found in rejected config files.")
         out.append("# TYPE cliproxy_config_errors_total counter")
         out.append("cliproxy_config_errors_total %d" % self.config_errors)
+        if self.usage is not None:
+            self._usage(out, self.usage.metric_rows())
         return ("\n".join(out) + "\n").encode("utf-8")
+
+    @classmethod
+    def _usage(cls, out, rows):
+        """The usage ledger's counts (label sets bounded by the ledger)."""
+        names = ("requested_model", "served_model", "provider", "client", "route", "status")
+        calls = {labels: counts[0] for labels, counts in rows}
+        cls._counter(out, "cliproxy_usage_requests_total",
+                     "Answered model calls, by model asked for and served, provider, client, route, status.",
+                     names, calls)
+        tokens = {}
+        for labels, counts in rows:
+            for kind, value in zip(_TOKEN_KINDS, counts[1:]):
+                tokens[labels + (kind,)] = value
+        cls._counter(out, "cliproxy_usage_tokens_total",
+                     "Tokens of answered model calls as the providers counted them, by kind.",
+                     names + ("kind",), tokens)
 
     @staticmethod
     def _counter(out, name, help_text, label_names, table):

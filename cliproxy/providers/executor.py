@@ -26,10 +26,12 @@ from cliproxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from cliproxy.http.codec import Decoder, decode_body, is_identity
 from cliproxy.http.headers import HOP_BY_HOP, Headers, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
-from cliproxy.http.server import Request, Response
+from cliproxy.http.server import Response
+from cliproxy.masking import mask_query
+from cliproxy.ops.usage import UsageRecord
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
 from cliproxy.providers.outbound import NATIVE_PROTOCOL, Endpoint, provider_headers, provider_url, proxy_for
-from cliproxy.providers.plan import AttemptPlan, Failure
+from cliproxy.providers.plan import AttemptPlan, Choice, Failure
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
 from cliproxy.translate.anthropic import RewriteContext
@@ -38,6 +40,7 @@ from cliproxy.translate.errors import error_event, render_error
 from cliproxy.translate.relay import EventRelay
 from cliproxy.translate.thinking import MUTATED_FIELDS, apply_suffix
 from cliproxy.translate.translator import GENERATE_ENDPOINTS, Translation, error_message, provider_error
+from cliproxy.translate.usage import UsageTap, usage_of_answer
 
 log = logging.getLogger("cliproxy.executor")
 
@@ -65,7 +68,7 @@ class ModelCall:
 
     # One per request: slots make it cheaper to build (no field has a default).
     __slots__ = (
-        "request",
+        "headers",
         "config",
         "decision",
         "protocol",
@@ -77,9 +80,11 @@ class ModelCall:
         "thread_id",
         "context",
         "translation",
+        "client",
+        "answered_by",
     )
 
-    request: Request
+    headers: Headers  # the client's request fields
     config: Config
     decision: RouteDecision
     protocol: Protocol
@@ -91,6 +96,10 @@ class ModelCall:
     thread_id: Optional[str]
     context: RewriteContext
     translation: Optional[Translation]  # made by the first cross-protocol attempt
+    client: Optional[str]  # the client key's usage id (``ops.usage.client_id``)
+    # The attempt made last: once ``execute`` is done, the one that answered (or the last
+    # that failed). Its candidate's model and credential are what the logs report.
+    answered_by: Optional[Choice]
 
 
 class Executor:
@@ -101,11 +110,13 @@ class Executor:
     answer (``_json_answer``) and stream (``_stream_pipeline``).
     """
 
-    def __init__(self, client, pool, metrics, clock):
+    def __init__(self, client, pool, metrics, clock, usage=None, wall=time.time):
         self.client = client
         self.pool = pool
         self.metrics = metrics
         self.clock = clock
+        self.usage = usage  # an ``ops.usage.UsageLedger``, or None: no accounting
+        self.wall = wall
 
     async def execute(self, call):
         """The response for ``call``, or raise the last attempt's error when all fail.
@@ -118,8 +129,11 @@ class Executor:
         choice = plan.first()
         while choice is not None:
             candidate, served = choice
+            call.answered_by = choice
             limits = call.config.limits
             url, headers, body = _prepare(call, candidate, served)
+            if log.isEnabledFor(logging.DEBUG):
+                _log_sending(call, served, url, body)
             started = self.clock()
             try:
                 upstream = await self.client.request(
@@ -160,13 +174,19 @@ class Executor:
         try:
             if is_event_stream(upstream.headers):
                 response = await self._stream_response(call, served, upstream, started, ttfb)
-            elif translation is not None:
-                data = await upstream.read(call.config.limits.max_body_bytes)
-                response = self._translated_answer(call, provider, upstream, data, started, ttfb)
             else:
                 # Read to its end, so the connection is already released: no aclose().
                 data = await upstream.read(call.config.limits.max_body_bytes)
-                response = self._json_answer(call, upstream.status, upstream.headers, data, started, ttfb)
+                coding = upstream.headers.get("content-encoding")
+                if coding is not None:  # without one there is nothing to undo
+                    data = decode_body(data, coding, call.config.limits.max_body_bytes)
+                self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+                if self.usage is not None:
+                    self._account(call, upstream.status, usage_of_answer(provider, data))
+                if translation is None:
+                    response = self._json_answer(call, upstream.status, upstream.headers, data)
+                else:
+                    response = self._translated_answer(call, provider, upstream.status, data)
         except UpstreamTimeout as exc:
             await upstream.aclose()
             return self._failed(candidate, served, FailureKind.TIMEOUT, exc)
@@ -177,7 +197,7 @@ class Executor:
         self.pool.success(served, candidate.model, call.thread_id)
         self.metrics.count_attempt(served.entry.name, "ok")
         if log.isEnabledFor(logging.INFO):  # checked first: most proxies log at WARNING
-            _log_attempt(served, candidate.model, "ok", status=upstream.status)
+            _log_attempt(served, candidate.model, "ok", status=upstream.status, ttfb=ttfb)
         return response
 
     def _failed(self, candidate, served, kind, error, retry_after=None, status=None):
@@ -195,6 +215,8 @@ class Executor:
         if not kind.fails_over:
             _log_attempt(served, candidate.model, "client-error", status=status)
             self.pool.success(served, candidate.model, call.thread_id)
+            if self.usage is not None:
+                self._account(call, status, None)
             if NATIVE_PROTOCOL[served.entry.kind._value_] is not call.protocol:
                 # The provider's own words, in the shape the client's SDK reads.
                 return Response(*render_error(call.protocol, provider_error(status, data)))
@@ -203,26 +225,38 @@ class Executor:
         error = _provider_failure(served, status, kind, data, retry_after)
         return self._failed(candidate, served, kind, error, retry_after, status)
 
-    def _json_answer(self, call, status, headers, data, started, ttfb):
-        """The client's response for a provider's whole non-stream answer ``data``:
-        decoded, model and tool names rewritten. Raises ``UpstreamError`` for a body that
-        does not decode."""
-        coding = headers.get("content-encoding")
-        if coding is not None:  # without one there is nothing to undo
-            data = decode_body(data, coding, call.config.limits.max_body_bytes)
-        self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+    def _account(self, call, status, usage):
+        """Record one answered call of ``call`` (its last attempt answered) with the
+        provider's ``usage`` (None: unknown) in the usage ledger."""
+        candidate, served = call.answered_by
+        self.usage.record(
+            UsageRecord(
+                time=self.wall(),
+                requested_model=call.context.requested_model,
+                served_model=candidate.model,
+                provider=served.entry.path,
+                client=call.client,
+                route=call.decision.route._name_,
+                status=status,
+                input_tokens=None if usage is None else usage.input_tokens,
+                output_tokens=None if usage is None else usage.output_tokens,
+                cache_read_tokens=None if usage is None else usage.cache_read,
+                cache_write_tokens=None if usage is None else usage.cache_write,
+            )
+        )
+
+    def _json_answer(self, call, status, headers, data):
+        """The client's response for a provider's whole non-stream answer ``data``
+        (decoded): model and tool names rewritten."""
         data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
         return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
 
-    def _translated_answer(self, call, provider, upstream, data, started, ttfb):
-        """The client's response for a whole answer ``data`` of a provider speaking
-        ``provider``: translated, as a whole answer or a stream as the client asked."""
-        coding = upstream.headers.get("content-encoding")
-        if coding is not None:
-            data = decode_body(data, coding, call.config.limits.max_body_bytes)
-        self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+    def _translated_answer(self, call, provider, status, data):
+        """The client's response for a whole answer ``data`` (decoded) of a provider
+        speaking ``provider``: translated, as a whole answer or a stream as the client
+        asked. Raises ``UpstreamError`` when ``data`` is not such an answer."""
         translation = call.translation
-        return Response(upstream.status, Headers(translation.headers), translation.answer(provider, data))
+        return Response(status, Headers(translation.headers), translation.answer(provider, data))
 
     def _stream_failed(self, call, served, error):
         """Bytes already reached the client: log, count, and the protocol's error event
@@ -240,7 +274,7 @@ class Executor:
         answer from a provider of another protocol gets it once the stream has ended."""
         provider = NATIVE_PROTOCOL[served.entry.kind._value_]
         translation = None if provider is call.protocol else call.translation
-        pipeline = _stream_pipeline(call, upstream.headers, provider, translation)
+        pipeline = _stream_pipeline(call, upstream.headers, provider, translation, self.usage is not None)
         if translation is not None and not translation.streams:
             return await self._collected_answer(call, upstream, pipeline, started, ttfb)
         first = await upstream.next_chunk()
@@ -262,6 +296,8 @@ class Executor:
         finally:
             await upstream.aclose()
         self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+        if self.usage is not None:
+            self._account(call, upstream.status, pipeline.usage())
         return Response(upstream.status, Headers(call.translation.headers), data)
 
     async def _relay_events(self, call, served, upstream, first, pipeline, started, ttfb):
@@ -283,16 +319,21 @@ class Executor:
         finally:
             await upstream.aclose()
             self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+            if self.usage is not None:
+                # Also for a stream cut short: what the provider counted until then.
+                self._account(call, upstream.status, pipeline.usage())
 
 
-def _stream_pipeline(call, upstream_headers, provider, translation):
+def _stream_pipeline(call, upstream_headers, provider, translation, counted=False):
     """What a provider's SSE body goes through on its way to the client (``feed(chunk)``,
-    ``flush()`` and ``close()``, bytes in, bytes out): the protocol's stream rewriter in
-    an ``EventRelay`` (``translation``'s stream when the provider speaks another
-    protocol), behind a decoder when the body has a ``Content-Encoding``. Without one
-    (nearly always) it is the relay itself: no forwarding frame per piece."""
+    ``flush()`` and ``close()``, bytes in, bytes out; ``usage()`` after): the protocol's
+    stream rewriter in an ``EventRelay`` (with a ``UsageTap`` when ``counted``;
+    ``translation``'s stream when the provider speaks another protocol), behind a decoder
+    when the body has a ``Content-Encoding``. Without one (nearly always) it is the relay
+    itself: no forwarding frame per piece."""
     if translation is None:
-        relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context))
+        tap = UsageTap(call.protocol) if counted else None
+        relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context), tap)
     else:
         relay = translation.stream(provider)
     coding = upstream_headers.get("content-encoding")
@@ -320,6 +361,9 @@ class _DecodingPipeline:
     def close(self):
         return self._relay.close()
 
+    def usage(self):
+        return self._relay.usage()
+
 
 def _prepare(call, candidate, served):
     """``(url, headers, body)`` of the attempt of ``call`` on ``served``. The body is the
@@ -333,7 +377,7 @@ def _prepare(call, candidate, served):
     if call.protocol is Protocol.GEMINI and call.query:
         url += ("&" if "?" in url else "?") + _without_alt(call.query)
         url = url.rstrip("?&")
-    headers = provider_headers(entry, call.request.headers, call.protocol, content_type="application/json")
+    headers = provider_headers(entry, call.headers, call.protocol, content_type="application/json")
     body = call.raw
     if body is None or candidate.suffix is not None or (
         call.protocol is not Protocol.GEMINI and call.body.get("model") != served.upstream_model
@@ -359,7 +403,7 @@ def _prepare_translated(call, candidate, served, provider):
         )
     entry = served.entry
     url = provider_url(entry, GENERATE_ENDPOINTS[provider], model=served.upstream_model, stream=translation.streams)
-    headers = provider_headers(entry, call.request.headers, call.protocol, content_type="application/json")
+    headers = provider_headers(entry, call.headers, call.protocol, content_type="application/json")
     return url, headers, translation.request(provider, served.upstream_model, candidate.suffix)
 
 
@@ -396,7 +440,7 @@ def _provider_failure(served, status, kind, data, retry_after):
 
 
 
-def _log_attempt(served, model, outcome, status=None, reason=None):
+def _log_attempt(served, model, outcome, status=None, reason=None, ttfb=None):
     level = logging.INFO if outcome == "ok" else logging.WARNING
     if not log.isEnabledFor(level):
         return  # the fields below cost more than the rest of a successful attempt
@@ -406,7 +450,24 @@ def _log_attempt(served, model, outcome, status=None, reason=None):
         "upstream_model": served.upstream_model,
         "outcome": outcome,
         "status": status,
+        "ttfb_ms": None if ttfb is None else round(ttfb * 1000, 1),
         "reason": reason,
     }
     log.log(level, "provider attempt", extra={"fields": fields})
+
+
+def _log_sending(call, served, url, body):
+    """The debug line of an attempt about to be sent: where, to which credential, in
+    which protocol, how big (the URL's query masked: a base URL may carry a key)."""
+    provider = NATIVE_PROTOCOL[served.entry.kind._value_]
+    scheme, _, rest = url.partition("://")
+    path, _, query = rest.partition("?")
+    fields = {
+        "credential": served.entry.path,
+        "upstream_model": served.upstream_model,
+        "url": "%s://%s%s" % (scheme, path, "?" + mask_query(query) if query else ""),
+        "translation": None if provider is call.protocol else "%s -> %s" % (call.protocol.value, provider.value),
+        "body_bytes": len(body),
+    }
+    log.debug("sending attempt", extra={"fields": fields})
 

@@ -328,6 +328,29 @@ def _explain_skipped(decision: RouteDecision) -> List[str]:
     return lines
 
 
+def debug_fields(decision: RouteDecision) -> Dict[str, str]:
+    """The routing steps behind ``decision``, for the debug log: the base model, the
+    thinking suffix, the mapping, and every candidate with the credentials serving it
+    (entry path, upstream model, native protocol) in the order they would be tried before
+    round-robin and stickiness reorder them. No secret is among them."""
+    candidates = []
+    for candidate in decision.candidates:
+        serving = ",".join(
+            "%s:%s:%s" % (served.entry.path, served.upstream_model, served.entry.protocol.value)
+            for served in candidate.served
+        )
+        suffix = "(%s)" % candidate.suffix.text if candidate.suffix else ""
+        candidates.append("%s%s[%s]" % (candidate.model, suffix, serving))
+    return {
+        "requested": decision.requested,
+        "base": decision.base,
+        "suffix": _describe_suffix(decision.suffix),
+        "client_protocol": decision.protocol.value,
+        "mapping": _mapping_path(decision.mapping) if decision.mapping is not None else "none",
+        "candidates": " ".join(candidates) or "none",
+    }
+
+
 def log_fields(decision: RouteDecision) -> Dict[str, str]:
     """The fields of the one log line per decision: ``route``, ``requested``,
     ``resolved``, ``provider`` (the first credential's provider name, or ``ampcode`` for

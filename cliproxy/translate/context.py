@@ -46,9 +46,13 @@ class RewriteContext:
         return names
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj) -> str:
     """``obj`` as compact JSON text, non-ASCII kept as is (the wire is UTF-8)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def loads_object(text) -> Optional[dict]:

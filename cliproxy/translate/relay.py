@@ -21,12 +21,14 @@ class EventRelay:
     whole, never held back longer than its own last byte.
     """
 
-    __slots__ = ("_rewriter", "_runs", "_parser")
+    __slots__ = ("_rewriter", "_runs", "_parser", "tap")
 
-    def __init__(self, rewriter):
+    def __init__(self, rewriter, tap=None):
         self._rewriter = rewriter
         self._runs = EventRuns()
         self._parser = None
+        # A ``usage.UsageTap`` shown every run that holds its key (None: no accounting).
+        self.tap = tap
 
     def feed(self, chunk):
         if self._parser is None:
@@ -41,11 +43,14 @@ class EventRelay:
     def _relay_run(self, run):
         """A run of whole LF-delimited events: parsed up to the end of the last event
         holding a marker, passed as received after it."""
+        tap = self.tap
+        if tap is not None and tap.key in run:
+            tap.take(run)
         last = max([run.rfind(marker) for marker in self._rewriter.markers] or [-1])
         if last < 0:
             return run
         end = run.find(b"\n\n", last) + 2
-        head = self._rewrite(SSEParser().feed(run[:end]))
+        head = self._rewritten(SSEParser().feed(run[:end]))
         return head + run[end:] if end < len(run) else head
 
     def flush(self):
@@ -54,11 +59,24 @@ class EventRelay:
             return self._rewrite(parser.feed(self._runs.flush()) + parser.flush())
         return self._rewrite(self._parser.flush())
 
+    def usage(self):
+        """The provider's token counts the tap saw (None without a tap or counts)."""
+        return None if self.tap is None else self.tap.usage()
+
     def close(self):
         """Nothing: a relayed stream has no closing events of its own (the pipelines'
         common interface; a translated stream writes its closing events here)."""
         return b""
 
     def _rewrite(self, events):
+        """``events`` (from the parser: not seen by the tap yet) rewritten."""
+        tap = self.tap
+        if tap is not None:
+            for item in events:
+                if tap.key in item.raw:
+                    tap.take(item.raw.replace(b"\r\n", b"\n"))
+        return self._rewritten(events)
+
+    def _rewritten(self, events):
         event = self._rewriter.event
         return b"".join([event(item) for item in events])

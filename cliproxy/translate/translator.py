@@ -31,7 +31,7 @@ from cliproxy.providers.outbound import Endpoint
 from cliproxy.translate import anthropic as anthropic_rewriter
 from cliproxy.translate.codecs import anthropic, chat, gemini, responses
 from cliproxy.translate.context import dumps
-from cliproxy.translate.ir import AnswerBuilder, AnswerContext, Thinking, replay
+from cliproxy.translate.ir import AnswerBuilder, AnswerContext, Thinking, Usage, replay
 
 __all__ = ["CODECS", "GENERATE_ENDPOINTS", "Translation", "error_message", "provider_error", "translatable"]
 
@@ -215,6 +215,10 @@ class StreamTranslation:
         self._reader.close()
         return self._writer.take()
 
+    def usage(self) -> Optional[Usage]:
+        """The provider's token counts seen so far (None when it sent none)."""
+        return _known(self._writer.counted)
+
 
 class CollectedAnswer:
     """A provider stream collected for a client that asked for a whole answer: nothing
@@ -244,6 +248,17 @@ class CollectedAnswer:
         if self._builder.failure is not None:
             raise self._builder.failure
         return self._translation._write(self._builder.answer)
+
+    def usage(self) -> Optional[Usage]:
+        """The provider's token counts (None when it sent none)."""
+        return _known(self._builder.answer.usage)
+
+
+def _known(usage: Usage) -> Optional[Usage]:
+    """``usage``, or None when it holds no count at all."""
+    if usage.input_tokens is None and usage.output_tokens is None:
+        return None
+    return usage
 
 
 def _ignore_signature(index, value):

@@ -74,6 +74,7 @@ __all__ = [
     "StreamWriter",
     "read_request",
     "read_response",
+    "read_usage",
     "write_request",
     "write_response",
 ]
@@ -767,6 +768,12 @@ def _counts(raw, counts: Dict[str, int]) -> Dict[str, int]:
     return counts
 
 
+def read_usage(raw) -> Usage:
+    """A ``usage`` object of an answer, ``message_start`` or ``message_delta`` → Usage
+    (empty for anything that is not an object)."""
+    return _usage_from(_counts(raw, {}))
+
+
 def _usage_from(counts: Dict[str, int]) -> Usage:
     """Anthropic counts → ``Usage``: the prompt is the uncached input plus both cache
     counts; a cache count of 0 is None (no cache involved)."""
@@ -1015,7 +1022,9 @@ class StreamWriter(AnswerSink):
         self._ctx = ctx
         self._out = []  # type: List[bytes]
         self._id = None  # type: Optional[str]
-        self._usage = Usage()
+        # Every usage event merged: what the client's closing events report, and what
+        # usage accounting reads after the stream.
+        self.counted = Usage()
         self._stop = Stop.END_TURN
         self._stop_sequence = None  # type: Optional[str]
         self._started = False
@@ -1035,7 +1044,7 @@ class StreamWriter(AnswerSink):
         self._id = id
 
     def usage(self, usage):
-        self._usage.merge(usage)
+        self.counted.merge(usage)
 
     def block_start(self, index, kind, id=None, name=None):
         if self._done:
@@ -1088,7 +1097,7 @@ class StreamWriter(AnswerSink):
         self._begin()
         self._close_block()
         delta = {"stop_reason": _STOP_REASONS[self._stop], "stop_sequence": self._stop_sequence}
-        self._write("message_delta", {"type": "message_delta", "delta": delta, "usage": _write_usage(self._usage)})
+        self._write("message_delta", {"type": "message_delta", "delta": delta, "usage": _write_usage(self.counted)})
         self._out.append(_MESSAGE_STOP)
         self._done = True
 
@@ -1111,7 +1120,7 @@ class StreamWriter(AnswerSink):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _write_usage(self._usage),
+            "usage": _write_usage(self.counted),
         }
         self._write("message_start", {"type": "message_start", "message": message})
 

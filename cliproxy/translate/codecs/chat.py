@@ -67,6 +67,7 @@ __all__ = [
     "StreamWriter",
     "read_request",
     "read_response",
+    "read_usage",
     "write_request",
     "write_response",
 ]
@@ -692,6 +693,12 @@ def _stop(reason, called: bool, refused: bool) -> Stop:
     return stop
 
 
+def read_usage(value) -> Usage:
+    """A ``usage`` object of an answer or a chunk → Usage (empty for anything that is not
+    an object)."""
+    return _read_usage(value) or Usage()
+
+
 def _read_usage(value) -> Optional[Usage]:
     """A ``usage`` object → Usage; None when it is not an object. DeepSeek's
     ``prompt_cache_hit_tokens`` counts cached tokens where ``prompt_tokens_details`` is
@@ -1061,7 +1068,9 @@ class StreamWriter(AnswerSink):
         self._out = []  # type: List[str]
         self._opened = False
         self._over = False
-        self._usage = Usage()
+        # Every usage event merged: what the client's closing events report, and what
+        # usage accounting reads after the stream.
+        self.counted = Usage()
         self._finish = _STOP_FINISHES[Stop.END_TURN]
         self._calls = {}  # type: Dict[int, str]  # block index → its arguments prefix
         # The chunk templates, made at the opening: everything up to the delta, after it.
@@ -1115,7 +1124,7 @@ class StreamWriter(AnswerSink):
                 self._out.append(prefix + json_string(fragment) + "}}]}" + self._tail)
 
     def usage(self, usage):
-        self._usage.merge(usage)
+        self.counted.merge(usage)
 
     def finish(self, stop, stop_sequence=None):
         self._finish = _STOP_FINISHES[stop]
@@ -1129,9 +1138,9 @@ class StreamWriter(AnswerSink):
         close = '%s{},"logprobs":null,"finish_reason":"%s"}]' % (self._head, self._finish)
         if self._ctx.include_usage:
             self._out.append(close + ',"usage":null}\n\n')
-            self._out.append('%s[],"usage":%s}\n\n' % (self._chunk_start, dumps(_write_usage(self._usage))))
-        elif _usage_known(self._usage):
-            self._out.append('%s,"usage":%s}\n\n' % (close, dumps(_write_usage(self._usage))))
+            self._out.append('%s[],"usage":%s}\n\n' % (self._chunk_start, dumps(_write_usage(self.counted))))
+        elif _usage_known(self.counted):
+            self._out.append('%s,"usage":%s}\n\n' % (close, dumps(_write_usage(self.counted))))
         else:
             self._out.append(close + "}\n\n")
         self._out.append(_DONE)

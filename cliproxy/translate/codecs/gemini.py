@@ -70,6 +70,7 @@ __all__ = [
     "StreamWriter",
     "read_request",
     "read_response",
+    "read_usage",
     "write_request",
     "write_response",
 ]
@@ -678,6 +679,11 @@ def _count(metadata: dict, name: str) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def read_usage(metadata) -> Usage:
+    """A ``usageMetadata`` object → Usage (empty for anything that is not an object)."""
+    return _read_usage(metadata) if isinstance(metadata, dict) else Usage()
+
+
 def _read_usage(metadata: dict) -> Usage:
     """``usageMetadata`` → Usage: output is candidates + thoughts (reasoning)."""
     candidates = _count(metadata, "candidatesTokenCount")
@@ -938,7 +944,9 @@ class StreamWriter(AnswerSink):
         self._thought_end = b""
         self._part_end = b""
         self._calls = {}  # type: Dict[int, Tuple[Optional[str], str, List[str]]]
-        self._usage = Usage()
+        # Every usage event merged: what the client's closing events report, and what
+        # usage accounting reads after the stream.
+        self.counted = Usage()
         self._stop = Stop.END_TURN
         self._closed = False  # ended, or failed
 
@@ -986,7 +994,7 @@ class StreamWriter(AnswerSink):
             self._part({"functionCall": _function_call(call_id, name, parse_arguments("".join(fragments)))})
 
     def usage(self, usage):
-        self._usage.merge(usage)
+        self.counted.merge(usage)
 
     def finish(self, stop, stop_sequence=None):
         self._stop = stop
@@ -1004,7 +1012,7 @@ class StreamWriter(AnswerSink):
             "index": 0,
         }
         document = {"candidates": [candidate]}  # type: Dict[str, object]
-        metadata = _usage_metadata(self._usage)
+        metadata = _usage_metadata(self.counted)
         if metadata:
             document["usageMetadata"] = metadata
         document["modelVersion"] = self._ctx.requested_model

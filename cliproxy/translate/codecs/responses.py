@@ -59,6 +59,7 @@ __all__ = [
     "StreamWriter",
     "read_request",
     "read_response",
+    "read_usage",
     "write_request",
     "write_response",
 ]
@@ -690,6 +691,11 @@ def _provider_error(error) -> ProxyError:
     return ProxyError(message, status=status, error_type=kind)
 
 
+def read_usage(value) -> Usage:
+    """A response's ``usage`` object → Usage (empty for anything that is not an object)."""
+    return _read_usage(value)
+
+
 def _read_usage(value) -> Usage:
     """A ``usage`` object as ``Usage``. A detail count of 0 reads as unknown: the API
     writes 0 both for "none" and for "not measured"."""
@@ -1135,7 +1141,9 @@ class StreamWriter(AnswerSink):
         self._closed = False
         self._block = None  # type: Optional[_Block]
         self._output = []  # type: List[dict]  # finished items, for the final response
-        self._usage = Usage()
+        # Every usage event merged: what the client's closing events report, and what
+        # usage accounting reads after the stream.
+        self.counted = Usage()
         self._stop = Stop.END_TURN
 
     def take(self) -> bytes:
@@ -1195,7 +1203,7 @@ class StreamWriter(AnswerSink):
     def usage(self, usage):
         if not self._closed:
             self._ensure_open()
-            self._usage.merge(usage)
+            self.counted.merge(usage)
 
     def finish(self, stop, stop_sequence=None):
         if not self._closed:
@@ -1209,7 +1217,7 @@ class StreamWriter(AnswerSink):
         if self._block is not None:
             self._stop_block(self._block)
         name = "response.incomplete" if self._stop in _INCOMPLETE_REASONS else "response.completed"
-        self._event(name, {"response": self._response(self._stop, self._output, _usage_object(self._usage))})
+        self._event(name, {"response": self._response(self._stop, self._output, _usage_object(self.counted))})
         self._closed = True
 
     def error(self, error):
