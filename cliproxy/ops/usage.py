@@ -23,10 +23,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from cliproxy.jsontext import loads
+from cliproxy.memo import Memo
 
 log = logging.getLogger("cliproxy.usage")
 
@@ -40,23 +40,33 @@ OTHER = "other"
 LOCAL_ROUTES = ("LOCAL_PROVIDER", "MODEL_MAPPING")
 CREDITS_ROUTE = "AMP_CREDITS"
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _COUNTS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 _LABELS = ("requested_model", "served_model", "provider", "client", "route", "status")
 
 
 def client_id(key: Optional[str]) -> Optional[str]:
     """A short, stable id for a client key that does not reveal it: ``key-`` and 8 hex
-    digits of its SHA-256. None for no key."""
+    digits of its SHA-256. None for no key. Remembered per key (clients send the same
+    key on every request)."""
     if not key:
         return None
+    return _CLIENT_IDS[key]
+
+
+def _client_id(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
-@dataclass(frozen=True)
-class UsageRecord:
+# Bounded: a client that sends a new (wrong) key each time is refused before this.
+_CLIENT_IDS = Memo(_client_id, 1024)
+
+
+class UsageRecord(NamedTuple):
     """One answered model call. Token counts are the provider's own; None where it gave
     none (an Amp-credits call is forwarded untouched, so its tokens are not read).
-    ``input_tokens`` counts the whole prompt, cached parts included."""
+    ``input_tokens`` counts the whole prompt, cached parts included. (A named tuple: one
+    is made per request, and a tuple is the cheapest record to make.)"""
 
     time: float  # Unix seconds
     requested_model: str
@@ -69,25 +79,6 @@ class UsageRecord:
     output_tokens: Optional[int] = None
     cache_read_tokens: Optional[int] = None
     cache_write_tokens: Optional[int] = None
-
-    def labels(self) -> Tuple[str, ...]:
-        return (
-            self.requested_model,
-            self.served_model or "",
-            self.provider or "",
-            self.client or "",
-            self.route,
-            str(self.status),
-        )
-
-    def counts(self) -> Tuple[int, ...]:
-        return (
-            1,
-            self.input_tokens or 0,
-            self.output_tokens or 0,
-            self.cache_read_tokens or 0,
-            self.cache_write_tokens or 0,
-        )
 
 
 class UsageLedger:
@@ -108,23 +99,25 @@ class UsageLedger:
     # -- recording
 
     def record(self, record: UsageRecord) -> None:
-        """Count ``record`` and queue its line for the next ``flush``."""
+        """Count ``record`` and queue it for the next ``flush`` (which encodes it: the
+        request that made it does not wait for that)."""
         self._count(record)
         if self.directory is not None:
-            self._pending.append(json.dumps(asdict(record), separators=(",", ":")))
+            self._pending.append(record)
 
     def _count(self, record: UsageRecord) -> None:
-        labels = record.labels()
+        labels = (record[1], record[2] or "", record[3] or "", record[4] or "", record[5], str(record[6]))
         if labels not in self.totals and len(self.totals) >= MAX_LABEL_SETS:
             labels = (OTHER,) * 4 + labels[4:]
-        _add(self.totals, labels, record.counts())
-        hour = int(record.time // 3600)
+        counts = (1, record[7] or 0, record[8] or 0, record[9] or 0, record[10] or 0)
+        _add(self.totals, labels, counts)
+        hour = int(record[0] // 3600)
         bucket = self.hours.get(hour)
         if bucket is None:
             bucket = self.hours[hour] = {}
             if len(self.hours) > MAX_HOURS:
                 del self.hours[min(self.hours)]
-        _add(bucket, labels, record.counts())
+        _add(bucket, labels, counts)
 
     # -- persistence
 
@@ -132,7 +125,8 @@ class UsageLedger:
         """Append the queued lines to the current file (rotating it when full)."""
         if not self._pending or self.directory is None:
             return
-        lines, self._pending = self._pending, []
+        records, self._pending = self._pending, []
+        lines = [_ENCODE(record._asdict()) for record in records]
         data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
             os.makedirs(self.directory, exist_ok=True)

@@ -27,14 +27,17 @@ from cliproxy.translate.translator import CODECS
 
 __all__ = ["UsageTap", "usage_of_answer"]
 
+# Keyed by the protocols' values: an enum member hashes through Python code, and the
+# whole-answer lookup runs for every answered call.
 _KEYS = {
-    Protocol.CLAUDE: "usage",
-    Protocol.OPENAI: "usage",
-    Protocol.RESPONSES: "usage",
-    Protocol.GEMINI: "usageMetadata",
+    Protocol.CLAUDE._value_: "usage",
+    Protocol.OPENAI._value_: "usage",
+    Protocol.RESPONSES._value_: "usage",
+    Protocol.GEMINI._value_: "usageMetadata",
 }
+_READERS = {protocol._value_: codec.read_usage for protocol, codec in CODECS.items()}
 # Where a stream event of each protocol holds its usage object, outside the top level.
-_NESTED = {Protocol.CLAUDE: "message", Protocol.RESPONSES: "response"}
+_NESTED = {Protocol.CLAUDE._value_: "message", Protocol.RESPONSES._value_: "response"}
 _decode = json.JSONDecoder().raw_decode
 
 
@@ -45,7 +48,7 @@ def usage_of_answer(protocol: Protocol, data: bytes) -> Optional[Usage]:
 
 
 def _usage_at_last_key(protocol: Protocol, text: str) -> Optional[Usage]:
-    key = '"%s"' % _KEYS[protocol]
+    key = _QUOTED_KEYS[protocol._value_]
     position = text.rfind(key)
     if position < 0:
         return None
@@ -56,10 +59,11 @@ def _usage_at_last_key(protocol: Protocol, text: str) -> Optional[Usage]:
         value, _ = _decode(text, match.end())
     except (ValueError, RecursionError):
         return None
-    return CODECS[protocol].read_usage(value) if isinstance(value, dict) else None
+    return _READERS[protocol._value_](value) if isinstance(value, dict) else None
 
 
 _VALUE_START = re.compile(r"\s*:\s*")
+_QUOTED_KEYS = {value: '"%s"' % key for value, key in _KEYS.items()}
 
 
 class UsageTap:
@@ -69,8 +73,8 @@ class UsageTap:
     __slots__ = ("_protocol", "key", "_first", "_last")
 
     def __init__(self, protocol: Protocol):
-        self._protocol = protocol
-        self.key = ('"%s"' % _KEYS[protocol]).encode("ascii")  # in every event to keep
+        self._protocol = protocol._value_
+        self.key = _QUOTED_KEYS[self._protocol].encode("ascii")  # in every event to keep
         self._first = None  # type: Optional[bytes]
         self._last = None  # type: Optional[bytes]
 
@@ -111,7 +115,7 @@ class UsageTap:
         nested = _NESTED.get(self._protocol)
         if usage is None and nested is not None and isinstance(value.get(nested), dict):
             usage = value[nested].get(key)
-        return CODECS[self._protocol].read_usage(usage) if isinstance(usage, dict) else None
+        return _READERS[self._protocol](usage) if isinstance(usage, dict) else None
 
 
 def _event_around(run: bytes, offset: int) -> bytes:
