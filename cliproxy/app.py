@@ -40,7 +40,7 @@ from cliproxy.errors import (
     Unauthorized,
 )
 from cliproxy.http.headers import Headers
-from cliproxy.http.jsonbody import decode_request_body, parse_json
+from cliproxy.http.jsonbody import decode_request_body, parse_json, repeated_keys
 from cliproxy.http.proxy import forward
 from cliproxy.http.server import Response
 from cliproxy.http.target import check_path, may_need_check
@@ -65,6 +65,10 @@ _HEALTHY = b'{"status":"ok"}'
 # Route decisions remembered per snapshot; Amp asks for a handful of models, so this is
 # small in practice, and bounded against clients that invent names.
 DECISION_CACHE_SIZE = 4096
+
+# Top-level keys a model call is routed or rewritten on: a body that repeats one could be
+# routed on one value and read by the provider with the other (SPEC §4).
+_ROUTING_KEYS = ("model", "stream")
 
 # Decisions logged at WARNING: the request spends Amp credits or is refused.
 _PAID_OR_REFUSED = (RouteType.AMP_CREDITS, RouteType.NO_PROVIDER)
@@ -334,6 +338,9 @@ class App:
         body = parse_json(decoded)  # the one ``json.loads`` of a model call
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
+        repeated = repeated_keys(decoded, _ROUTING_KEYS)
+        if repeated:
+            raise BadRequest("the request body repeats the top-level key %r" % repeated[0])
         exchange.request_body = decoded
         model = provider_route.model or body.get("model")
         if not isinstance(model, str) or not model:

@@ -12,6 +12,7 @@ process started with, which ``setup`` records.
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -24,9 +25,22 @@ ROOT_LOGGER = "cliproxy"
 _base_level = None
 
 
+# Control characters (C0, DEL, C1): anything a client controls (model names, paths,
+# header values) may hold them, and written raw they move a terminal's cursor, change its
+# colours or fake a new log line (SPEC §4). They are written as ``\xNN`` instead.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text):
+    """``text`` with every control character written as ``\\xNN``."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda match: "\\x%02x" % ord(match.group()), text)
+
+
 def _render_value(value):
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    text = escape_controls(str(value))
+    if not text or any(c in text for c in ' "='):
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -41,7 +55,7 @@ class TextFormatter(logging.Formatter):
             int(record.msecs),
             record.levelname,
             record.name,
-            record.getMessage(),
+            escape_controls(record.getMessage()),
         )
         fields = getattr(record, "fields", None)
         if fields:
@@ -64,13 +78,14 @@ class JsonFormatter(logging.Formatter):
             + ".%03dZ" % int(record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": escape_controls(record.getMessage()),
         }
         fields = getattr(record, "fields", None)
         if fields:
             for key, value in fields.items():
                 if value is not None:
-                    entry[key] = value
+                    # JSON escapes C0 controls itself, but not DEL and C1 (ensure_ascii off).
+                    entry[key] = escape_controls(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -124,3 +124,29 @@ def test_a_provider_answering_absurdly_nested_json_is_relayed_not_a_crash(tmp_pa
                 "POST", "/api/provider/anthropic/v1/messages", b'{"model": "claude-x", "messages": []}', {"x-api-key": "k"}
             )
     assert (status, data) == (200, nested)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_lone_surrogate_escape_is_400_not_500(proxy, path, caplog):
+    body = b'{"model":"claude-x(high)","max_tokens":5,"messages":[{"role":"user","content":"\\ud800"}]}'
+    status, headers, data = proxy.request("POST", path, body, {"x-api-key": "k"})
+    assert status == 400
+    assert "surrogate" in json.loads(data)["error"]["message"]
+    assert not [r for r in caplog.records if r.exc_info]
+    paired = b'{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"\\ud83d\\ude00 and \\\\ud800"}]}'
+    assert proxy.request("POST", path, paired, {"x-api-key": "k"})[0] == 200
+
+
+@pytest.mark.parametrize("key", ["model", "stream"])
+def test_a_repeated_routing_key_is_400(proxy, key):
+    body = b'{"model":"claude-x","stream":false,"max_tokens":5,"messages":[],"%s":%s}' % (
+        key.encode(), b'"gpt-5"' if key == "model" else b"true")
+    status, _, data = proxy.request("POST", "/api/provider/anthropic/v1/messages", body, {"x-api-key": "k"})
+    assert status == 400
+    assert key in json.loads(data)["error"]["message"]
+
+
+def test_a_nested_model_key_is_fine(proxy):
+    body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t", "name": "pick", "input": {"model": "other", "stream": True}}]}]}
+    assert proxy.request("POST", "/api/provider/anthropic/v1/messages", body, {"x-api-key": "k"})[0] == 200

@@ -11,7 +11,7 @@ import zlib
 import pytest
 
 from cliproxy.http.sse import SSEParser
-from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, sse_events
+from tests.support.fakes import FakeUpstream, GzipQuirkReply, JSONReply, SSEReply, sse_events
 from tests.support.proxy import RunningProxy
 
 KEY = {"x-api-key": "sk-local"}
@@ -140,6 +140,17 @@ def test_unserved_model_is_charged_to_amp_credits_untouched(proxy, upstreams):
     assert seen.body == raw
     assert seen.headers["content-encoding"] == "gzip"
     assert seen.headers["authorization"] == "Bearer amp-key"
+
+
+def test_amp_credits_answer_gzipped_without_a_coding_is_repaired(proxy, upstreams):
+    amp = upstreams[3]
+    answer = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "choices": []}).encode()
+    amp.route("POST", "/api/provider/xai/", GzipQuirkReply(answer, headers={"content-type": "application/json"}))
+    status, headers, body = proxy.request(
+        "POST", "/api/provider/xai/v1/chat/completions", {"model": "grok-4", "messages": []}, KEY)
+    assert status == 200
+    assert body == answer
+    assert headers["content-length"] == str(len(answer)) and "content-encoding" not in headers
 
 
 def test_paid_fallback_deny_is_402_naming_the_mapping(tmp_path, upstreams):

@@ -61,3 +61,37 @@ def test_without_setup_the_level_found_is_the_one_restored(root):
     assert root.level == logging.DEBUG
     logsetup.apply_debug(False)
     assert root.level == logging.WARNING
+
+
+# -- client-controlled text in log lines (SPEC §4) ------------------------------------------
+
+
+import io as _io
+import json as _json
+import logging as _logging
+
+from cliproxy import log as _log
+
+
+def _line(fmt, message, fields):
+    stream = _io.StringIO()
+    _log.setup("info", fmt, stream=stream)
+    try:
+        _logging.getLogger("cliproxy.test").info(message, extra={"fields": fields})
+    finally:
+        _log.setup("info", "text")
+    return stream.getvalue()
+
+
+def test_control_characters_from_clients_are_escaped_in_text_lines():
+    line = _line("text", "no route for GET /x\x1b[2J", {"requested": "esc\x1b[31mRED\x00\r", "ok": "plain"})
+    assert line.count("\n") == 1 and "\r" not in line and "\x1b" not in line and "\x00" not in line
+    assert "\\x1b[31mRED\\x00\\x0d" in line and "/x\\x1b[2J" in line
+    assert "ok=plain" in line
+
+
+def test_control_characters_are_escaped_in_json_lines_too():
+    line = _line("json", "m\x9b", {"requested": "a\x7fb\x85c\nd"})
+    entry = _json.loads(line)
+    assert entry["msg"] == "m\\x9b"
+    assert entry["requested"] == "a\\x7fb\\x85c\\x0ad"

@@ -7,6 +7,9 @@ codings and invalid JSON (absurd nesting included), ``PayloadTooLarge`` (413) pa
 limit, ``UnsupportedMediaType`` (415) for codings other than gzip and deflate.
 """
 
+import json
+import re
+
 from cliproxy.errors import BadRequest
 from cliproxy.http.codec import decode_body, is_gzip
 from cliproxy.jsontext import loads
@@ -24,14 +27,51 @@ def decode_request_body(raw, content_encoding, limit, sniff_gzip=False):
     return decode_body(raw, coding, limit)
 
 
+# A surrogate escape (``\ud800``-``\udfff``): screened for before the exact check, which
+# costs a re-encoding and is needed only when one is there (paired ones, emoji escaped
+# by ensure_ascii encoders, are fine).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def parse_json(data):
-    """``data`` (bytes) parsed as JSON; raises ``BadRequest`` naming what is wrong."""
+    """``data`` (bytes) parsed as JSON; raises ``BadRequest`` naming what is wrong,
+    including text no encoder can write back (a lone surrogate escape such as
+    ``"\ud800"``: valid JSON, but it would fail the moment the body is re-encoded)."""
+    raw = data
     try:
         if data[:1] == b"{" and data[1:2] != b"\x00":
             # ``json.loads`` of bytes sniffs their encoding in Python code first (RFC 8259
             # §8.1: NULs or a BOM in the first bytes mean UTF-16/32); a "{" then no NUL is
             # UTF-8 by that rule, so decode as it would, errors and all.
             data = data.decode("utf-8", "surrogatepass")
-        return loads(data)
+        value = loads(data)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None:
+        _check_encodable(value)
+    return value
+
+
+def _check_encodable(value):
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("request body holds a lone surrogate escape (such as \\ud800): it is not valid Unicode text")
+
+
+def repeated_keys(data, keys):
+    """Which of ``keys`` the top-level object of the JSON ``data`` (bytes, known to parse)
+    holds more than once: a proxy that routes on one value while a provider reads the
+    other would serve a request nobody checked. Only bodies whose raw bytes hold one of
+    the keys twice are parsed again."""
+    screened = [key for key in keys if data.count(b'"' + key.encode("ascii") + b'"') > 1]
+    if not screened:
+        return []
+    top = []
+
+    def collect(pairs):
+        top[:] = [name for name, _ in pairs]  # the last object closed is the top level
+        return None
+
+    loads(data.decode("utf-8", "surrogatepass"), object_pairs_hook=collect)
+    return [key for key in screened if top.count(key) > 1]
