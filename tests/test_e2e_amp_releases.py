@@ -15,6 +15,7 @@ import socket
 import pytest
 
 from tests.support.fakes import FakeUpstream, FakeWebSocketEcho, JSONReply
+from tests.support.http_peers import read_head, upgrade_request
 from tests.support.proxy import RunningProxy
 
 CLIENT_KEY = "sk-local-1"
@@ -107,8 +108,8 @@ def test_neo_sequence_reaches_the_upstream_with_its_own_credentials_only(tmp_pat
         status, _, _ = proxy.request("GET", "/actors/metadata", None, {"Authorization": "Basic bmVvOnNlY3JldA=="})
         assert status == 200
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
-            sock.sendall(_upgrade(ACTOR_SOCKET % THREAD_ID, protocols="rivet, rivet_token.rvt_tok_123"))
-            head, rest = _read_head(sock)
+            sock.sendall(upgrade_request(ACTOR_SOCKET % THREAD_ID, protocols="rivet, rivet_token.rvt_tok_123"))
+            head, rest = read_head(sock)
             assert head.startswith("HTTP/1.1 101")
             assert "sec-websocket-protocol: rivet" in head.lower()
             sock.sendall(b"\x81\x04ping")
@@ -166,8 +167,8 @@ def test_thread_actors_still_needs_the_client_key(tmp_path, amp):
 def test_a_bad_actor_upgrade_is_400_and_nothing_is_sent(tmp_path, amp):
     with neo_proxy(tmp_path, amp.url) as proxy:
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
-            sock.sendall(_upgrade(ACTOR_SOCKET % THREAD_ID, key="short"))
-            head, _ = _read_head(sock)
+            sock.sendall(upgrade_request(ACTOR_SOCKET % THREAD_ID, key="short"))
+            head, _ = read_head(sock)
     assert head.startswith("HTTP/1.1 400")
     assert amp.requests == []
 
@@ -226,25 +227,3 @@ def test_adaptive_thinking_and_output_config_through_a_mapping(tmp_path):
     assert native["model"] == "claude-sonnet-4-5"
     assert native["thinking"] == {"type": "enabled", "budget_tokens": 1024}
     assert native["max_tokens"] == 32000
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _upgrade(path, key="dGhlIHNhbXBsZSBub25jZQ==", protocols=None):
-    lines = ["GET %s HTTP/1.1" % path, "Host: localhost", "Upgrade: websocket", "Connection: Upgrade",
-             "Sec-WebSocket-Key: %s" % key, "Sec-WebSocket-Version: 13"]
-    if protocols:
-        lines.append("Sec-WebSocket-Protocol: %s" % protocols)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _read_head(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.decode("latin-1"), rest

@@ -13,6 +13,8 @@ import pytest
 
 from cliproxy.http.websocket import accept_value
 from tests.support.fakes import FakeUpstream, FakeWebSocketEcho, GzipQuirkReply, JSONReply
+from tests.support import http_peers
+from tests.support.http_peers import read_head
 from tests.support.proxy import RunningProxy
 
 CLIENT_KEY = "sk-local-1"
@@ -283,28 +285,7 @@ def test_offline_telemetry_feeds_and_the_rest(offline):
 
 
 def upgrade_request(path, key="dGhlIHNhbXBsZSBub25jZQ==", version="13", auth=CLIENT_KEY):
-    lines = [
-        "GET %s HTTP/1.1" % path,
-        "Host: localhost",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: %s" % key,
-        "Sec-WebSocket-Version: %s" % version,
-    ]
-    if auth:
-        lines.append("Authorization: Bearer %s" % auth)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def read_head(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.decode("latin-1"), rest
+    return http_peers.upgrade_request(path, key=key, version=version, auth=auth)
 
 
 def test_websocket_tunnel_pipes_both_ways_and_closes_together(tmp_path):

@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import ThinkingSuffix
+from cliproxy.translate.context import RewriteContext
 
 __all__ = [
     "Answer",
@@ -385,18 +386,21 @@ def replay(answer: Answer, sink: AnswerSink, dumps: Callable[[object], str]) -> 
 # -- what answer writers need ------------------------------------------------------------
 
 
-class AnswerContext:
+class AnswerContext(RewriteContext):
     """What a codec's answer writers (``write_response``, ``StreamWriter``) need beyond
     the events: the model name to answer under, the clock for ``created`` fields, new ids
     and the client's options.
 
     ``requested_model``: the model string exactly as the client sent it (suffix kept).
-    ``tool_names``: lowercase tool name → the casing the client declared (a function of
-    no arguments, called on first use; Anthropic clients). ``include_usage``: an OpenAI
-    Chat client asked for ``stream_options.include_usage``. ``gemini_sse``: a Gemini
-    client streams with ``alt=sse`` (else a JSON array). ``clock`` gives Unix seconds;
-    ``new_id(prefix)`` a fresh unique id such as ``call_…`` (tests inject counters).
+    ``tool_names``: a function of no arguments giving lowercase tool name → the casing
+    the client declared, called on first use (Anthropic clients; ``RewriteContext``'s
+    lazy map). ``include_usage``: an OpenAI Chat client asked for
+    ``stream_options.include_usage``. ``gemini_sse``: a Gemini client streams with
+    ``alt=sse`` (else a JSON array). ``clock`` gives Unix seconds; ``new_id(prefix)`` a
+    fresh unique id such as ``call_…`` (tests inject counters).
     """
+
+    __slots__ = ("include_usage", "gemini_sse", "clock", "new_id")
 
     def __init__(
         self,
@@ -408,21 +412,11 @@ class AnswerContext:
         clock: Callable[[], float] = time.time,
         new_id: Optional[Callable[[str], str]] = None,
     ):
-        self.requested_model = requested_model
-        self._tool_names_from = tool_names
-        self._tool_names = None  # type: Optional[Dict[str, str]]
+        super().__init__(requested_model, tool_names_from=tool_names)
         self.include_usage = include_usage
         self.gemini_sse = gemini_sse
         self.clock = clock
         self.new_id = new_id or random_id
-
-    @property
-    def tool_names(self) -> Dict[str, str]:
-        names = self._tool_names
-        if names is None:
-            source = self._tool_names_from
-            names = self._tool_names = {} if source is None else source()
-        return names
 
     def created(self) -> int:
         return int(self.clock())

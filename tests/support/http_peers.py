@@ -119,3 +119,33 @@ async def serving_with_client(server):
     async with server:
         yield server, client
         await client.aclose()
+
+
+def upgrade_request(path, key="dGhlIHNhbXBsZSBub25jZQ==", version="13", auth=None, protocols=None):
+    """The bytes of a WebSocket opening handshake for ``path`` (RFC 6455 §4.1), with a
+    Bearer ``auth`` key and ``Sec-WebSocket-Protocol: protocols`` when given."""
+    lines = [
+        "GET %s HTTP/1.1" % path,
+        "Host: localhost",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: %s" % key,
+        "Sec-WebSocket-Version: %s" % version,
+    ]
+    if auth:
+        lines.append("Authorization: Bearer %s" % auth)
+    if protocols:
+        lines.append("Sec-WebSocket-Protocol: %s" % protocols)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_head(sock):
+    """(the response head as text, the bytes that came after it) from a socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), rest

@@ -964,19 +964,19 @@ class StreamWriter(AnswerSink):
             self._calls[index] = (id, name or "", [])
 
     def text(self, index, text):
-        if self._closed or not text:
-            return
-        if self._response_id is None:
-            self._begin(None)
-        self._out += (self._separator, _TEXT_OPEN, json_string(text).encode("utf-8"), self._text_end)
-        self._separator = self._next_separator
+        self._delta(text, False)
 
     def thinking(self, index, text):
+        self._delta(text, True)
+
+    def _delta(self, text, thought):
+        """One chunk with one text part, a thought part when ``thought``."""
         if self._closed or not text:
             return
         if self._response_id is None:
-            self._begin(None)
-        self._out += (self._separator, _TEXT_OPEN, json_string(text).encode("utf-8"), self._thought_end)
+            self._begin(None)  # which also makes the chunk ends
+        end = self._thought_end if thought else self._text_end
+        self._out += (self._separator, _TEXT_OPEN, json_string(text).encode("utf-8"), end)
         self._separator = self._next_separator
 
     def signature(self, index, value):
