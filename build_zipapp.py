@@ -21,10 +21,19 @@ SHEBANG = b"#!/usr/bin/env python3\n"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # The version check comes first, in syntax Python 2.7 and 3.6 can parse, so an old
 # interpreter (RHEL 8's python3 is 3.6) gets one line instead of a traceback.
+# ``--version`` is answered before the command line module is even imported: a
+# monitoring probe or a packaging script asks it often, and wants it at once. Then the
+# package's modules load through ``cliproxy.bytecache``: compiled once, not every start.
 MAIN = b"""import sys
 if sys.version_info < (3, 8):
     sys.stderr.write("cliproxy needs Python 3.8 or newer; this is Python %d.%d\\n" % tuple(sys.version_info[:2]))
     sys.exit(1)
+if sys.argv[1:] == ["--version"]:
+    from cliproxy import __version__
+    sys.stdout.write("cliproxy %s\\n" % __version__)
+    sys.exit(0)
+from cliproxy import bytecache
+bytecache.install(sys.path[0], bytecache.cache_directory())
 from cliproxy.cli import main
 sys.exit(main())
 """

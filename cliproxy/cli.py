@@ -5,19 +5,16 @@ Exit codes: 0 clean, 1 bad config or cannot bind (with a one-line reason), 2 usa
 """
 
 import argparse
-import asyncio
 import dataclasses
-import gc
 import logging
 import os
 import re
-import signal
-import ssl
 import sys
 
 from cliproxy import __version__
 from cliproxy import log as logsetup
 from cliproxy.config.loader import ConfigError, default_config, find_config, load_file
+from cliproxy.config.checks import logs_dir_warning, unserved_mappings
 from cliproxy.config.model import Protocol
 
 log = logging.getLogger("cliproxy.cli")
@@ -125,27 +122,9 @@ def host_warnings(config):
     """What this host will not let ``config`` do, as ``serve`` would log it at start: an
     upstream with no key to send, a logs-dir that cannot be written."""
     from cliproxy.amp.secrets import UpstreamKeys
-    from cliproxy.ops.requestlog import logs_dir_warning
 
     found = (UpstreamKeys().missing_key_warning(config.ampcode), logs_dir_warning(config))
     return [warning for warning in found if warning is not None]
-
-
-def unserved_mappings(config):
-    """A warning for each model mapping none of whose targets a local provider serves
-    (valid, but it can never fire: its calls go to Amp credits or are refused)."""
-    from cliproxy.routing.registry import ModelRegistry
-    from cliproxy.routing.suffix import split_suffix
-
-    registry = ModelRegistry.from_config(config)
-    warnings = []
-    for mapping in config.ampcode.model_mappings:
-        if not any(registry.serves(split_suffix(target)[0]) for target in mapping.targets):
-            warnings.append(
-                "ampcode.model-mappings[%d]: no local provider serves %s, so this mapping never applies"
-                % (mapping.index, " or ".join(mapping.targets))
-            )
-    return warnings
 
 
 def route(model, cli_path, protocol):
@@ -187,6 +166,10 @@ def serve(args):
         log.info("cliproxy %s starting" % __version__, extra={"fields": {"config": path}})
     for warning in warnings:
         log.warning("config: " + warning)
+    # Imported here, not at the top: ``check``, ``route`` and ``--version`` never serve,
+    # and these (with what ``_serve`` imports) are most of the start-up time.
+    import asyncio
+
     try:
         return asyncio.run(_serve(config, path, overrides))
     except KeyboardInterrupt:
@@ -194,6 +177,9 @@ def serve(args):
 
 
 async def _serve(config, path, overrides):
+    import asyncio
+    import ssl
+
     from cliproxy.ops.systemd import Notifier
     from cliproxy.service import Service
 
@@ -228,11 +214,16 @@ def _settle_heap():
     """Move everything built at start-up (modules, config, router) out of the garbage
     collector's reach: each request creates hundreds of short-lived containers, so young
     collections run about every request and full ones walk the whole heap otherwise."""
+    import gc
+
     gc.collect()
     gc.freeze()
 
 
 def _install_signals(stop, service, notifier):
+    import asyncio
+    import signal
+
     loop = asyncio.get_event_loop()
 
     def reload_now():

@@ -48,3 +48,63 @@ def test_pyz_runs_from_a_directory_with_no_source_tree(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "built-in defaults" in result.stdout
+
+
+def test_no_module_holds_a_string_that_cannot_be_utf8():
+    # Python 3.13's zipimport compiles a module from UTF-8 text it re-encodes: a lone
+    # surrogate in any string constant (say, an unescaped "\ud800" in a docstring) makes
+    # the whole .pyz fail to start there, while every other interpreter runs it.
+    import ast
+    import pathlib
+
+    bad = []
+    for path in sorted(pathlib.Path(ROOT, "cliproxy").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                try:
+                    node.value.encode("utf-8")
+                except UnicodeEncodeError:
+                    bad.append("%s:%d" % (path.relative_to(ROOT), node.lineno))
+    assert bad == []
+
+
+def _pyz(tmp_path):
+    path = tmp_path / "cliproxy.pyz"
+    path.write_bytes(build_zipapp.build_archive(ROOT))
+    return str(path)
+
+
+def _check(pyz, tmp_path, cache):
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"ampcode": {"upstream-url": ""}, "logs-dir": str(tmp_path / "logs")}))
+    env = dict(os.environ, CLIPROXY_CACHE_DIR=str(cache))
+    return subprocess.run([sys.executable, pyz, "check", "--config", str(config)],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_the_pyz_keeps_its_compiled_modules_between_runs(tmp_path):
+    pyz, cache = _pyz(tmp_path), tmp_path / "cache"
+    assert _check(pyz, tmp_path, cache).returncode == 0
+    files = sorted(cache.iterdir())
+    assert len(files) > 5 and all(f.name.endswith(".pyc") for f in files)
+    stamps = {f.name: f.stat().st_mtime_ns for f in files}
+    assert _check(pyz, tmp_path, cache).returncode == 0
+    assert {f.name: f.stat().st_mtime_ns for f in cache.iterdir()} == stamps, "the second run compiled nothing"
+
+
+def test_a_broken_cache_file_is_compiled_over_and_an_unwritable_cache_is_no_error(tmp_path):
+    pyz, cache = _pyz(tmp_path), tmp_path / "cache"
+    _check(pyz, tmp_path, cache)
+    victim = sorted(cache.iterdir())[0]
+    victim.write_bytes(b"not bytecode")
+    done = _check(pyz, tmp_path, cache)
+    assert done.returncode == 0 and "ok:" in done.stdout
+    assert victim.read_bytes() != b"not bytecode"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = _check(pyz, tmp_path, blocker / "cache")
+    assert done.returncode == 0 and "ok:" in done.stdout and "Traceback" not in done.stderr

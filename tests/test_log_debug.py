@@ -76,21 +76,18 @@ from cliproxy import log as _log
 def _line(fmt, message, fields):
     stream = _io.StringIO()
     _log.setup("info", fmt, stream=stream)
-    try:
-        _logging.getLogger("cliproxy.test").info(message, extra={"fields": fields})
-    finally:
-        _log.setup("info", "text")
+    _logging.getLogger("cliproxy.test").info(message, extra={"fields": fields})
     return stream.getvalue()
 
 
-def test_control_characters_from_clients_are_escaped_in_text_lines():
+def test_control_characters_from_clients_are_escaped_in_text_lines(root):
     line = _line("text", "no route for GET /x\x1b[2J", {"requested": "esc\x1b[31mRED\x00\r", "ok": "plain"})
     assert line.count("\n") == 1 and "\r" not in line and "\x1b" not in line and "\x00" not in line
     assert "\\x1b[31mRED\\x00\\x0d" in line and "/x\\x1b[2J" in line
     assert "ok=plain" in line
 
 
-def test_control_characters_are_escaped_in_json_lines_too():
+def test_control_characters_are_escaped_in_json_lines_too(root):
     line = _line("json", "m\x9b", {"requested": "a\x7fb\x85c\nd"})
     entry = _json.loads(line)
     assert entry["msg"] == "m\\x9b"

@@ -1,6 +1,6 @@
 """A logs-dir the host will not let cliproxy write, and the warnings a service under
 systemd needs at start (issue 11): ``files.directory_problem``,
-``requestlog.logs_dir_warning``, the offline thread store's clean 503, the error-request
+``config.checks.logs_dir_warning``, the offline thread store's clean 503, the error-request
 files' single warning line, and ``Service``'s start-up and reload warnings.
 
 The proxy runs for real (``tests/support/proxy.py``). An unwritable directory is made
@@ -16,7 +16,7 @@ import pytest
 
 from cliproxy.config.model import AmpCode, Config
 from cliproxy.files import directory_problem
-from cliproxy.ops.requestlog import logs_dir_warning
+from cliproxy.config.checks import logs_dir_warning
 from tests.support.fakes import FakeUpstream, JSONReply
 from tests.support.proxy import RunningProxy
 
@@ -70,7 +70,7 @@ def test_a_directory_without_write_permission_is_named(tmp_path):
         locked.chmod(0o700)
 
 
-# ---- requestlog.logs_dir_warning --------------------------------------------------------
+# ---- config.checks.logs_dir_warning --------------------------------------------------------
 
 
 def test_the_warning_comes_only_when_the_directory_will_be_used(tmp_path):

@@ -36,7 +36,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 def parse_json(data):
     """``data`` (bytes) parsed as JSON; raises ``BadRequest`` naming what is wrong,
     including text no encoder can write back (a lone surrogate escape such as
-    ``"\ud800"``: valid JSON, but it would fail the moment the body is re-encoded)."""
+    ``"\\ud800"``: valid JSON, but it would fail the moment the body is re-encoded)."""
     raw = data
     try:
         if data[:1] == b"{" and data[1:2] != b"\x00":

@@ -6,7 +6,7 @@ failed (status >= 500) is also written in full to ``logs-dir`` (headers masked, 
 capped), keeping only the newest ``error-logs-max-files``. Nothing here runs unless
 ``request-log`` is on. A logs-dir that cannot be written costs one warning line per
 distinct problem, never the request: the failed request has already been answered.
-``logs_dir_warning`` tells ``check`` and start-up about such a directory beforehand.
+``config.checks.logs_dir_warning`` tells ``check`` and start-up about such a directory beforehand.
 """
 
 import collections
@@ -18,7 +18,7 @@ import time
 from typing import Optional
 
 from cliproxy.http.server import Response
-from cliproxy.files import directory_problem, keep_newest
+from cliproxy.files import keep_newest
 from cliproxy.masking import mask_headers, mask_query
 
 log = logging.getLogger("cliproxy.requests")
@@ -26,24 +26,6 @@ log = logging.getLogger("cliproxy.requests")
 # How much of each body an error file keeps.
 BODY_CAP = 64 * 1024
 ERROR_FILE_PREFIX = "error-"
-
-
-def logs_dir_warning(config):
-    """A warning when ``config`` will write to its ``logs-dir`` (error-request files with
-    ``request-log`` on, saved threads in offline mode) and that directory cannot take
-    files; None otherwise."""
-    uses = []
-    if config.request_log:
-        uses.append("error-request files")
-    if config.ampcode.upstream_url is None:
-        uses.append("offline threads")
-    if not uses:
-        return None
-    problem = directory_problem(config.logs_dir)
-    if problem is None:
-        return None
-    return "logs-dir: %s; %s cannot be saved (set logs-dir to a writable directory; under " \
-        "systemd, LogsDirectory= or StateDirectory= provides one)" % (problem, " and ".join(uses))
 
 
 class RequestLog:

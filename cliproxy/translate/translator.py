@@ -20,7 +20,9 @@ The codecs (``translate/codecs/``) are chosen by one table lookup; everything he
 
 import dataclasses
 import functools
+import importlib
 import logging
+from collections.abc import Mapping
 from typing import Optional
 
 from cliproxy.config.model import Protocol
@@ -29,7 +31,6 @@ from cliproxy.http.sse import FieldParser
 from cliproxy.jsontext import loads
 from cliproxy.providers.outbound import Endpoint
 from cliproxy.translate import anthropic as anthropic_rewriter
-from cliproxy.translate.codecs import anthropic, chat, gemini, responses
 from cliproxy.translate.context import dumps
 from cliproxy.translate.ir import AnswerBuilder, AnswerContext, Thinking, Usage, replay
 
@@ -37,12 +38,36 @@ __all__ = ["CODECS", "GENERATE_ENDPOINTS", "Translation", "error_message", "prov
 
 log = logging.getLogger("cliproxy.translate")
 
-CODECS = {
-    Protocol.CLAUDE: anthropic,
-    Protocol.OPENAI: chat,
-    Protocol.RESPONSES: responses,
-    Protocol.GEMINI: gemini,
-}
+class _Codecs(Mapping):
+    """Protocol → its codec module, each imported the first time it is asked for: a
+    proxy whose clients and providers speak one protocol never loads the other three
+    (about 10 ms of start-up each, the zipapp holding no bytecode)."""
+
+    _MODULES = {
+        Protocol.CLAUDE: "anthropic",
+        Protocol.OPENAI: "chat",
+        Protocol.RESPONSES: "responses",
+        Protocol.GEMINI: "gemini",
+    }
+
+    def __init__(self):
+        self._loaded = {}
+
+    def __getitem__(self, protocol):
+        module = self._loaded.get(protocol)
+        if module is None:
+            name = self._MODULES[protocol]  # KeyError for what is not a protocol
+            module = self._loaded[protocol] = importlib.import_module("cliproxy.translate.codecs." + name)
+        return module
+
+    def __iter__(self):
+        return iter(self._MODULES)
+
+    def __len__(self):
+        return len(self._MODULES)
+
+
+CODECS = _Codecs()
 
 # The endpoint that generates an answer, per provider protocol.
 GENERATE_ENDPOINTS = {

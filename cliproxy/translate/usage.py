@@ -35,7 +35,7 @@ _KEYS = {
     Protocol.RESPONSES._value_: "usage",
     Protocol.GEMINI._value_: "usageMetadata",
 }
-_READERS = {protocol._value_: codec.read_usage for protocol, codec in CODECS.items()}
+_PROTOCOLS = {protocol._value_: protocol for protocol in Protocol}
 # Where a stream event of each protocol holds its usage object, outside the top level.
 _NESTED = {Protocol.CLAUDE._value_: "message", Protocol.RESPONSES._value_: "response"}
 _decode = json.JSONDecoder().raw_decode
@@ -59,7 +59,7 @@ def _usage_at_last_key(protocol: Protocol, text: str) -> Optional[Usage]:
         value, _ = _decode(text, match.end())
     except (ValueError, RecursionError):
         return None
-    return _READERS[protocol._value_](value) if isinstance(value, dict) else None
+    return CODECS[protocol].read_usage(value) if isinstance(value, dict) else None
 
 
 _VALUE_START = re.compile(r"\s*:\s*")
@@ -115,7 +115,7 @@ class UsageTap:
         nested = _NESTED.get(self._protocol)
         if usage is None and nested is not None and isinstance(value.get(nested), dict):
             usage = value[nested].get(key)
-        return _READERS[self._protocol](usage) if isinstance(usage, dict) else None
+        return CODECS[_PROTOCOLS[self._protocol]].read_usage(usage) if isinstance(usage, dict) else None
 
 
 def _event_around(run: bytes, offset: int) -> bytes:
