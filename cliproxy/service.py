@@ -14,12 +14,13 @@ import time
 
 from cliproxy import log as logsetup
 from cliproxy.app import App
+from cliproxy.config.checks import logs_dir_warning
 from cliproxy.config.loader import load_file
 from cliproxy.config.watcher import ConfigStore, ConfigWatcher, restart_needed
 from cliproxy.http.client import HttpClient
 from cliproxy.http.server import Server
 from cliproxy.ops.management_api import ManagementApi
-from cliproxy.ops.requestlog import RequestLog, logs_dir_warning
+from cliproxy.ops.requestlog import RequestLog
 from cliproxy.ops.usage import UsageLedger
 
 log = logging.getLogger("cliproxy.service")
