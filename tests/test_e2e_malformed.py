@@ -150,3 +150,10 @@ def test_a_nested_model_key_is_fine(proxy):
     body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "assistant", "content": [
         {"type": "tool_use", "id": "t", "name": "pick", "input": {"model": "other", "stream": True}}]}]}
     assert proxy.request("POST", "/api/provider/anthropic/v1/messages", body, {"x-api-key": "k"})[0] == 200
+
+
+def test_a_body_with_a_byte_order_mark_is_read_like_any_other(proxy):
+    body = b'\xef\xbb\xbf{"model":"claude-x","max_tokens":5,"messages":[]}'
+    assert proxy.request("POST", "/api/provider/anthropic/v1/messages", body, {"x-api-key": "k"})[0] == 200
+    repeated = b'\xef\xbb\xbf{"model":"claude-x","model":"gpt-5","messages":[]}'
+    assert proxy.request("POST", "/api/provider/anthropic/v1/messages", repeated, {"x-api-key": "k"})[0] == 400

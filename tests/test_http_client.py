@@ -12,13 +12,16 @@ from cliproxy.http.client import HttpClient
 from cliproxy.http.headers import Headers
 from tests.support.http_peers import (  # noqa: F401 (no_proxy_env is an autouse fixture)
     RawServer,
+    advance,
     answer,
     free_port,
     no_proxy_env,
     read_request,
     run,
+    run_jumping,
     send,
     serving_with_client,
+    until_still,
 )
 
 CERTS = os.path.join(os.path.dirname(__file__), "support", "certs")
@@ -158,6 +161,105 @@ def test_idle_connection_closed_by_server_is_not_reused():
             await asyncio.sleep(0.05)  # let the FIN reach the client's reader
             assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
             assert up.accepted == 2
+
+    run(main())
+
+
+def test_a_pooled_connection_idle_for_a_minute_is_not_reused():
+    async def main():
+        ends = []
+
+        async def handler(upstream, reader, writer, index):
+            try:
+                await keep_alive_ok(upstream, reader, writer, index)
+            finally:
+                ends.append(index)
+
+        async with serving_with_client(Upstream(handler)) as (up, client):
+            for wait in (0, 59, 61):
+                await advance(wait)
+                assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
+            # 59 s idle: reused; 61 s: closed instead, and a new connection opened.
+            assert [r[0] for r in up.requests] == [0, 0, 1]
+            await wait_for(lambda: ends)
+            assert ends == [0]
+
+    run_jumping(main())
+
+
+async def wait_for(condition):
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def test_expired_connections_of_an_origin_are_closed_when_another_is_parked():
+    async def main():
+        ends = []
+
+        async def handler(upstream, reader, writer, index):
+            try:
+                await keep_alive_ok(upstream, reader, writer, index)
+            finally:
+                ends.append(index)
+
+        async with serving_with_client(Upstream(handler)) as (up, client):
+            first = await client.request("GET", up.url(), Headers())
+            second = await client.request("GET", up.url(), Headers())  # a second connection
+            await first.read()  # parked
+            await advance(61)
+            await second.read()  # parked too: the first, idle 61 s, is closed meanwhile
+            await wait_for(lambda: ends)
+            assert ends == [0] and up.accepted == 2
+
+    run_jumping(main())
+
+
+def test_an_upstream_that_stops_reading_the_body_is_cut_after_read_timeout():
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            await reader.readuntil(b"\r\n\r\n")  # the head, then nothing more is read
+            await asyncio.sleep(3600)
+
+        sent = []
+
+        async def endless():
+            while True:
+                sent.append(1)
+                yield b"x" * 65536
+
+        async with Upstream(handler) as up:
+            client = HttpClient()
+            request = asyncio.ensure_future(
+                client.request("POST", up.url(), Headers(), endless(), read_timeout=600)
+            )
+            await until_still(lambda: len(sent))  # the upstream's window and our buffer are full
+            await advance(599)
+            assert not request.done()
+            await advance(2)
+            with pytest.raises(UpstreamTimeout, match="took no request body bytes for 600s"):
+                await asyncio.wait_for(request, 3)
+            await client.aclose()
+
+    run_jumping(main())
+
+
+def test_framing_fields_that_do_not_describe_the_body_sent_are_dropped():
+    # A client's Content-Length or Transfer-Encoding passed on with no body (an upgrade
+    # request, say) left the upstream waiting for a body that never came.
+    async def main():
+        async with serving_with_client(Upstream(keep_alive_ok)) as (up, client):
+            stale = Headers([("content-length", "19"), ("transfer-encoding", "chunked")])
+            for method, body in (("GET", None), ("POST", None), ("POST", b"abc")):
+                response = await client.request(method, up.url(), stale, body, first_byte_timeout=3)
+                assert await response.read() == b"ok"
+            heads = [r[1].lower() for r in up.requests]
+            assert "content-length" not in heads[0] and "transfer-encoding" not in heads[0]
+            assert "content-length: 0\r\n" in heads[1] and "transfer-encoding" not in heads[1]
+            assert "content-length: 3\r\n" in heads[2] and "transfer-encoding" not in heads[2]
+            assert [r[2] for r in up.requests] == [b"", b"", b"abc"]
 
     run(main())
 
@@ -481,6 +583,23 @@ def test_open_upgrade_returns_streams_and_leftover():
             assert response.status == 400 and leftover == b""
             assert await response.read() == b"nope"
             await response.aclose()
+
+    run(main())
+
+
+def test_open_upgrade_sends_the_upstreams_own_host():
+    async def main():
+        async def handler(upstream, reader, writer, index):
+            head, _ = await read_request(reader)
+            upstream.requests.append(head.lower())
+            await send(writer, b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
+
+        async with Upstream(handler) as up:
+            relayed = Headers([("host", "127.0.0.1:8317"), ("upgrade", "websocket")])
+            _, _, writer, _ = await HttpClient().open_upgrade(up.url("/ws"), relayed)
+            writer.close()
+            hosts = [line for line in up.requests[0].split("\r\n") if line.startswith("host:")]
+            assert hosts == ["host: 127.0.0.1:%d" % up.port]
 
     run(main())
 

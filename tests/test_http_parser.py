@@ -377,6 +377,44 @@ def test_framing_fields(fields, status):
         assert body(outcome) == b"hello"
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Content-Length: 5\r\nX-A: 1\r\nContent-Length: 5\r\n",
+        b"Content-Length: 5, 5\r\nX-A: 1\r\n",
+        b"Content-Length: 5\r\nX-A: 1\r\nContent-Length: 05, 5\r\n",
+    ],
+)
+def test_equal_content_lengths_become_one_field_with_that_value(fields):
+    # Passed on as received, the copies left the next hop to choose among them: one that
+    # read the list differently glued this body onto the next pooled request.
+    outcome = run(b"POST / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\nhello")
+    assert outcome.status is None and body(outcome) == b"hello"
+    assert head(outcome).headers.items() == [
+        ("host", "h"), ("content-length", "5"), ("x-a", "1"),
+    ]  # fmt: skip
+
+
+def test_a_single_content_length_is_left_as_sent():
+    outcome = run(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 005\r\n\r\nhello")
+    assert head(outcome).headers.get_list("content-length") == ["005"]
+
+
+def test_response_content_lengths_become_one_field_and_lose_to_chunked():
+    listed = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok"
+    outcome = run(listed, kind="response", methods=["GET"])
+    assert head(outcome).headers.get_list("content-length") == ["2"]
+    assert body(outcome) == b"ok" and head(outcome).keep_alive is True
+    both = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n"
+    )
+    outcome = run(both, kind="response", methods=["GET"])
+    # RFC 9112 §6.3: the length chunked overrides must not be passed on.
+    assert "content-length" not in head(outcome).headers
+    assert body(outcome) == b"ok" and head(outcome).keep_alive is False
+
+
 def test_transfer_encoding_in_http_1_0_is_400():
     assert status_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400
 
@@ -829,6 +867,7 @@ def _reference_request_head(block):
         framing, length = _parser._Framing.CHUNKED, None
     elif lengths is not None:
         framing, length = _parser._Framing.CONTENT_LENGTH, _parser._content_length(lengths)
+        items = _single_length(items, length)
     else:
         framing, length = _parser._Framing.NONE, 0
     head = RequestHead(
@@ -836,6 +875,18 @@ def _reference_request_head(block):
         expect_continue, upgrade, length,
     )
     return head, framing, length
+
+
+def _single_length(items, length):
+    """Reference: the fields with every Content-Length field but the first dropped, and
+    that one holding ``length`` when the values were repeated or a list."""
+    lengths = [value for name, value in items if name == "content-length"]
+    if len(lengths) == 1 and "," not in lengths[0]:
+        return items
+    first = [name for name, _ in items].index("content-length")
+    kept = [item for item in items if item[0] != "content-length"]
+    kept.insert(first, ("content-length", str(length)))
+    return kept
 
 
 def _outcome(func, *args):
@@ -927,6 +978,7 @@ _HEADS = [
     b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3",
     b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked",
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX: y\r\nContent-Length: 003",
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4",
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456789",
     b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: abc",
@@ -1029,9 +1081,13 @@ def _reference_response_head(block, method):
         _parser._is_chunked(transfer)
         if lengths is not None or version == "HTTP/1.0":
             head.keep_alive = False
+        if lengths is not None:
+            head.headers = Headers.from_lowered([i for i in items if i[0] != "content-length"])
         return head, _parser._Framing.CHUNKED, None
     if lengths is not None:
-        return head, _parser._Framing.CONTENT_LENGTH, _parser._content_length(lengths)
+        length = _parser._content_length(lengths)
+        head.headers = Headers.from_lowered(_single_length(items, length))
+        return head, _parser._Framing.CONTENT_LENGTH, length
     head.keep_alive = False
     return head, _parser._Framing.CLOSE_DELIMITED, None
 
@@ -1047,6 +1103,7 @@ _RESPONSE_HEADS = [
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket",
     b"HTTP/1.1 103 Early Hints\r\nLink: </a>",
     b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nContent-Length: 02, 2",
     b"HTTP/1.1 099 Low",
     b"HTTP/2.0 200 OK",
     b"HTTP/1.1 200 OK\r\n folded: x",

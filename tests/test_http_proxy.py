@@ -17,12 +17,15 @@ from cliproxy.http.proxy import forward, is_event_stream
 from cliproxy.http.server import Server
 from tests.support.http_peers import (  # noqa: F401 (no_proxy_env is an autouse fixture)
     RawServer,
+    advance,
     free_port,
     no_proxy_env,
     read_request,
     run,
+    run_jumping,
     send,
     serving_with_client,
+    until_still,
 )
 
 
@@ -358,3 +361,89 @@ def test_whole_plain_body_in_one_read_is_relayed_as_bytes_else_streamed():
             await client.aclose()
 
     run(main())
+
+
+class RecordingUpstream(RawServer):
+    """A keep-alive upstream that records each request's raw head and body, in order,
+    and answers each with a small 200."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+        self.connections = 0
+
+    async def serve(self, reader, writer):
+        self.connections += 1
+        while True:
+            head, body = await read_request(reader)
+            self.requests.append((head, body))
+            await send(writer, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+def relaying_server(client, up):
+    """A ``Server`` whose handler forwards each request, its body streamed, to ``up``."""
+
+    async def handler(request):
+        return await forward(client, request.method, up.url(request.target), request.headers,
+                             request.body if request.body.length else None)
+
+    return Server(handler)
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [b"Content-Length: 5\r\nContent-Length: 5\r\n", b"Content-Length: 5, 5\r\n"],
+)
+def test_equal_content_lengths_go_upstream_as_one_field(lengths):
+    # Forwarded verbatim over a pooled connection, the copies let an upstream that read
+    # them differently glue this body onto the next request.
+    async def main():
+        async with serving_with_client(RecordingUpstream()) as (up, client):
+            server = relaying_server(client, up)
+            host, port = await server.start("127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"POST /a HTTP/1.1\r\nhost: x\r\n" + lengths + b"\r\nhello"
+                         b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+            for _ in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 ") and await reader.readexactly(2) == b"ok"
+            writer.close()
+            await server.shutdown(1)
+            (first, body), (second, _) = up.requests
+            lines = first.lower().split("\r\n")
+            fields = [line for line in lines if line.startswith("content-length:")]
+            assert fields == ["content-length: 5"] and body == b"hello"
+            assert second.startswith("GET /b HTTP/1.1\r\n") and up.connections == 1
+
+    run(main())
+
+
+def test_an_upstream_that_stops_reading_the_body_gets_the_client_a_504():
+    async def main():
+        async def reads_the_head_only(upstream, reader, writer):
+            await asyncio.sleep(3600)
+
+        class HeadOnly(Upstream):
+            async def serve(self, reader, writer):
+                await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(None)
+                await self.handler(self, reader, writer)
+
+        async with serving_with_client(HeadOnly(reads_the_head_only)) as (up, client):
+            server = relaying_server(client, up)
+            host, port = await server.start("127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection(host, port)
+            size = 24 << 20  # more than every socket buffer on the way holds
+            writer.write(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % size)
+            writer.write(b"x" * size)
+            while not up.requests:
+                await asyncio.sleep(0.01)
+            # Until the bytes stop moving: every buffer on the way is full.
+            assert await until_still(writer.transport.get_write_buffer_size) > 0
+            await advance(601)
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)).lower()
+            assert head.startswith(b"http/1.1 504 ") and b"connection: close" in head
+            writer.transport.abort()
+            await server.shutdown(1)
+
+    run_jumping(main())

@@ -2,8 +2,9 @@
 
 Clients are written here with raw asyncio streams, and responses are parsed by the small
 reader below (not by cliproxy's parser), so the server is checked against an independent
-reading of the wire. Timeouts are made tiny (0.2 s) instead of injecting a clock: they are
-socket timeouts inside asyncio.
+reading of the wire. Timeouts of the default size (120 s, 600 s) run on a ``JumpingLoop``
+(tests/support/http_peers.py), whose clock the test moves forward instead of waiting;
+older tests make them tiny (0.2 s) instead.
 """
 
 import asyncio
@@ -17,11 +18,13 @@ import ssl
 import struct
 from pathlib import Path
 
+import pytest
+
 from cliproxy import errors
 from cliproxy.config.model import Limits
 from cliproxy.http.headers import Headers
 from cliproxy.http.server import Response, Server
-from tests.support.http_peers import run
+from tests.support.http_peers import advance, run, run_jumping, until_still
 
 CERTS = Path(__file__).parent / "support" / "certs"
 
@@ -413,6 +416,63 @@ def test_streaming_response_body_is_chunked_and_aclosed():
     assert closed == [True, True]
 
 
+@pytest.mark.parametrize(
+    "fault, line",
+    [
+        # Made per test: a raised exception keeps its frames, the request's among them.
+        (lambda: errors.UpstreamError("upstream u:1 closed the connection mid-body"),
+         "response to GET /s cut short: upstream u:1 closed the connection mid-body"),
+        (lambda: errors.UpstreamTimeout("upstream u:1 sent nothing for 600s"),
+         "response to GET /s cut short: upstream u:1 sent nothing for 600s"),
+        (lambda: ConnectionResetError(104, "Connection reset by peer"),
+         "response to GET /s cut short: ConnectionResetError: [Errno 104] Connection reset by "
+         "peer"),
+    ],
+)
+def test_a_network_fault_mid_response_is_one_log_line_without_traceback(caplog, fault, line):
+    async def main():
+        async def handler(request):
+            async def body():
+                yield b"partial"
+                raise fault()
+
+            return Response(200, body=body())
+
+        async with connected(handler) as (_, reader, writer):
+            writer.write(get("/s"))
+            status, _ = await read_head(reader)
+            assert status == 200 and await read_chunk(reader) == b"partial"
+            await assert_closed(reader)  # cut short: no last chunk, the connection closes
+
+    with caplog.at_level(logging.DEBUG, logger="cliproxy.http.server"):
+        run(main())
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [line]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_bug_mid_response_still_logs_its_traceback(caplog):
+    async def main():
+        async def handler(request):
+            async def body():
+                yield b"partial"
+                raise KeyError("a bug")
+
+            return Response(200, body=body())
+
+        async with connected(handler) as (_, reader, writer):
+            writer.write(get("/s"))
+            assert (await read_head(reader))[0] == 200
+            await read_chunk(reader)
+            await assert_closed(reader)
+
+    with caplog.at_level(logging.WARNING, logger="cliproxy.http.server"):
+        run(main())
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.getMessage() == "response to GET /s failed after it started"
+    assert record.exc_info[0] is KeyError
+
+
 def test_a_streamed_head_and_each_chunk_leave_without_waiting_for_what_follows():
     # Writes of one loop step go out together (a head with a first chunk that is already
     # there), but nothing is held back for bytes that have not come: the head arrives
@@ -591,6 +651,186 @@ def test_slow_request_body_gets_408():
             await assert_closed(reader)
 
     run(main())
+
+
+async def no_answer_yet(reader):
+    """Assert the server has written nothing (and not closed) for a moment of real time."""
+    try:
+        data = await asyncio.wait_for(reader.read(1), 0.1)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError("the server answered or closed early: %r" % data)
+
+
+def test_a_request_head_must_come_whole_within_request_timeout():
+    # Each byte comes well within read-timeout (600 s); the head as a whole is cut at
+    # request-timeout (120 s) after its first byte.
+    async def main():
+        async with connected(echo_path) as (_, reader, writer):
+            writer.write(b"GET / HTTP/1.1\r\n")
+            for _ in range(3):
+                await advance(39)
+                writer.write(b"X-Slow: 1\r\n")
+                await no_answer_yet(reader)
+            await advance(4)  # 121 s since the first byte
+            reply = await read_response(reader)
+            assert reply.status == 408 and reply.headers["connection"] == "close"
+            await assert_closed(reader)
+
+    run_jumping(main())
+
+
+def test_no_wait_for_head_bytes_exceeds_read_timeout():
+    async def main():
+        limits = {"read_timeout": 50, "request_timeout": 1000}
+        async with connected(echo_path, **limits) as (_, reader, writer):
+            writer.write(b"GET / HTTP/1.1\r\n")
+            await advance(40)
+            writer.write(b"X-Slow: 1\r\n")  # a byte: the wait starts again
+            await advance(40)
+            await no_answer_yet(reader)
+            await advance(11)
+            assert (await read_response(reader)).status == 408
+            await assert_closed(reader)
+
+    run_jumping(main())
+
+
+def body_echo_handler():
+    async def handler(request):
+        try:
+            return Response(200, body=await request.body.read(1000))
+        except errors.ProxyError as exc:
+            return Response(exc.status, body=exc.message.encode())
+
+    return handler
+
+
+def test_a_request_body_must_come_whole_within_request_timeout():
+    async def main():
+        async with connected(body_echo_handler()) as (_, reader, writer):
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\na")
+            for _ in range(3):
+                await advance(39)
+                writer.write(b"b")  # a byte well within read-timeout each time
+                await no_answer_yet(reader)
+            await advance(4)
+            reply = await read_response(reader)
+            assert reply.status == 408 and reply.headers["connection"] == "close"
+            assert reply.body == b"the request was not received whole within 120s"
+            await assert_closed(reader)
+
+    run_jumping(main())
+
+
+def test_no_wait_for_body_bytes_exceeds_read_timeout():
+    async def main():
+        limits = {"read_timeout": 50, "request_timeout": 1000}
+        async with connected(body_echo_handler(), **limits) as (_, reader, writer):
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+            await advance(49)
+            await no_answer_yet(reader)
+            await advance(2)
+            reply = await read_response(reader)
+            assert reply.status == 408 and reply.body == b"no request body bytes came for 50s"
+            await assert_closed(reader)
+
+    run_jumping(main())
+
+
+def test_request_timeout_of_a_100_continue_body_counts_from_the_100():
+    # The client may not send its body before the 100 Continue: the handler asks for it
+    # 110 s after the head came, and the client's 20 s to send it are its own.
+    async def main():
+        asked = asyncio.Event()
+        go = asyncio.Event()
+
+        async def handler(request):
+            asked.set()
+            await go.wait()
+            return Response(200, body=await request.body.read(100))
+
+        async with connected(handler) as (_, reader, writer):
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+            )
+            await asyncio.wait_for(asked.wait(), 3)
+            await advance(110)
+            go.set()
+            assert (await read_head(reader))[0] == 100
+            await advance(20)
+            writer.write(b"ok")
+            reply = await read_response(reader)
+            assert reply.status == 200 and reply.body == b"ok"
+
+    run_jumping(main())
+
+
+def test_a_keep_alive_connection_is_closed_after_idle_timeout():
+    async def main():
+        async with connected(echo_path) as (_, reader, writer):
+            writer.write(get())
+            assert (await read_response(reader)).status == 200
+            await advance(74)
+            await no_answer_yet(reader)
+            await advance(2)
+            await assert_closed(reader)
+
+    run_jumping(main())
+
+
+def test_a_client_that_stops_reading_its_response_is_cut_after_read_timeout(caplog):
+    async def main():
+        sent = []
+        closed = asyncio.Event()
+
+        async def endless():
+            try:
+                while True:
+                    sent.append(1)
+                    yield b"x" * 65536
+            finally:
+                closed.set()
+
+        async def handler(request):
+            return Response(200, body=endless())
+
+        async with serving(handler) as (server, port):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(get())
+            await until_still(lambda: len(sent))  # the socket and the buffer are full
+            await advance(599)
+            assert not closed.is_set()
+            await advance(2)
+            await asyncio.wait_for(closed.wait(), 3)
+            await settle()
+            assert server.open_connections == 0 and server.open_streams == 0
+            writer.close()
+
+    with caplog.at_level(logging.INFO, logger="cliproxy.http.server"):
+        run_jumping(main())
+    lines = [r for r in caplog.records if r.name == "cliproxy.http.server"]
+    assert [r.getMessage() for r in lines] == [
+        "client 127.0.0.1 read nothing of its response for 600s; connection cut"
+    ]
+
+
+def test_a_tls_handshake_must_come_within_the_shorter_timeout():
+    async def main():
+        server_ctx, _ = tls_contexts()
+        async with serving(echo_path, server_ctx, request_timeout=30) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)  # no TLS
+            await advance(29)
+            await no_answer_yet(reader)
+            await advance(2)
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+            writer.close()
+
+    run_jumping(main())
 
 
 # -- client going away ----------------------------------------------------------------
@@ -950,6 +1190,43 @@ def test_deadlines_keep_the_clock_of_a_loop_that_has_its_own():
         loop.run_until_complete(asyncio.wait_for(main(), 10))
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("reads", [False, True])
+@pytest.mark.parametrize(
+    "framing, body",
+    [
+        (b"Content-Length: 5\r\n", b"hello"),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+    ],
+)
+def test_an_upgrade_tunnel_starts_after_the_request_body(framing, body, reads):
+    # The body of a request that switches protocols is the request's: none of its bytes
+    # may reach the tunnel, whatever its framing and however it was split into reads,
+    # whether or not the handler read it.
+    async def main():
+        seen = []
+
+        async def keep(reader, writer, leftover):
+            seen.append(leftover + await reader.read(1024))
+            writer.close()
+
+        async def handler(request):
+            if reads:
+                seen.append(await request.body.read(100))
+            return Response(101, Headers([("upgrade", "echo")]), on_upgrade=keep)
+
+        async with connected(handler) as (_, reader, writer):
+            writer.write(get("/ws", "Connection: Upgrade\r\nUpgrade: echo\r\n" + framing.decode()))
+            writer.write(body[:3])
+            await asyncio.sleep(0.05)
+            writer.write(body[3:])
+            assert (await read_head(reader))[0] == 101
+            writer.write(b"after")
+            await assert_closed(reader)
+        assert seen == ([b"hello"] if reads else []) + [b"after"]
+
+    run(main())
 
 
 def test_upgrade_over_tls():

@@ -119,12 +119,17 @@ class AmpCode:
 
 @dataclass(frozen=True)
 class Limits:
+    """The ``limits`` section (SPEC §4); docs/config.md says what each one protects."""
+
     max_header_bytes: int = 65536
     max_body_bytes: int = 33554432
     connect_timeout: float = 10.0
-    read_timeout: float = 600.0
+    read_timeout: float = 600.0  # any one wait for a peer's bytes, or for it to take ours
     idle_timeout: float = 75.0
     drain_timeout: float = 30.0
+    # Added later: after the others, so positional construction keeps its meaning.
+    request_timeout: float = 120.0  # a client's whole request, head and body
+    max_connections: int = 4096  # client connections open at once
 
 
 @dataclass(frozen=True)

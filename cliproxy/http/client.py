@@ -14,7 +14,9 @@ Timeouts: each wait has a deadline in loop time (the first byte: one deadline fo
 whole head; the body: ``read_timeout`` per wait). A connection arms at most one
 ``call_at`` timer and only moves it when a wait needs an earlier deadline; when it fires
 early (the deadline moved later) it re-arms itself. With timeouts of minutes and answers
-in milliseconds a request almost never touches the timer heap.
+in milliseconds a request almost never touches the timer heap. Writing a streamed
+request body waits ``read_timeout`` at most each time the upstream's window is full: an
+upstream that stops reading is cut (``UpstreamTimeout``).
 
 Flow control: reading pauses once more than ``READ_HIGH_WATER`` bytes arrived that nobody
 asked for (a slow client downstream holds back the upstream instead of filling memory)
@@ -23,10 +25,11 @@ and resumes when the response reader asks for more. A streamed request body wait
 
 A pooled connection may have been closed by the server while idle: ``connection_lost``
 takes it out of the pool at once, and unsolicited bytes (a server may send a 408 before
-closing) close it. When a reused connection still dies before the first byte of the
-answer (EOF or reset) the request is replayed once on a fresh connection, but only when
-the body is replayable (``bytes`` or ``None``): an async-iterator body may be half
-consumed.
+closing) close it. One idle for ``POOL_IDLE_SECONDS`` is closed instead of reused, before
+the server's own keep-alive timeout can race a request written on it. When a reused
+connection still dies before the first byte of the answer (EOF or reset) the request is
+replayed once on a fresh connection, but only when the body is replayable (``bytes`` or
+``None``): an async-iterator body may be half consumed.
 
 Proxies: ``proxy_url=None`` follows ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (read once
 per client, through ``urllib.request``); ``"direct"`` uses none; ``http://[user:pass@]
@@ -82,10 +85,23 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_CONNECT_HEAD_BYTES = 16 * 1024  # a proxy's answer to CONNECT is a few lines
 # Parsed URLs remembered per client: provider URLs repeat, so parsing each once is enough.
 MAX_CACHED_URLS = 1024
+# Longest an idle pooled connection is kept for reuse (checked when one is taken from the
+# pool or put back). It must stay under the keep-alive timeout of the servers in front of
+# providers, past which they drop an idle connection: nginx closes after 75 s by default,
+# Google Cloud's load balancers after 610 s. A server that closes with a FIN takes the
+# connection out of the pool at once (``connection_lost``); this limit is for a close
+# that is still on its way when a request is written, or that never comes (a NAT or a
+# firewall forgetting the flow), which would cost a request whose body is streamed (it
+# cannot be replayed). Servers with short keep-alives (Node.js, uvicorn, Apache: 5 s)
+# close long before this, and their FIN is seen first.
+POOL_IDLE_SECONDS = 60.0
 _CONNECT_HEAD_END = b"\r\n\r\n"
 _DIRECT = "direct"
 _REPLAYABLE = (bytes, bytearray, memoryview)
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+_FRAMING_FIELDS = ("content-length", "transfer-encoding")
+_BASE_TIME = asyncio.BaseEventLoop.time
+_HOST = frozenset(("host",))
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -205,17 +221,24 @@ def _describe(exc):
 
 def _prepare(method, target, proxy, headers, body):
     """``(head bytes, chunked, keep_alive)`` for a request: Host, framing and proxy
-    credentials added as needed; ``headers`` is not modified. Raises ``UpstreamError`` for
-    a head the writer refuses (injection attempt)."""
+    credentials added as needed; ``headers`` is not modified. The framing sent is always
+    the body's own: ``Content-Length``/``Transfer-Encoding`` fields in ``headers`` that do
+    not describe ``body`` are dropped (a length with no body would leave the upstream
+    waiting for it). Raises ``UpstreamError`` for a head the writer refuses (injection
+    attempt)."""
     items = headers.items()  # a copy; names are lowercase (Headers' invariant)
     # Only membership is asked of ``names``: ``dict`` of the pairs is the cheapest set of
     # the names to build (no comprehension frame).
     names = dict(items)
     if "host" not in names:
         items.append(("host", target.authority))
+    if "transfer-encoding" in names or ("content-length" in names and body is None):
+        framing = ("transfer-encoding",) if body is not None else _FRAMING_FIELDS
+        items = [item for item in items if item[0] not in framing]
+        names = dict(items)
     chunked = False
     if body is None:
-        if method in _BODY_METHODS and "content-length" not in names:
+        if method in _BODY_METHODS:
             items.append(("content-length", "0"))
     elif isinstance(body, _REPLAYABLE):
         if "content-length" in names:
@@ -223,8 +246,6 @@ def _prepare(method, target, proxy, headers, body):
         items.append(("content-length", str(len(body))))
     elif "content-length" not in names:
         chunked = True
-        if "transfer-encoding" in names:
-            items = [item for item in items if item[0] != "transfer-encoding"]
         items.append(("transfer-encoding", "chunked"))
     request_target = target.target
     if proxy is not None and target.scheme == "http":
@@ -269,10 +290,15 @@ class _Connection(asyncio.Protocol):
         "_reading_paused",
         "_writing_paused",
         "_drain_waiter",
+        "idle_since",
+        "clock",
     )
 
     def __init__(self, loop, key, origin):
         self.loop = loop
+        # The loop's clock: ``time.monotonic`` itself when ``loop.time`` is the base one
+        # (a Python call less per use), else the loop's own.
+        self.clock = time.monotonic if type(loop).time is _BASE_TIME else loop.time
         self.transport = None
         self.parser = ResponseParser(MAX_HEADER_BYTES)
         self.key = key
@@ -290,6 +316,7 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter = None  # type: Optional[asyncio.Future]
+        self.idle_since = 0.0  # loop time at which it last entered the pool
 
     # -- protocol callbacks (called by the transport) -----------------------------------
 
@@ -357,24 +384,29 @@ class _Connection(asyncio.Protocol):
             self._arm(deadline)
         return waiter
 
-    async def drain(self):
+    async def drain(self, timeout=None):
         """Return once the transport accepts more writes. Raises ``OSError`` when the
-        connection failed or is gone."""
+        connection failed or is gone, ``_TimedOut`` when the peer took no byte for
+        ``timeout`` seconds (``None``: wait as long as it takes)."""
         if not self.lost and self._writing_paused:
             waiter = self._drain_waiter = self.loop.create_future()
+            timer = None if timeout is None else self.loop.call_later(timeout, _time_out, waiter)
             try:
                 await waiter
             finally:
                 self._drain_waiter = None
+                if timer is not None:
+                    timer.cancel()
         if self.lost:
             raise self.error or ConnectionResetError("connection lost")
 
     # What asyncio.StreamWriter.drain() awaits on its protocol (see open_upgrade).
     _drain_helper = drain
 
-    def park(self, pool):
-        """Enter the idle list ``pool`` (the caller appends it)."""
+    def park(self, pool, now):
+        """Enter the idle list ``pool`` at loop time ``now`` (the caller appends it)."""
         self.pool = pool
+        self.idle_since = now
         self._unread = 0
         if self._reading_paused:  # must see an idle close or unsolicited bytes
             self._reading_paused = False
@@ -524,9 +556,13 @@ class ClientResponse:
                 event = parser.next_event()
             except ProtocolError as exc:
                 self._abort()
+                if conn.eof:  # the body's framing was cut by the close, not broken
+                    raise UpstreamError(
+                        "upstream %s closed the connection mid-body" % conn.origin
+                    ) from None
                 raise UpstreamError(
                     "upstream %s sent an invalid response body: %s" % (conn.origin, exc)
-                )
+                ) from None
             if event is NEED_DATA:
                 if pieces is not None:
                     break
@@ -561,7 +597,9 @@ class ClientResponse:
             await conn.wait(deadline)
         except _TimedOut:
             self._abort()
-            raise UpstreamTimeout("upstream %s sent nothing for %gs" % (conn.origin, timeout))
+            raise UpstreamTimeout(
+                "upstream %s sent nothing for %gs" % (conn.origin, timeout)
+            ) from None
         except BaseException:
             self._abort()  # cancelled mid-body: the connection state is unknown
             raise
@@ -676,7 +714,9 @@ class HttpClient:
             if conn is None:
                 conn = await self._connect(target, proxy, connect_timeout, key)
             try:
-                event = await self._exchange(conn, method, head, body, chunked, first_byte_timeout)
+                event = await self._exchange(
+                    conn, method, head, body, chunked, first_byte_timeout, read_timeout
+                )
                 break
             except _StaleConnection as exc:
                 if not reused:
@@ -697,7 +737,8 @@ class HttpClient:
         self, url, headers, *, proxy_url=None, connect_timeout=10.0, first_byte_timeout=600.0
     ):
         """Send a GET carrying ``headers`` (``Upgrade`` and all) on a fresh, unpooled
-        connection and read the answer's head.
+        connection and read the answer's head. Its ``Host`` is the upstream's own
+        authority: one in ``headers`` (the client's, relayed) is not sent.
 
         Returns ``(response, reader, writer, leftover)``: after a 101 the caller owns the
         streams (``asyncio.StreamReader``/``StreamWriter``) and ``leftover`` holds bytes
@@ -707,10 +748,10 @@ class HttpClient:
         Raises like ``request``.
         """
         target, proxy, _ = self._routes[url, proxy_url]
-        head, _, _ = _prepare("GET", target, proxy, headers, None)
+        head, _, _ = _prepare("GET", target, proxy, headers.without(_HOST), None)
         conn = await self._connect(target, proxy, connect_timeout, None)
         try:
-            event = await self._exchange(conn, "GET", head, None, False, first_byte_timeout)
+            event = await self._exchange(conn, "GET", head, None, False, first_byte_timeout, None)
         except _StaleConnection as exc:
             raise UpstreamError(
                 "upstream %s closed the connection before answering%s" % (conn.origin, exc)
@@ -773,11 +814,20 @@ class HttpClient:
     # -- connections --------------------------------------------------------------------
 
     def _take_idle(self, key):
-        """The most recently used live idle connection for ``key`` (dead ones closed)."""
+        """The most recently used live idle connection for ``key``; dead ones, and those
+        idle for ``POOL_IDLE_SECONDS`` or more, are closed."""
         connections = self._idle.get(key)
+        if not connections:
+            return None
+        oldest_kept = connections[-1].clock() - POOL_IDLE_SECONDS
         while connections:
             conn = connections.pop()
             conn.pool = None
+            if conn.idle_since <= oldest_kept:
+                # The most recent one is too old: the others (parked before it) are older.
+                conn.close()
+                _close_all(connections)
+                return None
             # ``_release`` found it clean when it parked it, and since then its parser
             # was fed nothing (an unsolicited byte closes an idle connection at once):
             # only the socket can have ended.
@@ -802,12 +852,20 @@ class HttpClient:
             conn.close()
             return
         connections = self._idle.get(conn.key)
+        now = conn.clock()
         if connections is None:
             connections = self._idle[conn.key] = []
-        elif len(connections) >= self._max_idle:
-            conn.close()
-            return
-        conn.park(connections)
+        else:
+            # The oldest come first: close those past their time, so an origin no longer
+            # asked for does not keep its sockets for good.
+            while connections and connections[0].idle_since <= now - POOL_IDLE_SECONDS:
+                stale = connections.pop(0)
+                stale.pool = None
+                stale.close()
+            if len(connections) >= self._max_idle:
+                conn.close()
+                return
+        conn.park(connections, now)
         connections.append(conn)
 
     async def _connect(self, target, proxy, timeout, key):
@@ -824,7 +882,9 @@ class HttpClient:
                 target.origin,
                 proxy.origin,
             )
-            raise UpstreamTimeout("connecting to %s timed out after %gs" % (where, timeout))
+            raise UpstreamTimeout(
+                "connecting to %s timed out after %gs" % (where, timeout)
+            ) from None
         return conn
 
     async def _open(self, loop, conn, target, proxy):
@@ -892,12 +952,13 @@ class HttpClient:
 
     # -- one exchange -------------------------------------------------------------------
 
-    async def _exchange(self, conn, method, head, body, chunked, timeout):
+    async def _exchange(self, conn, method, head, body, chunked, timeout, write_timeout):
         """Send the request on ``conn`` and return the final (non-1xx, or 101) response
-        head, read within ``timeout`` seconds for the whole head.
+        head, read within ``timeout`` seconds for the whole head. A streamed body waits at
+        most ``write_timeout`` seconds each time the upstream's receive window is full.
 
         Raises ``_StaleConnection`` when the connection died before any byte of the
-        answer (the caller decides on a retry), ``UpstreamTimeout`` when the deadline
+        answer (the caller decides on a retry), ``UpstreamTimeout`` when a deadline
         passes, ``UpstreamError`` on a malformed or truncated head; closes ``conn`` on
         every failure. Sending and reading the head are one frame: every request waits
         here, and each frame a waiting request holds costs a call when it wakes.
@@ -917,7 +978,7 @@ class HttpClient:
                 else:
                     transport.writelines((head, body))
             else:
-                await _send_stream(conn, head, body, chunked)
+                await _send_stream(conn, head, body, chunked, write_timeout)
             deadline = None
             while True:
                 if conn.received:  # else nothing is buffered: no need to ask the parser
@@ -933,17 +994,18 @@ class HttpClient:
                 except _TimedOut:
                     raise UpstreamTimeout(
                         "upstream %s did not answer within %gs" % (conn.origin, timeout)
-                    )
+                    ) from None
         except BaseException:
             conn.abort()
             raise
 
 
-async def _send_stream(conn, head, body, chunked):
+async def _send_stream(conn, head, body, chunked, timeout):
     """Write ``head`` then ``body`` (async iterator), chunked when the head says so.
 
     The head goes out with the first chunk (one write). Errors of the iterator itself
-    propagate unchanged; a connection lost on the way raises ``_StaleConnection``.
+    propagate unchanged; a connection lost on the way raises ``_StaleConnection``, an
+    upstream that takes no byte for ``timeout`` seconds ``UpstreamTimeout``.
     """
     transport = conn.transport
     pending = head
@@ -956,12 +1018,29 @@ async def _send_stream(conn, head, body, chunked):
                 frame = pending + frame
                 pending = None
             transport.write(frame)
-            await conn.drain()
+            await conn.drain(timeout)
         tail = LAST_CHUNK if chunked else b""
         transport.write(tail if pending is None else pending + tail)
-        await conn.drain()
+        await conn.drain(timeout)
     except OSError as exc:
         raise _StaleConnection(" (%s while sending)" % _describe(exc))
+    except _TimedOut:
+        raise UpstreamTimeout(
+            "upstream %s took no request body bytes for %gs" % (conn.origin, timeout)
+        ) from None
+
+
+def _time_out(waiter):
+    if not waiter.done():
+        waiter.set_exception(_TimedOut())
+
+
+def _close_all(connections):
+    """Close every connection of an idle list and empty it."""
+    for conn in connections:
+        conn.pool = None
+        conn.close()
+    del connections[:]
 
 
 def _ended_before_head(conn):

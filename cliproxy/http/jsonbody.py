@@ -73,5 +73,7 @@ def repeated_keys(data, keys):
         top[:] = [name for name, _ in pairs]  # the last object closed is the top level
         return None
 
-    loads(data.decode("utf-8", "surrogatepass"), object_pairs_hook=collect)
+    # Bytes, as ``parse_json`` may have read them: ``json.loads`` takes their encoding
+    # (a UTF-8 byte-order mark, UTF-16) from them.
+    loads(data, object_pairs_hook=collect)
     return [key for key in screened if top.count(key) > 1]

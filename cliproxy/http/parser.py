@@ -30,10 +30,15 @@ Decisions (RFC 9112 leaves them to us):
   HTTP/1.0 request is 400 (RFC 9112 §6.1: faulty framing).
 - Responses: ``Transfer-Encoding`` other than exactly ``chunked`` is 501 too, because the
   proxy drops hop-by-hop fields and could not pass on a body still carrying a coding it
-  cannot decode. ``Transfer-Encoding`` with ``Content-Length``: chunked wins and the
-  connection is not reused (RFC 9112 §6.3). Neither: the body ends at EOF.
-- A ``Content-Length`` longer than 18 significant digits is 413. A request with neither
-  ``Content-Length`` nor ``Transfer-Encoding`` has no body: ``content_length`` 0.
+  cannot decode. ``Transfer-Encoding`` with ``Content-Length``: chunked wins, the
+  ``Content-Length`` fields are dropped from the head and the connection is not reused
+  (RFC 9112 §6.3). Neither: the body ends at EOF.
+- Several ``Content-Length`` values (repeated fields, or a comma-separated list) that are
+  all equal count as one, and the head's fields hold them as ONE field with that value, so
+  nothing passed on can be read differently by the next hop; different values are 400
+  (RFC 9110 §8.6). A ``Content-Length`` longer than 18 significant digits is 413. A
+  request with neither ``Content-Length`` nor ``Transfer-Encoding`` has no body:
+  ``content_length`` 0.
 - ``ResponseParser``: EOF before the first byte of a response gives ``CONNECTION_CLOSED``
   (the cue for a client to retry on a fresh connection); 1xx heads other than 101 are
   returned and parsing goes on to the final head of the same response, with no
@@ -327,6 +332,21 @@ def _content_length(values):
     if len(digits) > _MAX_LENGTH_DIGITS:
         raise ProtocolError("Content-Length too large", 413)
     return int(digits)
+
+
+def _one_content_length(items, length):
+    """``items`` with their ``Content-Length`` fields (repeated, or a list of equal
+    values) replaced by one field holding ``length``, where the first one was: what is
+    passed on must not leave the next hop to pick among the copies (RFC 9110 §8.6)."""
+    out = []
+    seen = False
+    for item in items:
+        if item[0] != "content-length":
+            out.append(item)
+        elif not seen:
+            seen = True
+            out.append(("content-length", str(length)))
+    return out
 
 
 def _is_chunked(values):
@@ -747,7 +767,19 @@ def _parse_request_head(block):
         _is_chunked(special["transfer-encoding"])
         framing = _Framing.CHUNKED
     elif "content-length" in special:
-        length = _content_length(special["content-length"])
+        values = special["content-length"]
+        value = values[0]
+        # ``_content_length``'s hot path, inline: one plain number, nothing to rewrite.
+        if (
+            len(values) == 1
+            and value.isdigit()
+            and value.isascii()
+            and len(value) <= _MAX_LENGTH_DIGITS
+        ):
+            length = int(value)
+        else:
+            length = _content_length(values)
+            items = _one_content_length(items, length)
         framing = _Framing.CONTENT_LENGTH
     else:
         # No framing field: the request has no body (RFC 9112 §6.3), so its length is 0.
@@ -848,12 +880,29 @@ def _parse_response_head(block, method):
         return head, _Framing.NONE, None
     if "transfer-encoding" in special:
         _is_chunked(special["transfer-encoding"])
-        if "content-length" in special or version == "HTTP/1.0":
-            # RFC 9112 §6.1, §6.3: chunked wins, but do not trust the connection after it.
+        if "content-length" in special:
+            # RFC 9112 §6.3: chunked wins, and a proxy must drop the length it overrides
+            # before passing the message on; do not trust the connection after it.
+            head.headers = Headers.from_lowered(
+                [item for item in items if item[0] != "content-length"]
+            )
             head.keep_alive = False
+        elif version == "HTTP/1.0":
+            head.keep_alive = False  # RFC 9112 §6.1: chunked in 1.0 is faulty framing
         return head, _Framing.CHUNKED, None
     if "content-length" in special:
-        return head, _Framing.CONTENT_LENGTH, _content_length(special["content-length"])
+        values = special["content-length"]
+        value = values[0]
+        if (  # ``_content_length``'s hot path
+            len(values) == 1
+            and value.isdigit()
+            and value.isascii()
+            and len(value) <= _MAX_LENGTH_DIGITS
+        ):
+            return head, _Framing.CONTENT_LENGTH, int(value)
+        length = _content_length(values)
+        head.headers = Headers.from_lowered(_one_content_length(items, length))
+        return head, _Framing.CONTENT_LENGTH, length
     head.keep_alive = False
     return head, _Framing.CLOSE_DELIMITED, None
 

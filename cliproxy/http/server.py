@@ -5,6 +5,12 @@ moves bytes between sockets and that parser, and turns ``Response`` values into 
 ``cliproxy.http.writer``. Modelled on uvicorn's h11/httptools protocols, because the
 per-request cost of the shell is what bounds the proxy's throughput:
 
+- Accepting is ours (``_Acceptor``), not ``loop.create_server``'s: it stops while
+  ``max_connections`` connections are open (lowered to what the open-file limit leaves
+  room for), so clients past it wait in the listen backlog, and it pauses and retries
+  when ``accept`` runs out of descriptors, with one log line a minute for either and no
+  traceback. Each accepted socket becomes a connection through
+  ``loop.connect_accepted_socket``, as asyncio's own server does.
 - One ``asyncio.Protocol`` per connection (``_Connection``), fed by the event loop through
   ``data_received``: bytes go straight into one reused ``RequestParser``. No task and no
   pending read exist for a connection between requests.
@@ -23,34 +29,44 @@ per-request cost of the shell is what bounds the proxy's throughput:
   A body that arrived whole with its head (the usual API call) is read in one step.
 - Writing: a response head and a bytes body of up to ``SMALL_BODY`` go out in one
   ``transport.write``; a writer awaits only while the transport has paused us
-  (``pause_writing``/``resume_writing``).
+  (``pause_writing``/``resume_writing``), and for ``read_timeout`` at most: a client that
+  takes no byte for that long is cut.
 - A body the handler did not read: if what is left is known and at most ``DISCARD_MAX``
   bytes it is read and dropped after the response and the connection is kept; a larger or
   chunked (unknown size) remainder, or a ``100-continue`` request whose ``100`` was never
   sent, makes the response carry ``connection: close`` instead.
 - Timeouts use one lazily re-armed ``loop.call_at`` handle per connection and a deadline
   (values from ``limits()`` at each request): ``idle_timeout`` until the first byte of a
-  request (quiet close), ``read_timeout`` for the rest of a head as a whole (408) and for
-  each wait for body bytes (``RequestTimeout``). Moving a deadline later costs nothing; the
-  handle re-arms itself when it fires early. Upgraded connections ("tunnels") have none.
-- Upgrades: after the ``101`` head the transport is handed to a fresh
-  ``asyncio.StreamReaderProtocol`` (``transport.set_protocol``), and ``on_upgrade`` gets
-  a ``StreamReader``/``StreamWriter`` pair over it plus the bytes already buffered.
+  request (quiet close); then the whole request, head and body, must arrive within
+  ``request_timeout`` of that byte, and no wait for its next bytes may exceed
+  ``read_timeout`` (a head: 408 and close; a body: ``RequestTimeout``). Moving a deadline
+  later costs nothing; the handle re-arms itself when it fires early. Upgraded
+  connections ("tunnels") have none.
+- Faults of the network or of a peer (``ProxyError``, a reset, a timeout) that cut a
+  response short are one log line; a traceback is logged only for what looks like a bug.
+- Upgrades: a request asking to switch protocols has its body read (and kept for the
+  handler) before the handler runs, so the tunnel starts after the whole request and no
+  body byte can pass for the new protocol's. After the ``101`` head the transport is
+  handed to a fresh ``asyncio.StreamReaderProtocol`` (``transport.set_protocol``), and
+  ``on_upgrade`` gets a ``StreamReader``/``StreamWriter`` pair over it plus the bytes
+  already buffered.
 - Shutdown: stop listening, close idle connections, let busy ones finish their current
   response (with ``connection: close``), abort what is left after the drain timeout, then
   close tunnels (which never hold the drain).
 
 The request header limit is read from ``limits()`` when a connection opens (the parser is
-built once per connection); every other limit is re-read at each request.
+built once per connection), ``max_connections`` whenever connections are accepted (the
+open-file limit once, at start); every other limit is re-read at each request.
 """
 
 import asyncio
 import enum
+import errno
 import json
 import logging
 import socket
 import time
-from typing import Awaitable, Callable, Optional, Set, Tuple
+from typing import Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from cliproxy import errors
 from cliproxy.config.model import Limits
@@ -85,6 +101,38 @@ LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
 # Longest wait for a closed socket to flush before it is aborted.
 CLOSE_TIMEOUT = 5.0
+# Backlog of each listening socket: clients past ``max-connections`` wait in it until a
+# connection closes. nginx asks for 511 on Linux; the kernel caps the value at
+# net.core.somaxconn (4096 since Linux 5.4, 128 before).
+LISTEN_BACKLOG = 1024
+# Connections accepted per readiness event at most, as asyncio's own server does (its
+# backlog, 100): a burst of new clients cannot hold up the connections already open.
+ACCEPT_BATCH = 100
+# After ``accept`` failed for want of file descriptors or memory, accepting pauses (the
+# socket would stay readable and spin the loop) and is retried this soon, or as soon as a
+# connection closes.
+ACCEPT_RETRY_SECONDS = 1.0
+# At most one log line per kind of accept trouble (full, failing) in this many seconds.
+ACCEPT_LOG_INTERVAL = 60.0
+# Descriptors the connection cap leaves to everything but client sockets: stdio, the
+# listening sockets, the event loop's selector and self-pipe, log, config, usage and
+# error-request files, the CA bundle, DNS lookups, and idle pooled upstream connections.
+FD_RESERVE = 64
+# Descriptors one client connection may hold: its own socket, plus the upstream socket a
+# proxied request or a WebSocket tunnel opens for it.
+FDS_PER_CONNECTION = 2
+# accept() errors about one pending client only (it reset while it waited in the backlog,
+# a firewall refused it, or Linux passed on its network error): accept the next one.
+_CLIENT_GAVE_UP = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED", "EPROTO", "EPERM", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+        "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+# Faults of the network or of a peer, not of this program: one log line, no traceback.
+_EXPECTED_FAULTS = (errors.ProxyError, ConnectionError, TimeoutError, asyncio.TimeoutError)
 
 _JSON = "application/json"
 # Fields the server always frames itself (RFC 9112 §6.1, §9.6).
@@ -97,7 +145,8 @@ _BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
 class RequestTimeout(errors.ProxyError):
-    """The client was too slow sending its request (``read_timeout``)."""
+    """The client was too slow sending its request: its whole request took longer than
+    ``request_timeout``, or no byte came for ``read_timeout``."""
 
     status = 408
     error_type = "timeout_error"
@@ -291,6 +340,8 @@ class RequestBody:
                 cycle.continue_sent = True
                 # No drain: 25 bytes, and the client sends nothing until it gets them.
                 conn.transport.write(CONTINUE)
+                # The client could not send its body before this: its time starts now.
+                cycle.deadline = conn.clock() + cycle.limits.request_timeout
         event = self._pending
         self._pending = None
         while True:
@@ -306,9 +357,11 @@ class RequestBody:
                     conn.client_gone = True
                     self._fail()
                     raise ClientDisconnected("the client closed the connection mid-body")
-                if not await conn.wait_for_data(cycle.limits.read_timeout):
+                try:
+                    await conn.wait_for_data(cycle)
+                except RequestTimeout:
                     self._fail()
-                    raise RequestTimeout("timed out reading the request body")
+                    raise
                 event = None
                 continue
             kind = type(event)
@@ -361,13 +414,17 @@ class _Timeout(enum.Enum):
 
 
 class _Cycle:
-    """Per-request state shared by the connection, the request task and the body."""
+    """Per-request state shared by the connection, the request task and the body.
+    ``deadline`` (loop time) is when the whole request must have been received."""
 
-    __slots__ = ("head", "limits", "body", "response_started", "continue_sent", "must_close")
+    __slots__ = (
+        "head", "limits", "deadline", "body", "response_started", "continue_sent", "must_close"
+    )
 
-    def __init__(self, head, limits):
+    def __init__(self, head, limits, deadline):
         self.head = head  # type: RequestHead
         self.limits = limits  # type: Limits
+        self.deadline = deadline  # type: float
         self.body = None  # type: Optional[RequestBody]
         self.response_started = False
         self.continue_sent = False
@@ -392,8 +449,19 @@ async def _aclose(obj):
         return
     try:
         await close()
+    except _EXPECTED_FAULTS as exc:
+        log.warning("closing a response body failed: %s", _reason(exc))
     except Exception:
         log.warning("closing a response body failed", exc_info=True)
+
+
+def _reason(exc):
+    """What went wrong, in a few words for a log line: a ``ProxyError``'s message, else
+    the exception's text (or its type's name when it has none)."""
+    if isinstance(exc, errors.ProxyError):
+        return exc.message
+    text = str(exc)
+    return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
 
 class _TunnelProtocol(asyncio.StreamReaderProtocol):
@@ -438,6 +506,7 @@ class _Connection(asyncio.Protocol):
         "deadline_kind",
         "timer",
         "timer_when",
+        "request_deadline",
     )
 
     def __init__(self, server):
@@ -466,6 +535,8 @@ class _Connection(asyncio.Protocol):
         self.deadline_kind = _Timeout.IDLE
         self.timer = None  # type: Optional[asyncio.TimerHandle]
         self.timer_when = 0.0
+        # When the request whose head is arriving must be complete (None: no head begun).
+        self.request_deadline = None  # type: Optional[float]
 
     # -- asyncio.Protocol callbacks --------------------------------------------------
 
@@ -583,6 +654,8 @@ class _Connection(asyncio.Protocol):
         server._connections.discard(self)
         if server._closing:
             server._changed.set()
+        elif not server._acceptor.accepting:
+            server._acceptor.maybe_resume()  # a connection slot (and a descriptor) is free
 
     def set_state(self, state):
         self.state = state
@@ -593,7 +666,19 @@ class _Connection(asyncio.Protocol):
         """Run the ``kind`` timeout action ``timeout`` seconds from now unless the deadline
         is cleared (``deadline = None``) or moved first. Re-arms the timer only when the new
         deadline is earlier than the armed one."""
+        # ``set_deadline_at``'s body, not a call to it: this runs for every request.
         when = self.clock() + timeout
+        self.deadline = when
+        self.deadline_kind = kind
+        timer = self.timer
+        if timer is None or when < self.timer_when:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_when = when
+
+    def set_deadline_at(self, when, kind):
+        """``set_deadline`` for a deadline given in loop time."""
         self.deadline = when
         self.deadline_kind = kind
         timer = self.timer
@@ -635,15 +720,27 @@ class _Connection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    async def wait_for_data(self, timeout):
-        """Wait for more bytes, EOF or loss of the socket (True), or ``timeout`` (False)."""
+    async def wait_for_data(self, cycle):
+        """Wait for more body bytes, EOF or loss of the socket. Raises ``RequestTimeout``
+        when none came for ``read_timeout`` seconds, or when ``cycle``'s request is not
+        complete by its deadline (``request_timeout``)."""
+        limits = cycle.limits
+        when = self.clock() + limits.read_timeout
+        whole = cycle.deadline <= when  # which of the two limits ends this wait
         waiter = self.data_waiter = self.loop.create_future()
-        self.set_deadline(timeout, _Timeout.BODY)
+        self.set_deadline_at(cycle.deadline if whole else when, _Timeout.BODY)
         try:
-            return await waiter
+            arrived = await waiter
         finally:
             self.data_waiter = None
             self.deadline = None
+        if arrived:
+            return
+        if whole:
+            raise RequestTimeout(
+                "the request was not received whole within %gs" % limits.request_timeout
+            )
+        raise RequestTimeout("no request body bytes came for %gs" % limits.read_timeout)
 
     # -- the request loop --------------------------------------------------------------
 
@@ -665,20 +762,29 @@ class _Connection(asyncio.Protocol):
                 self.wait_for_request(self.server._limits().idle_timeout)
                 return
             self.ran_dry()
-            if self.deadline is None or self.deadline_kind is not _Timeout.HEAD:
-                # The first bytes of a head: the whole head must come within read_timeout.
-                self.set_state(_State.ACTIVE)
-                self.set_deadline(self.server._limits().read_timeout, _Timeout.HEAD)
+            self.wait_for_head()
             return
         if event is CONNECTION_CLOSED:
             self.close()
             return
         self.send_error(400, "invalid_request_error", "unexpected data before a request")
 
+    def wait_for_head(self):
+        """Part of a head is buffered: wait for the rest, for ``read_timeout`` at most, and
+        no later than ``request_timeout`` after its first bytes (then 408 and close)."""
+        limits = self.server._limits()
+        now = self.clock()
+        if self.request_deadline is None:
+            # The first bytes of a request: all of it must come within request_timeout.
+            self.set_state(_State.ACTIVE)
+            self.request_deadline = now + limits.request_timeout
+        self.set_deadline_at(min(self.request_deadline, now + limits.read_timeout), _Timeout.HEAD)
+
     def wait_for_request(self, idle_timeout):
         """Nothing is buffered between requests: wait for one for up to ``idle_timeout``
         seconds, or close when the server is shutting down."""
         self.unread = 0
+        self.request_deadline = None
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -694,6 +800,13 @@ class _Connection(asyncio.Protocol):
         if self.transport.is_closing():
             return  # a write failed: ``connection_lost`` is on its way
         limits = server._limits()
+        clock = self.clock
+        now = clock()
+        arrived = now if clock is time.monotonic else time.monotonic()
+        deadline = self.request_deadline
+        if deadline is None:  # the head came whole: the request's time starts now
+            deadline = now + limits.request_timeout
+        self.request_deadline = None
         self.deadline = None
         self.state = _State.ACTIVE
         if head.content_length is not None and head.content_length > limits.max_body_bytes:
@@ -710,7 +823,7 @@ class _Connection(asyncio.Protocol):
             log.info("bad request from %s: %s (%d)", self.peer[0], exc.message, exc.status)
             self.send_error(exc.status, "invalid_request_error", exc.message)
             return
-        cycle = _Cycle(head, limits)
+        cycle = _Cycle(head, limits, deadline)
         body = cycle.body = RequestBody(self, cycle, head.content_length, first)
         self.cycle = cycle
         request = Request(
@@ -720,7 +833,7 @@ class _Connection(asyncio.Protocol):
             self.peer,
             self.tls,
             body,
-            time.monotonic(),
+            arrived,
             head.version,
         )
         server.in_flight += 1
@@ -779,6 +892,11 @@ class _Connection(asyncio.Protocol):
         """Run the handler and write its response. Returns the ``Response`` when it is an
         upgrade still to be carried out, else ``None``."""
         try:
+            if cycle.head.upgrade and not cycle.body._done:
+                # Should the handler switch protocols, the tunnel starts after the whole
+                # request: its body is read first (and kept for the handler), so no byte
+                # of it can pass for the new protocol's.
+                await cycle.body.read(cycle.limits.max_body_bytes)
             response = await self.server._handler(request)
             if type(response) is not Response or not 200 <= response.status <= 599:
                 _check_response(response)
@@ -799,9 +917,15 @@ class _Connection(asyncio.Protocol):
         except _ClientGone:
             log.debug("client %s left while receiving a response", self.peer[0])
             self.client_gone = True
-        except Exception:
+        except Exception as exc:
             cycle.must_close = True
-            if cycle.response_started:
+            if cycle.response_started and isinstance(exc, _EXPECTED_FAULTS):
+                # An upstream that closed, reset or stalled mid-body: the client gets a
+                # cut-short answer and the log one line, not a traceback.
+                log.warning(
+                    "response to %s %s cut short: %s", request.method, request.path, _reason(exc)
+                )
+            elif cycle.response_started:
                 log.warning(
                     "response to %s %s failed after it started",
                     request.method,
@@ -820,6 +944,10 @@ class _Connection(asyncio.Protocol):
             await self._send(request, cycle, response)
         except _ClientGone:
             self.client_gone = True
+        except _EXPECTED_FAULTS as exc:
+            log.warning(
+                "error response to %s %s failed: %s", request.method, request.path, _reason(exc)
+            )
         except Exception:
             log.warning(
                 "error response to %s %s failed", request.method, request.path, exc_info=True
@@ -979,14 +1107,29 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self):
         """Wait until the transport resumes writing. Raises ``_ClientGone`` when the client
-        left meanwhile."""
+        left meanwhile; a client that takes no byte for ``read_timeout`` seconds is cut
+        (the socket is aborted, which cancels the request task)."""
+        cycle = self.cycle
+        timeout = (self.server._limits() if cycle is None else cycle.limits).read_timeout
         waiter = self.drain_waiter = self.loop.create_future()
+        # Drains are rare (a full socket buffer): a timer of their own costs little and
+        # leaves the connection's deadline to the reads.
+        timer = self.loop.call_later(timeout, self._write_stalled, waiter, timeout)
         try:
             await waiter
         finally:
+            timer.cancel()
             self.drain_waiter = None
         if self.lost:
             raise _ClientGone()
+
+    def _write_stalled(self, waiter, timeout):
+        if waiter.done():
+            return
+        log.info(
+            "client %s read nothing of its response for %gs; connection cut", self.peer[0], timeout
+        )
+        self.abort()
 
     # -- errors, upgrades, closing -------------------------------------------------------
 
@@ -1018,6 +1161,8 @@ class _Connection(asyncio.Protocol):
         server.open_tunnels += 1
         try:
             await response.on_upgrade(reader, writer, leftover)
+        except _EXPECTED_FAULTS as exc:
+            log.warning("upgraded connection from %s failed: %s", self.peer[0], _reason(exc))
         except Exception:
             log.warning("upgraded connection from %s failed", self.peer[0], exc_info=True)
         except asyncio.CancelledError:
@@ -1111,7 +1256,7 @@ class Server:
         self._ssl_context = ssl_context
         self._loop = None  # type: Optional[asyncio.AbstractEventLoop]
         self._clock = time.monotonic  # type: Callable[[], float]
-        self._server = None  # type: Optional[asyncio.AbstractServer]
+        self._acceptor = None  # type: Optional[_Acceptor]
         self._connections = set()  # type: Set[_Connection]
         self._closing = False
         self._changed = None  # type: Optional[asyncio.Event]
@@ -1132,19 +1277,22 @@ class Server:
         inherited = type(loop).time is asyncio.BaseEventLoop.time
         self._clock = time.monotonic if inherited else loop.time
         self._changed = asyncio.Event()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=self._ssl_context, reuse_address=True
-        )
-        bound = self._server.sockets[0].getsockname()
+        sockets = await _listening_sockets(loop, host, port)
+        self._acceptor = _Acceptor(self, loop, sockets, _descriptor_cap(self._limits()))
+        self._acceptor.resume()
+        bound = sockets[0].getsockname()
         return bound[0], bound[1]
+
+    def _new_connection(self):
+        return _Connection(self)
 
     async def shutdown(self, drain_timeout):
         """Stop accepting, let in-flight requests finish for up to ``drain_timeout``
         seconds, cancel the rest, then close tunnels. Returns once every connection is
         closed."""
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         if self._changed is None:
             return
         for conn in list(self._connections):
@@ -1159,11 +1307,6 @@ class Server:
             if conn.task is not None:
                 conn.task.cancel()  # a tunnel: its task aborts the socket
         await self._wait_closed()
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-            except asyncio.TimeoutError:
-                log.warning("listener did not close within %.0f s", CLOSE_TIMEOUT)
 
     async def _drain(self, drain_timeout):
         """Wait until no connection is reading or answering a request, or the timeout passes."""
@@ -1190,3 +1333,247 @@ class Server:
             except asyncio.TimeoutError:
                 log.warning("%d connections did not close in time", len(self._connections))
                 return
+
+
+class _Acceptor:
+    """Accepts client connections on the listening sockets while fewer than the cap are
+    open: ``max-connections``, lowered to what the open-file limit leaves room for.
+
+    Strategy: the accept loop is ours, not asyncio's, because asyncio's cannot be paused
+    and logs a traceback for every accept that fails for want of descriptors. Each
+    listening socket is watched with ``loop.add_reader``; when it is readable, connections
+    are accepted until none is left, ``ACCEPT_BATCH`` were taken or the cap is reached,
+    and each is handed to ``loop.connect_accepted_socket`` in a task of its own (the TLS
+    handshake happens there), as asyncio's own server does. At the cap, or when accept
+    fails for want of descriptors or memory, the readers are removed, so new clients wait
+    in the listen backlog; accepting resumes when a connection closes (and, after a
+    failure, ``ACCEPT_RETRY_SECONDS`` later in any case). Each kind of trouble is logged
+    once per ``ACCEPT_LOG_INTERVAL`` at most, with how often it recurred meanwhile.
+    """
+
+    __slots__ = (
+        "server", "loop", "sockets", "descriptor_cap", "accepting", "closed", "pending",
+        "handshakes", "retry", "next_log", "unlogged",
+    )
+
+    def __init__(self, server, loop, sockets, descriptor_cap):
+        self.server = server
+        self.loop = loop
+        self.sockets = sockets  # type: List[socket.socket]
+        self.descriptor_cap = descriptor_cap  # type: Optional[int]
+        self.accepting = False
+        self.closed = False
+        # Accepted sockets being set up (a tick, or a TLS handshake), not yet connections;
+        # the TLS ones' tasks, which shutdown cancels.
+        self.pending = 0
+        self.handshakes = set()  # type: Set[asyncio.Task]
+        self.retry = None  # type: Optional[asyncio.TimerHandle]
+        self.next_log = {}  # type: Dict[str, float]
+        self.unlogged = {}  # type: Dict[str, int]
+
+    def cap(self):
+        """The most client connections that may be open now."""
+        configured = self.server._limits().max_connections
+        cap = self.descriptor_cap
+        return configured if cap is None or configured <= cap else cap
+
+    def open_sockets(self):
+        return len(self.server._connections) + self.pending
+
+    def resume(self):
+        if self.accepting or self.closed:
+            return
+        self.accepting = True
+        for sock in self.sockets:
+            self.loop.add_reader(sock.fileno(), self.accept, sock)
+
+    def pause(self):
+        if self.accepting:
+            self.accepting = False
+            for sock in self.sockets:
+                self.loop.remove_reader(sock.fileno())
+
+    def maybe_resume(self):
+        """Accept again if there is room (a connection closed, or a retry came due)."""
+        if not (self.accepting or self.closed) and self.open_sockets() < self.cap():
+            self.resume()
+
+    def accept(self, sock):
+        """``sock`` is readable: accept what waits, within the cap and the batch."""
+        cap = self.cap()
+        connections = self.server._connections
+        tls = self.server._ssl_context is not None
+        for taken in range(ACCEPT_BATCH):
+            if len(connections) + self.pending >= cap:
+                if not taken:  # readable, so a client waits, and there is no room for it
+                    self.pause()
+                    self.note(
+                        "full",
+                        "not accepting connections: %d are open, the most allowed (%s); "
+                        "new clients wait until one closes",
+                        self.open_sockets(),
+                        self.describe_cap(cap),
+                    )
+                return  # else none may wait: if one does, the socket stays readable
+            try:
+                client, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _CLIENT_GAVE_UP:
+                    continue
+                self.failed(exc)
+                return
+            # Non-blocking: ``connect_accepted_socket`` makes it so (one syscall, not two).
+            self.pending += 1
+            task = self.loop.create_task(self.connect(client))
+            if tls and not task.done():  # an eager task factory may have run it to its end
+                self.handshakes.add(task)
+
+    def failed(self, exc):
+        """``accept`` failed (out of descriptors or memory, most likely): pause, retry."""
+        self.pause()
+        if self.retry is None:
+            self.retry = self.loop.call_later(ACCEPT_RETRY_SECONDS, self.retry_due)
+        self.note(
+            "failing",
+            "cannot accept connections: %s (%d open); retrying every %gs and whenever one closes",
+            exc.strerror or exc,
+            self.open_sockets(),
+            ACCEPT_RETRY_SECONDS,
+        )
+
+    def retry_due(self):
+        self.retry = None
+        self.maybe_resume()
+
+    async def connect(self, client):
+        """Make ``client`` a connection (after its TLS handshake, when serving TLS)."""
+        server = self.server
+        try:
+            if server._ssl_context is None:
+                await self.loop.connect_accepted_socket(server._new_connection, client)
+            else:
+                limits = server._limits()
+                # The handshake is a wait for client bytes like any other.
+                timeout = min(limits.request_timeout, limits.read_timeout)
+                await self.loop.connect_accepted_socket(
+                    server._new_connection,
+                    client,
+                    ssl=server._ssl_context,
+                    ssl_handshake_timeout=timeout,
+                )
+        except Exception as exc:  # a failed handshake or a client already gone
+            log.debug("connection not set up: %s", _reason(exc))
+            client.close()
+        except asyncio.CancelledError:
+            client.close()
+            raise
+        finally:
+            self.pending -= 1
+            if server._ssl_context is not None:
+                self.handshakes.discard(asyncio.current_task())
+            if not self.accepting:
+                self.maybe_resume()
+
+    def note(self, kind, message, *args):
+        """Log ``message`` unless a line of this ``kind`` went out less than
+        ``ACCEPT_LOG_INTERVAL`` ago; count it then, and say how many were held back."""
+        now = self.server._clock()
+        if now < self.next_log.get(kind, now):
+            self.unlogged[kind] = self.unlogged.get(kind, 0) + 1
+            return
+        self.next_log[kind] = now + ACCEPT_LOG_INTERVAL
+        held = self.unlogged.pop(kind, 0)
+        if held:
+            message += " (%d more times since the last such line)" % held
+        log.warning(message, *args)
+
+    def describe_cap(self, cap):
+        configured = self.server._limits().max_connections
+        if cap == configured:
+            return "max-connections %d" % cap
+        return "max-connections %d, lowered to %d by the open-file limit" % (configured, cap)
+
+    def close(self):
+        """Stop listening: close the sockets and give up the handshakes under way."""
+        self.pause()
+        self.closed = True
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        for sock in self.sockets:
+            sock.close()
+        for task in list(self.handshakes):
+            task.cancel()
+
+
+async def _listening_sockets(loop, host, port):
+    """Listening, non-blocking sockets on every address ``host`` resolves to, as
+    ``loop.create_server`` makes them: ``SO_REUSEADDR``, IPv6 sockets IPv6-only, an address
+    family the host lacks skipped. Raises ``OSError`` when an address cannot be bound."""
+    try:
+        # An address literal (the usual host) needs no lookup, so no resolver thread.
+        infos = socket.getaddrinfo(
+            host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+            socket.AI_PASSIVE | socket.AI_NUMERICHOST,
+        )
+    except socket.gaierror:
+        infos = await loop.getaddrinfo(
+            host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    sockets = []  # type: List[socket.socket]
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):  # unique, in order
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # e.g. no IPv6 on this host
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    "error while attempting to bind on address %r: %s"
+                    % (address, (exc.strerror or str(exc)).lower()),
+                ) from None
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        if not sockets:
+            raise OSError("no address to listen on for %r" % (host,))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _descriptor_cap(limits):
+    """The most client connections the process's open-file limit leaves room for, or
+    ``None`` when it cannot be known (no ``resource`` module, or the call is refused, as a
+    seccomp filter may): ``FDS_PER_CONNECTION`` descriptors each, once ``FD_RESERVE`` are
+    set aside. Logs one line when that is fewer than ``limits.max_connections``."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    cap = max(1, (soft - FD_RESERVE) // FDS_PER_CONNECTION)
+    if cap < limits.max_connections:
+        log.warning(
+            "at most %d client connections, not max-connections %d: the open-file limit is "
+            "%d, each connection may need an upstream socket too, and %d descriptors are "
+            "kept for the rest (raise LimitNOFILE= or ulimit -n)",
+            cap,
+            limits.max_connections,
+            soft,
+            FD_RESERVE,
+        )
+    return cap

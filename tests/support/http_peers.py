@@ -4,13 +4,15 @@ Strategy: the peers speak HTTP by hand over asyncio streams, so the code under t
 checked against an independent reading of the wire. ``RawServer`` owns the listening
 socket and the per-connection tasks; each test file subclasses it only for what its
 connections do. ``read_request`` and ``send`` are the two wire steps nearly every fake
-upstream repeats.
+upstream repeats. Timeouts are tested on a ``JumpingLoop`` (``run_jumping``, ``advance``):
+an event loop whose clock the test moves forward, so a 600 s timeout takes no time.
 """
 
 import asyncio
 import contextlib
 import os
 import socket
+import time
 
 import pytest
 
@@ -20,6 +22,67 @@ from cliproxy.http.client import HttpClient
 def run(coro):
     """Run ``coro`` in a fresh event loop; raises ``asyncio.TimeoutError`` after 10 s."""
     return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+class JumpingLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock a test moves forward by hand: ``advance(seconds)`` makes
+    every timer due within that time fire at the loop's next step, so a 120 s timeout is
+    tested without waiting for it. Real time passes as well (the sockets are real)."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = 0.0
+
+    def time(self):
+        return super().time() + self.offset
+
+    def advance(self, seconds):
+        self.offset += seconds
+
+
+async def advance(seconds):
+    """Move the running ``JumpingLoop``'s clock ``seconds`` ahead and let the timers that
+    came due run (and what they set off, a few loop steps). Bytes already written on
+    loopback are let in first (a few ms of real time), so they count as sent before."""
+    await asyncio.sleep(0.02)
+    asyncio.get_running_loop().advance(seconds)
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def until_still(measure, checks=3, step=0.1):
+    """Wait until ``measure()`` (a progress count, a buffer size) has not changed for
+    ``checks`` steps of ``step`` seconds in a row: whatever moved it is stuck."""
+    last = measure()
+    still = 0
+    while still < checks:
+        await asyncio.sleep(step)
+        now = measure()
+        still = still + 1 if now == last else 0
+        last = now
+    return last
+
+
+def run_jumping(coro, limit=10.0):
+    """Run ``coro`` on a fresh ``JumpingLoop``; fails after ``limit`` seconds of real time
+    (not loop time, which the test moves)."""
+
+    async def guarded():
+        task = asyncio.ensure_future(coro)
+        began = time.monotonic()
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.05)  # wakes early after a jump: harmless
+            if time.monotonic() - began > limit:
+                task.cancel()
+                raise AssertionError("still running after %gs of real time" % limit)
+        return task.result()
+
+    loop = JumpingLoop()
+    try:
+        return loop.run_until_complete(guarded())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 @pytest.fixture(autouse=True)
