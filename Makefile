@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 
-.PHONY: test build run bench clean check
+.PHONY: test build run bench hostile clean check
 
 # The test command of the README: a virtual environment with pytest, then the suite.
 test: $(VENV)/bin/pytest
@@ -22,6 +22,10 @@ check: build
 
 bench: build
 	bash bench/run.sh
+
+# The hostile probe of the built zipapp (docs/LIMITS.md): standard library only.
+hostile: build
+	$(PYTHON) bench/hostile.py $(ARGS)
 
 clean:
 	rm -rf dist .pytest_cache bench/out

@@ -65,6 +65,8 @@ _HEALTHY = b'{"status":"ok"}'
 # Route decisions remembered per snapshot; Amp asks for a handful of models, so this is
 # small in practice, and bounded against clients that invent names.
 DECISION_CACHE_SIZE = 4096
+# Longest model name whose decision is remembered (real ones are under 100 characters).
+MAX_REMEMBERED_MODEL = 256
 
 # Top-level keys a model call is routed or rewritten on: a body that repeats one could be
 # routed on one value and read by the provider with the other (SPEC §4).
@@ -87,7 +89,11 @@ class Runtime:
         self._decisions = Memo(functools.partial(_decide, self.router), DECISION_CACHE_SIZE)
 
     def decide(self, model, protocol):
-        """``router.decide``, memoised: a decision is a pure function of the snapshot."""
+        """``router.decide``, memoised: a decision is a pure function of the snapshot. A
+        name longer than any real model's is decided afresh: remembered, a client could
+        fill the memory with megabyte-long names."""
+        if len(model) > MAX_REMEMBERED_MODEL:
+            return self.router.decide(model, protocol)
         return self._decisions[model, protocol._value_]  # an enum member hashes in Python code
 
 
@@ -198,7 +204,7 @@ class App:
     __call__ = handle
 
     def _error(self, exchange, error, request):
-        level = logging.WARNING if error.status >= 500 else logging.INFO
+        level = logging.WARNING if error.status >= 500 and not error.logged else logging.INFO
         log.log(
             level,
             "request failed",

@@ -18,6 +18,9 @@ class ProxyError(Exception):
 
     status = 500
     error_type = "api_error"
+    # True once the failure was logged where it happened (a failed provider attempt): the
+    # request's own line then stays at INFO, so one fault is one warning.
+    logged = False
 
     def __init__(self, message, status=None, error_type=None, headers=()):
         super().__init__(message)

@@ -184,3 +184,10 @@ def test_strip_client_keys_removes_an_authorization_holding_a_client_key():
     assert kept.get("authorization") is None
     kept, _ = strip_client_keys(H(("authorization", "Bearer rvt_token")), "", keys)
     assert kept.get("authorization") == "Bearer rvt_token"
+
+
+def test_strip_client_keys_judges_every_authorization_field():
+    keys = KeySet(["sk-local"])
+    headers = H(("authorization", "Bearer actor-token-1"), ("authorization", "bearer sk-local"))
+    kept, _ = strip_client_keys(headers, "", keys)
+    assert kept.get_all("authorization") == ["Bearer actor-token-1"]

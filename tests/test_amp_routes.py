@@ -29,3 +29,12 @@ from cliproxy.amp.routes import Family, classify
 )
 def test_classify(method, path, family):
     assert classify(method, path).family is family
+
+
+def test_long_paths_are_classified_but_not_remembered():
+    from cliproxy.amp import routes
+
+    before = len(routes._ROUTES)
+    long_path = "/threads/" + "x" * 10000
+    assert classify("GET", long_path).family is Family.BROWSER_PAGE
+    assert len(routes._ROUTES) == before

@@ -132,3 +132,15 @@ def test_a_refused_model_is_logged_at_warning(tmp_path, provider, captured):
     assert status == 404
     lines = [record for record in handler.records if record.getMessage() == "route decision"]
     assert [record.levelno for record in lines] == [logging.WARNING]
+
+
+def test_long_model_names_are_decided_but_not_remembered():
+    from cliproxy.app import Runtime
+    from cliproxy.config.model import Config, Protocol
+
+    runtime = Runtime(Config())
+    runtime.decide("claude-x", Protocol.CLAUDE)
+    remembered = len(runtime._decisions)
+    decision = runtime.decide("m" * 100000, Protocol.CLAUDE)
+    assert decision.requested == "m" * 100000
+    assert len(runtime._decisions) == remembered

@@ -6,12 +6,13 @@ The real proxy runs on a loopback port; providers and the Amp upstream are recor
 import gzip
 import http.client
 import json
+import logging
 import zlib
 
 import pytest
 
 from cliproxy.http.sse import SSEParser
-from tests.support.fakes import FakeUpstream, GzipQuirkReply, JSONReply, SSEReply, sse_events
+from tests.support.fakes import FakeUpstream, GzipQuirkReply, JSONReply, RawReply, SSEReply, sse_events
 from tests.support.proxy import RunningProxy
 
 KEY = {"x-api-key": "sk-local"}
@@ -419,3 +420,36 @@ def test_a_wrong_method_on_a_model_route_is_405_with_allow(proxy, method, path, 
         assert body["type"] == "error"
     if "v1beta" in path:
         assert body["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def _bomb(size=8 * 1024 * 1024):
+    return gzip.compress(b"\0" * size)
+
+
+def test_a_provider_gzip_bomb_is_a_502_within_max_body_bytes(tmp_path, upstreams, caplog):
+    anthropic = upstreams[0]
+    anthropic.route("POST", "/v1/messages", JSONReply(body=_bomb(), headers={"content-encoding": "gzip"}))
+    doc = document(*upstreams)
+    doc["limits"] = {"max-body-bytes": 1024 * 1024}
+    doc["request-retry"] = 0
+    with RunningProxy(doc, tmp_path) as proxy:
+        status, body = proxy.json("POST", MESSAGES, {"model": "sonnet", "max_tokens": 5, "messages": []}, KEY)
+    assert status == 502
+    assert "does not decode" in body["error"]["message"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and not any(r.exc_info for r in caplog.records)
+
+
+def test_a_streamed_provider_gzip_bomb_ends_the_stream_with_an_error_event(tmp_path, upstreams):
+    anthropic = upstreams[0]
+    bomb = _bomb()
+    head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+            "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(bomb)).encode()
+    anthropic.route("POST", "/v1/messages", RawReply(head + bomb))
+    doc = document(*upstreams)
+    doc["limits"] = {"max-body-bytes": 1024 * 1024}
+    with RunningProxy(doc, tmp_path) as proxy:
+        status, _, data = proxy.request(
+            "POST", MESSAGES, {"model": "sonnet", "max_tokens": 5, "stream": True, "messages": []}, KEY)
+    assert status == 200
+    assert data.rstrip().endswith(b"}") and b"event: error" in data and b"does not decode" in data

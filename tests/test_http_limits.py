@@ -91,28 +91,38 @@ async def still_waiting(task):
     assert not task.done()
 
 
+def held(release):
+    """A handler that answers each request once ``release`` (an asyncio.Event) is set:
+    its connections stay busy, so none may be let go at the cap."""
+
+    async def handler(request):
+        await release.wait()
+        return await hello(request)
+
+    return handler
+
+
 def test_past_max_connections_new_clients_wait_until_one_closes(caplog):
     async def main():
-        server = Server(hello, lambda: Limits(max_connections=2))
+        release = asyncio.Event()
+        server = Server(held(release), lambda: Limits(max_connections=2))
         _, port = await server.start("127.0.0.1", 0)
         a = await exchange(port, "/a")
         b = await exchange(port, "/b")
-        assert await answered(a[2]) == b"200 /a" and await answered(b[2]) == b"200 /b"
+        await asyncio.sleep(0.05)
         c = await exchange(port, "/c")  # its TCP handshake completes in the backlog
         await still_waiting(c[2])
         assert server.open_connections == 2
+        await advance(61)  # however long they take: busy connections are never let go
+        d = await exchange(port, "/d")
+        await still_waiting(d[2])
+        release.set()
+        assert await answered(a[2]) == b"200 /a" and await answered(b[2]) == b"200 /b"
         a[1].close()
         assert await answered(c[2]) == b"200 /c"
-        d = await exchange(port, "/d")  # full again within the minute: not logged
-        await still_waiting(d[2])
         b[1].close()
         assert await answered(d[2]) == b"200 /d"
-        await advance(61)
-        e = await exchange(port, "/e")  # a minute later: logged, with the count held back
-        await still_waiting(e[2])
-        c[1].close()
-        assert await answered(e[2]) == b"200 /e"
-        for conn in (d, e):
+        for conn in (c, d):
             conn[1].close()
         await server.shutdown(1)
 
@@ -120,9 +130,38 @@ def test_past_max_connections_new_clients_wait_until_one_closes(caplog):
         run_jumping(main())
     full = "not accepting connections: 2 are open, the most allowed (max-connections 2); " \
            "new clients wait until one closes"
-    assert [r.getMessage() for r in caplog.records if r.name == "cliproxy.http.server"] == [
-        full, full + " (1 more times since the last such line)"
-    ]
+    # One line when it filled, one more when it was still full a minute later.
+    assert [r.getMessage() for r in caplog.records if r.name == "cliproxy.http.server"] == [full, full]
+
+
+def test_at_the_cap_the_longest_waiting_idle_or_slow_connection_makes_room(caplog):
+    async def main():
+        server = Server(hello, lambda: Limits(max_connections=2))
+        _, port = await server.start("127.0.0.1", 0)
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+        slow_writer.write(b"GET /slow HTTP/1.1\r\nHo")  # a slowloris: never finishes its head
+        await advance(5)
+        idle = await exchange(port, "/idle")
+        assert await answered(idle[2]) == b"200 /idle"  # now idle between requests
+        fresh = await exchange(port, "/fresh")  # too soon: nobody has waited a second yet
+        await still_waiting(fresh[2])
+        await advance(2)
+        second = await exchange(port, "/second")
+        # The slow head waited longest: it gets the 408 its request timeout would give.
+        assert (await asyncio.wait_for(slow_reader.read(), 3)).startswith(b"HTTP/1.1 408")
+        assert await answered(fresh[2]) == b"200 /fresh"
+        assert idle[0].at_eof() or await asyncio.wait_for(idle[0].read(), 3) == b""
+        assert await answered(second[2]) == b"200 /second"
+        for conn in (fresh, second):
+            conn[1].close()
+        slow_writer.close()
+        await server.shutdown(1)
+
+    with caplog.at_level(logging.INFO, logger="cliproxy.http.server"):
+        run_jumping(main())
+    messages = [r.getMessage() for r in caplog.records if r.name == "cliproxy.http.server"]
+    assert messages.count(
+        "at the connection limit: letting go of connections waiting for a request (max-connections 2)") == 1
 
 
 # -- the open-file limit, in a child process -------------------------------------------

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cliproxy.config.model import Protocol, ProviderEntry, ProviderKind
+from cliproxy.config.model import Config, Protocol, ProviderEntry, ProviderKind
 from cliproxy.http.headers import Headers
 from cliproxy.providers import executor
 from cliproxy.providers.outbound import Endpoint
@@ -38,6 +38,7 @@ def _call(protocol=Protocol.CLAUDE, body=None, raw=None):
         stream=False,
         query="",
         headers=Headers([("content-type", "application/json")]),
+        config=Config(),
         body=body,
         raw=raw,
     )

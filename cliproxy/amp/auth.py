@@ -143,12 +143,14 @@ def strip_credentials(headers: Headers, query: str) -> Tuple[Headers, str]:
 def strip_client_keys(headers: Headers, query: str, keys: "KeySet") -> Tuple[Headers, str]:
     """``strip_credentials`` for a request that carries credentials of its own (Amp Neo's
     ``/actors`` calls): ``x-api-key``, ``x-goog-api-key`` and the key query parameters go,
-    but ``Authorization`` goes only when it carries one of the configured client ``keys``
-    (a Bearer token or Basic credentials for the upstream stay untouched)."""
-    dropped = _KEY_HEADER_SET
-    if keys.contains(_bearer(headers.get("authorization"))):
-        dropped = _CREDENTIAL_HEADER_SET
-    return headers.without(dropped), strip_credential_params(query)
+    but an ``Authorization`` field goes only when it carries one of the configured client
+    ``keys`` (a Bearer token or Basic credentials for the upstream stay untouched)."""
+    kept = [
+        (name, value)
+        for name, value in headers
+        if name not in _KEY_HEADER_SET and not (name == "authorization" and keys.contains(_bearer(value)))
+    ]  # every Authorization field is judged: a client key may ride in a second one
+    return Headers.from_lowered(kept), strip_credential_params(query)
 
 
 def strip_credential_params(query: str) -> str:

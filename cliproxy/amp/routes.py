@@ -129,7 +129,10 @@ def parse_provider_path(provider, rest, method):
 
 def classify(method, path):
     """The ``Route`` of a request. ``path`` is the raw path without the query. Pure, so
-    the answer for a (method, path) pair is remembered."""
+    the answer for a (method, path) pair is remembered — unless the path is longer than
+    any real route's: those (a scanner's, unauthenticated) would fill the memory."""
+    if len(path) > MAX_REMEMBERED_PATH:
+        return _classify(method, path)
     return _ROUTES[method, path]
 
 
@@ -159,6 +162,9 @@ def _classify(method, path):
             return Route(Family.BROWSER_PAGE)
     return Route(Family.NOT_FOUND)
 
+
+# Longest path whose route is remembered: Amp's and the SDKs' are well under it.
+MAX_REMEMBERED_PATH = 256
 
 # Classified paths: Amp uses a few dozen distinct ones; bounded against scanners.
 _ROUTES = Memo(lambda key: _classify(*key), 4096)

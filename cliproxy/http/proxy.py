@@ -36,6 +36,10 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib: expect a gzip header and trailer
 # Most output one decompress call may produce, so a small hostile chunk cannot inflate
 # into a huge single allocation (a 64 KiB read can expand ~1000x).
 INFLATE_PIECE_BYTES = 256 * 1024
+# A gzip body without Content-Encoding (what some Amp endpoints send) is decompressed
+# whole, to give it an exact Content-Length, up to this size; a larger one streams on
+# decompressed without a length, so memory stays this small whatever it inflates to.
+WHOLE_GUNZIP_BYTES = 1024 * 1024
 _NO_BODY_STATUSES = frozenset((204, 304))
 _EVENT_STREAM = "text/event-stream"
 # The spellings providers send, with the answer the parsing below gives: one dict lookup
@@ -128,7 +132,7 @@ async def _relay(method, upstream, limits):
         if upstream.complete:  # all of it came at once: one write downstream
             return Response(status, headers, first)
         return Response(status, headers, _RelayBody(upstream, (first,)))
-    return await _gunzip_response(status, headers, upstream, first, limits.max_body_bytes)
+    return await _gunzip_response(status, headers, upstream, first, min(limits.max_body_bytes, WHOLE_GUNZIP_BYTES))
 
 
 async def _gunzip_response(status, headers, upstream, first, limit):

@@ -114,6 +114,10 @@ ACCEPT_BATCH = 100
 ACCEPT_RETRY_SECONDS = 1.0
 # At most one log line per kind of accept trouble (full, failing) in this many seconds.
 ACCEPT_LOG_INTERVAL = 60.0
+# At the connection cap, a connection that has waited this long for a request (idle, or
+# its head incomplete) is let go for a new client (``_Acceptor.evict``): long enough for
+# a real client's head to arrive, short against a slowloris holding every slot.
+EVICT_AFTER_SECONDS = 1.0
 # Descriptors the connection cap leaves to everything but client sockets: stdio, the
 # listening sockets, the event loop's selector and self-pipe, log, config, usage and
 # error-request files, the CA bundle, DNS lookups, and idle pooled upstream connections.
@@ -507,6 +511,7 @@ class _Connection(asyncio.Protocol):
         "timer",
         "timer_when",
         "request_deadline",
+        "waiting_since",
     )
 
     def __init__(self, server):
@@ -537,6 +542,9 @@ class _Connection(asyncio.Protocol):
         self.timer_when = 0.0
         # When the request whose head is arriving must be complete (None: no head begun).
         self.request_deadline = None  # type: Optional[float]
+        # Since when the connection has been waiting for a request (idle, or its head
+        # incomplete): the acceptor's measure of who to let go at the cap.
+        self.waiting_since = 0.0
 
     # -- asyncio.Protocol callbacks --------------------------------------------------
 
@@ -563,6 +571,7 @@ class _Connection(asyncio.Protocol):
         if server._closing:
             transport.close()
             return
+        self.waiting_since = self.clock()
         self.set_deadline(limits.idle_timeout, _Timeout.IDLE)
 
     def data_received(self, data):
@@ -713,6 +722,23 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.abort()
 
+    def waiting_for_a_request(self):
+        """Whether the connection holds no request under way: idle between requests, or
+        still reading a head (then it has no task and its deadline guards the head)."""
+        return self.deadline is not None and (
+            self.deadline_kind is _Timeout.IDLE or self.deadline_kind is _Timeout.HEAD
+        ) and self.task is None and not self.lingering
+
+    def let_go(self):
+        """Make room at the connection cap (see ``_Acceptor.evict``): an idle connection
+        is closed as its idle timeout would; one still sending its head gets the 408 its
+        request timeout would give."""
+        self.deadline = None
+        if self.deadline_kind is _Timeout.HEAD:
+            self.send_error(408, "timeout_error", "the proxy is at its connection limit and this request was too slow")
+        else:
+            self.transport.close()
+
     def ran_dry(self):
         """The parser needs more bytes: whatever was buffered has been consumed."""
         self.unread = 0
@@ -792,6 +818,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.state = _State.IDLE
+        self.waiting_since = self.clock()
         self.set_deadline(idle_timeout, _Timeout.IDLE)
 
     def start(self, head):
@@ -1407,6 +1434,8 @@ class _Acceptor:
             if len(connections) + self.pending >= cap:
                 if not taken:  # readable, so a client waits, and there is no room for it
                     self.pause()
+                    if self.evict():
+                        return  # the evicted connection's close resumes accepting
                     self.note(
                         "full",
                         "not accepting connections: %d are open, the most allowed (%s); "
@@ -1429,6 +1458,25 @@ class _Acceptor:
             task = self.loop.create_task(self.connect(client))
             if tls and not task.done():  # an eager task factory may have run it to its end
                 self.handshakes.add(task)
+
+    def evict(self):
+        """At the cap with a client waiting: let go of the connection that has waited
+        longest for a request — idle between requests, or still sending its head — if it
+        has waited ``EVICT_AFTER_SECONDS`` at least; True when one was let go. Requests
+        under way are never touched. Without this, slow clients that hold every slot
+        (slowloris) would keep everyone else waiting for their request timeout."""
+        now = self.server._clock()
+        oldest = None
+        for conn in self.server._connections:
+            if conn.waiting_for_a_request() and now - conn.waiting_since >= EVICT_AFTER_SECONDS:
+                if oldest is None or conn.waiting_since < oldest.waiting_since:
+                    oldest = conn
+        if oldest is None:
+            return False
+        self.note("evicting", "at the connection limit: letting go of connections waiting for a request (%s)",
+                  self.describe_cap(self.cap()))
+        oldest.let_go()
+        return True
 
     def failed(self, exc):
         """``accept`` failed (out of descriptors or memory, most likely): pause, retry."""

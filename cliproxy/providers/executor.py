@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from cliproxy.config.model import Config, Protocol
-from cliproxy.errors import ProxyError, UpstreamError, UpstreamTimeout
+from cliproxy.errors import BadRequest, PayloadTooLarge, ProxyError, UnsupportedMediaType, UpstreamError, UpstreamTimeout
 from cliproxy.http.codec import Decoder, decode_body, is_identity
 from cliproxy.http.headers import HOP_BY_HOP, Headers, strip_hop_by_hop
 from cliproxy.http.proxy import is_event_stream
@@ -179,7 +179,7 @@ class Executor:
                 data = await upstream.read(call.config.limits.max_body_bytes)
                 coding = upstream.headers.get("content-encoding")
                 if coding is not None:  # without one there is nothing to undo
-                    data = decode_body(data, coding, call.config.limits.max_body_bytes)
+                    data = _decoded_answer(data, coding, call.config.limits.max_body_bytes)
                 self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
                 if self.usage is not None:
                     self._account(call, upstream.status, usage_of_answer(provider, data))
@@ -205,6 +205,7 @@ class Executor:
         self.pool.failure(served, candidate.model, kind, retry_after=retry_after)
         self.metrics.count_attempt(served.entry.name, kind.name.lower())
         _log_attempt(served, candidate.model, kind.name.lower(), status=status, reason=error.message)
+        error.logged = True
         return Failure(kind, error)
 
     def _judge_error(self, call, candidate, served, status, headers, data):
@@ -338,7 +339,7 @@ def _stream_pipeline(call, upstream_headers, provider, translation, counted=Fals
         relay = translation.stream(provider)
     coding = upstream_headers.get("content-encoding")
     if coding is not None and not is_identity(coding):
-        return _DecodingPipeline(Decoder(coding), relay)
+        return _DecodingPipeline(Decoder(coding, call.config.limits.max_body_bytes), relay)
     return relay
 
 
@@ -353,7 +354,11 @@ class _DecodingPipeline:
         self._relay = relay
 
     def feed(self, chunk):
-        return self._relay.feed(self._decoder.decompress(chunk))
+        try:
+            data = self._decoder.decompress(chunk)
+        except (BadRequest, PayloadTooLarge) as exc:  # the provider's fault, not the client's
+            raise UpstreamError("the provider's stream does not decode: %s" % exc.message)
+        return self._relay.feed(data)
 
     def flush(self):
         return self._relay.flush()
@@ -363,6 +368,16 @@ class _DecodingPipeline:
 
     def usage(self):
         return self._relay.usage()
+
+
+def _decoded_answer(data, coding, limit):
+    """A provider's whole answer with its ``Content-Encoding`` undone, at most ``limit``
+    bytes decoded (a gzip bomb stops there); ``UpstreamError`` when it does not decode:
+    the provider's fault, so a 502 and another attempt, not the client's 400 or 413."""
+    try:
+        return decode_body(data, coding, limit)
+    except (BadRequest, PayloadTooLarge, UnsupportedMediaType) as exc:
+        raise UpstreamError("the provider's answer does not decode: %s" % exc.message)
 
 
 def _prepare(call, candidate, served):
