@@ -143,15 +143,18 @@ def test_at_the_cap_the_longest_waiting_idle_or_slow_connection_makes_room(caplo
         await advance(5)
         idle = await exchange(port, "/idle")
         assert await answered(idle[2]) == b"200 /idle"  # now idle between requests
-        fresh = await exchange(port, "/fresh")  # too soon: nobody has waited a second yet
-        await still_waiting(fresh[2])
-        await advance(2)
-        second = await exchange(port, "/second")
-        # The slow head waited longest: it gets the 408 its request timeout would give.
+        # Full. The slow head has waited 5 s: it gets the 408 its request timeout would
+        # give, at once, and the new client takes its place.
+        fresh = await exchange(port, "/fresh")
         assert (await asyncio.wait_for(slow_reader.read(), 3)).startswith(b"HTTP/1.1 408")
         assert await answered(fresh[2]) == b"200 /fresh"
-        assert idle[0].at_eof() or await asyncio.wait_for(idle[0].read(), 3) == b""
+        # Full again, and nobody has waited a second yet: the next client waits...
+        second = await exchange(port, "/second")
+        await still_waiting(second[2])
+        # ... until the idle connection has: then it is closed for the newcomer.
+        await advance(2)
         assert await answered(second[2]) == b"200 /second"
+        assert await asyncio.wait_for(idle[0].read(), 3) == b""
         for conn in (fresh, second):
             conn[1].close()
         slow_writer.close()

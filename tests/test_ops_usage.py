@@ -135,3 +135,10 @@ def test_an_unwritable_directory_warns_once_and_counts_on(tmp_path, caplog):
             ledger.flush()
     assert len([r for r in caplog.records if "usage cannot be written" in r.getMessage()]) == 1
     assert ledger.report()["totals"]["requests"] == 3
+
+
+def test_a_long_requested_model_is_cut_short_in_labels():
+    ledger = UsageLedger(None)
+    ledger.record(record(model="m" * 200000))
+    (labels, _), = ledger.metric_rows()
+    assert len(labels[0]) == usage_module.MAX_MODEL_CHARS + 1 and labels[0].endswith("…")

@@ -69,6 +69,11 @@ def _unsupported(encoding):
     )
 
 
+# Largest piece of output one decompress call may produce (see ``Decoder._run``); 64 KiB
+# keeps it below the C allocator's mmap threshold, so pieces reuse the same memory.
+OUTPUT_PIECE_BYTES = 64 * 1024
+
+
 class Decoder:
     """Incremental decoder for one body in ``gzip``, ``x-gzip`` or ``deflate``.
 
@@ -158,25 +163,31 @@ class Decoder:
         return data
 
     def _run(self, data, out):
-        """Feed ``data`` to the current stream; return the bytes after its end, if any."""
+        """Feed ``data`` to the current stream; return the bytes after its end, if any.
+        Output comes in pieces of at most ``OUTPUT_PIECE_BYTES``: a small input that
+        inflates enormously (a bomb) grows no single buffer past that, and is stopped at
+        the limit having held only the limit's worth."""
         z = self._z
-        budget = 0 if self._max is None else self._max - self._total + 1
-        try:
-            piece = z.decompress(data, budget)
-        except zlib.error as exc:
-            raise BadRequest("%s body is corrupt (%s)" % (self._label(), exc))
-        self._account(piece)
-        out.append(piece)
-        if z.eof:
-            self._z = None
-            if self._gzip:
-                self._between = True
-            else:
-                self._done = True
-            return z.unused_data
-        # With the budget one byte past the limit, zlib leaves input unconsumed only when
-        # it filled the budget, and then _account has already raised.
-        return b""
+        while True:
+            budget = OUTPUT_PIECE_BYTES
+            if self._max is not None:
+                budget = min(budget, self._max - self._total + 1)  # one byte past: detected
+            try:
+                piece = z.decompress(data, budget)
+            except zlib.error as exc:
+                raise BadRequest("%s body is corrupt (%s)" % (self._label(), exc))
+            self._account(piece)
+            out.append(piece)
+            if z.eof:
+                self._z = None
+                if self._gzip:
+                    self._between = True
+                else:
+                    self._done = True
+                return z.unused_data
+            data = z.unconsumed_tail
+            if not data:
+                return b""
 
     def _account(self, piece):
         self._total += len(piece)

@@ -21,6 +21,7 @@ Upstream failures surface as ``UpstreamError`` / ``UpstreamTimeout`` for the cal
 render (502 / 504).
 """
 
+import itertools
 import logging
 import zlib
 
@@ -35,7 +36,7 @@ log = logging.getLogger("cliproxy.http.proxy")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib: expect a gzip header and trailer
 # Most output one decompress call may produce, so a small hostile chunk cannot inflate
 # into a huge single allocation (a 64 KiB read can expand ~1000x).
-INFLATE_PIECE_BYTES = 256 * 1024
+INFLATE_PIECE_BYTES = 64 * 1024  # and below the C allocator's mmap threshold: reused memory
 # A gzip body without Content-Encoding (what some Amp endpoints send) is decompressed
 # whole, to give it an exact Content-Length, up to this size; a larger one streams on
 # decompressed without a length, so memory stays this small whatever it inflates to.
@@ -152,16 +153,17 @@ async def _gunzip_response(status, headers, upstream, first, limit):
     size = 0
     chunk = first
     while True:
+        feed = inflater.feed(chunk)
         try:
-            for piece in inflater.feed(chunk):
+            for piece in feed:
                 pieces.append(piece)
                 size += len(piece)
+                if size > limit:  # checked per piece: one read may inflate a thousandfold
+                    headers.remove("content-length")
+                    return Response(status, headers, _RelayBody(upstream, itertools.chain(pieces, feed), inflater))
         except zlib.error:
             log.info("upstream body starts like gzip but is not; relayed as received")
             return Response(status, headers, _RelayBody(upstream, raw))
-        if size > limit:
-            headers.remove("content-length")
-            return Response(status, headers, _RelayBody(upstream, pieces, inflater))
         try:
             chunk = await upstream.__anext__()
         except StopAsyncIteration:

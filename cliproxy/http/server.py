@@ -114,10 +114,12 @@ ACCEPT_BATCH = 100
 ACCEPT_RETRY_SECONDS = 1.0
 # At most one log line per kind of accept trouble (full, failing) in this many seconds.
 ACCEPT_LOG_INTERVAL = 60.0
-# At the connection cap, a connection that has waited this long for a request (idle, or
-# its head incomplete) is let go for a new client (``_Acceptor.evict``): long enough for
-# a real client's head to arrive, short against a slowloris holding every slot.
-EVICT_AFTER_SECONDS = 1.0
+# At the connection cap, a connection that has waited this long on its client (idle, or
+# its request incomplete) is let go for a new client (``_Acceptor.evict``): long for a
+# real client's head, which comes in one packet, short against a slowloris holding every
+# slot; and while full with clients waiting, the acceptor looks again this often.
+EVICT_AFTER_SECONDS = 0.5
+EVICT_CHECK_SECONDS = 0.25
 # Descriptors the connection cap leaves to everything but client sockets: stdio, the
 # listening sockets, the event loop's selector and self-pipe, log, config, usage and
 # error-request files, the CA bundle, DNS lookups, and idle pooled upstream connections.
@@ -722,22 +724,30 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.abort()
 
-    def waiting_for_a_request(self):
-        """Whether the connection holds no request under way: idle between requests, or
-        still reading a head (then it has no task and its deadline guards the head)."""
-        return self.deadline is not None and (
-            self.deadline_kind is _Timeout.IDLE or self.deadline_kind is _Timeout.HEAD
-        ) and self.task is None and not self.lingering
+    def waiting_on_the_client(self):
+        """Whether the connection waits for its client and nothing else: idle between
+        requests, a head incomplete, or a request body read waiting before any answer
+        began (the deadline guards exactly those waits)."""
+        kind = self.deadline_kind
+        if self.deadline is None or self.lingering:
+            return False
+        if kind is _Timeout.IDLE or kind is _Timeout.HEAD:
+            return True
+        return kind is _Timeout.BODY and self.cycle is not None and not self.cycle.response_started
 
     def let_go(self):
-        """Make room at the connection cap (see ``_Acceptor.evict``): an idle connection
-        is closed as its idle timeout would; one still sending its head gets the 408 its
-        request timeout would give."""
+        """Make room at the connection cap (see ``_Acceptor.evict``), at once: a request
+        under way (its head or body incomplete) is written the 408 its request timeout
+        would give, and the socket is closed without the usual lingering (what was
+        written still leaves first: the kernel sends it before its FIN); a handler reading
+        the body is cancelled as for any client that leaves."""
         self.deadline = None
-        if self.deadline_kind is _Timeout.HEAD:
-            self.send_error(408, "timeout_error", "the proxy is at its connection limit and this request was too slow")
-        else:
-            self.transport.close()
+        if self.deadline_kind is not _Timeout.IDLE and not self.transport.is_closing():
+            headers = Headers.from_lowered([("content-type", _JSON), ("connection", "close")])
+            payload = _error_body("timeout_error", "the proxy is at its connection limit and this request was too slow")
+            headers.add("content-length", str(len(payload)))
+            self.transport.write(encode_response_head(408, headers) + payload)
+        self.transport.abort()
 
     def ran_dry(self):
         """The parser needs more bytes: whatever was buffered has been consumed."""
@@ -833,6 +843,7 @@ class _Connection(asyncio.Protocol):
         deadline = self.request_deadline
         if deadline is None:  # the head came whole: the request's time starts now
             deadline = now + limits.request_timeout
+            self.waiting_since = now
         self.request_deadline = None
         self.deadline = None
         self.state = _State.ACTIVE
@@ -1436,6 +1447,10 @@ class _Acceptor:
                     self.pause()
                     if self.evict():
                         return  # the evicted connection's close resumes accepting
+                    # Look again when the longest-waiting connection may be let go: slow
+                    # clients holding every slot close nothing that would resume us.
+                    if self.retry is None:
+                        self.retry = self.loop.call_later(EVICT_CHECK_SECONDS, self.look_again)
                     self.note(
                         "full",
                         "not accepting connections: %d are open, the most allowed (%s); "
@@ -1460,15 +1475,16 @@ class _Acceptor:
                 self.handshakes.add(task)
 
     def evict(self):
-        """At the cap with a client waiting: let go of the connection that has waited
-        longest for a request — idle between requests, or still sending its head — if it
-        has waited ``EVICT_AFTER_SECONDS`` at least; True when one was let go. Requests
-        under way are never touched. Without this, slow clients that hold every slot
-        (slowloris) would keep everyone else waiting for their request timeout."""
+        """At the cap with a client waiting: let go of the connection that has waited on
+        its client longest — idle between requests, or still sending its request, head or
+        body — if that began ``EVICT_AFTER_SECONDS`` ago at least; True when one was let
+        go. A request being answered is never touched. Without this, slow clients that
+        hold every slot (slowloris) would keep everyone else waiting for their request
+        timeout."""
         now = self.server._clock()
         oldest = None
         for conn in self.server._connections:
-            if conn.waiting_for_a_request() and now - conn.waiting_since >= EVICT_AFTER_SECONDS:
+            if conn.waiting_on_the_client() and now - conn.waiting_since >= EVICT_AFTER_SECONDS:
                 if oldest is None or conn.waiting_since < oldest.waiting_since:
                     oldest = conn
         if oldest is None:
@@ -1494,6 +1510,13 @@ class _Acceptor:
     def retry_due(self):
         self.retry = None
         self.maybe_resume()
+
+    def look_again(self):
+        """Full a while ago with a client waiting: watch the sockets again, so that a
+        client still waiting meets ``accept``, which lets go of a connection that has
+        waited long enough by now (or pauses and looks again later)."""
+        self.retry = None
+        self.resume()
 
     async def connect(self, client):
         """Make ``client`` a connection (after its TLS handshake, when serving TLS)."""

@@ -174,6 +174,17 @@ def _iso(wall):
 RECENT_LINES = 1000
 
 
+# The longest text a kept line holds per field: what a client sends (model names, paths)
+# has no other bound than max-header-bytes or max-body-bytes.
+RECENT_FIELD_CHARS = 512
+
+
+def _short(value):
+    if isinstance(value, str) and len(value) > RECENT_FIELD_CHARS:
+        return value[:RECENT_FIELD_CHARS] + "…"
+    return value
+
+
 class RecentLines:
     """The newest request-log lines, kept in memory for the management API's ``/logs``.
 
@@ -186,10 +197,12 @@ class RecentLines:
         self.latest = 0  # the number of the newest line; 0 before the first
 
     def add(self, fields):
-        """Keep ``fields`` (a request line's fields, None values left out) as the newest."""
+        """Keep ``fields`` (a request line's fields, None values left out) as the newest;
+        a text longer than ``RECENT_FIELD_CHARS`` (a client's megabyte model name) is kept
+        cut short."""
         self.latest += 1
         line = {"seq": self.latest}
-        line.update((key, value) for key, value in fields.items() if value is not None)
+        line.update((key, _short(value)) for key, value in fields.items() if value is not None)
         self.lines.append(line)
 
     def after(self, seq):

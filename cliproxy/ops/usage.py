@@ -35,6 +35,7 @@ MAX_FILES = 8  # 64 MB of history at most
 MAX_LABEL_SETS = 2000  # distinct (models, provider, client, route, status) combinations
 MAX_HOURS = 24 * 45  # hourly buckets kept (45 days)
 OTHER = "other"
+MAX_MODEL_CHARS = 128  # real model names are well under it
 
 # Route types whose calls were served by the user's own providers, not by Amp credits.
 LOCAL_ROUTES = ("LOCAL_PROVIDER", "MODEL_MAPPING")
@@ -100,7 +101,10 @@ class UsageLedger:
 
     def record(self, record: UsageRecord) -> None:
         """Count ``record`` and queue it for the next ``flush`` (which encodes it: the
-        request that made it does not wait for that)."""
+        request that made it does not wait for that). A requested model name longer than
+        ``MAX_MODEL_CHARS`` is cut short: a client chooses it, and it becomes a label."""
+        if len(record.requested_model) > MAX_MODEL_CHARS:
+            record = record._replace(requested_model=record.requested_model[:MAX_MODEL_CHARS] + "…")
         self._count(record)
         if self.directory is not None:
             self._pending.append(record)
