@@ -80,10 +80,8 @@ GENERATE_ENDPOINTS = {
 # Client endpoints whose calls can be translated: the ones that generate an answer.
 # Token counts are answered by a provider of the client's protocol or estimated locally;
 # legacy completions have no conversation to translate.
-# Keyed by the members' values: an enum member hashes through Python code.
 _TRANSLATABLE = frozenset(
-    endpoint._value_
-    for endpoint in (
+    (
         Endpoint.MESSAGES,
         Endpoint.CHAT_COMPLETIONS,
         Endpoint.RESPONSES,
@@ -110,7 +108,7 @@ _ERROR_TYPES = {
 
 def translatable(endpoint: Endpoint) -> bool:
     """Whether calls to ``endpoint`` can be served by a provider of another protocol."""
-    return endpoint._value_ in _TRANSLATABLE
+    return endpoint in _TRANSLATABLE
 
 
 class Translation:

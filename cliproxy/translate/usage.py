@@ -27,17 +27,14 @@ from cliproxy.translate.translator import CODECS
 
 __all__ = ["UsageTap", "usage_of_answer"]
 
-# Keyed by the protocols' values: an enum member hashes through Python code, and the
-# whole-answer lookup runs for every answered call.
 _KEYS = {
-    Protocol.CLAUDE._value_: "usage",
-    Protocol.OPENAI._value_: "usage",
-    Protocol.RESPONSES._value_: "usage",
-    Protocol.GEMINI._value_: "usageMetadata",
+    Protocol.CLAUDE: "usage",
+    Protocol.OPENAI: "usage",
+    Protocol.RESPONSES: "usage",
+    Protocol.GEMINI: "usageMetadata",
 }
-_PROTOCOLS = {protocol._value_: protocol for protocol in Protocol}
 # Where a stream event of each protocol holds its usage object, outside the top level.
-_NESTED = {Protocol.CLAUDE._value_: "message", Protocol.RESPONSES._value_: "response"}
+_NESTED = {Protocol.CLAUDE: "message", Protocol.RESPONSES: "response"}
 _decode = json.JSONDecoder().raw_decode
 
 
@@ -48,7 +45,7 @@ def usage_of_answer(protocol: Protocol, data: bytes) -> Optional[Usage]:
 
 
 def _usage_at_last_key(protocol: Protocol, text: str) -> Optional[Usage]:
-    key = _QUOTED_KEYS[protocol._value_]
+    key = _QUOTED_KEYS[protocol]
     position = text.rfind(key)
     if position < 0:
         return None
@@ -73,8 +70,8 @@ class UsageTap:
     __slots__ = ("_protocol", "key", "_first", "_last")
 
     def __init__(self, protocol: Protocol):
-        self._protocol = protocol._value_
-        self.key = _QUOTED_KEYS[self._protocol].encode("ascii")  # in every event to keep
+        self._protocol = protocol
+        self.key = _QUOTED_KEYS[protocol].encode("ascii")  # in every event to keep
         self._first = None  # type: Optional[bytes]
         self._last = None  # type: Optional[bytes]
 
@@ -115,7 +112,7 @@ class UsageTap:
         nested = _NESTED.get(self._protocol)
         if usage is None and nested is not None and isinstance(value.get(nested), dict):
             usage = value[nested].get(key)
-        return CODECS[_PROTOCOLS[self._protocol]].read_usage(usage) if isinstance(usage, dict) else None
+        return CODECS[self._protocol].read_usage(usage) if isinstance(usage, dict) else None
 
 
 def _event_around(run: bytes, offset: int) -> bytes:
