@@ -11,15 +11,26 @@ after and divided by the requests wrk completed; its memory is read from
 /proc/<pid>/status (VmRSS now, VmHWM the peak). A 1 GB body is then streamed through an
 Amp management route with http.client while the proxy's RSS is sampled every 100 MB.
 
-Then, unless ``--no-calibration``, two Python programs of this folder run through the c=32
-and SSE scenarios in place of cliproxy, each against its own direct run: ``pump.py`` (a
-byte pump, no parsing), ``lean.py`` (only the work the targets describe) and ``lean.py
---strict`` (the same with cliproxy's HTTP/1.1 parser and writer). Their rows show what
-this machine gives any Python proxy, next to cliproxy's.
+Trickle streams (bench/trickle.py) come next: an upstream of its own writes one SSE event
+per write and a Python load generator, a separate process, reads them and times each
+event from the upstream's write to its own read. Phase a: 100 streams, an event every 50
+ms, for the proxy's CPU per relayed event (same protocol, and translated from OpenAI
+Chat). Phase b: 1,000 streams, an event every 250 ms, for 30 s: every event in order, the
+p99 added latency, the proxy's RSS at the peak and after. A direct run (load generator
+straight to the upstream) shows what the two harness programs add on their own.
 
-The numbers are printed as measured, targets marked PASS or MISS; a proxied scenario whose
-responses are not 2xx is reported as such, with the first error body. Results also go to
-bench/out/results.json. Linux only (/proc); standard library only; only 127.0.0.1.
+Then, unless ``--no-calibration``, three Python programs of this folder run through the
+c=32, SSE, 60 KB and trickle scenarios in place of cliproxy, each against its own direct
+run: ``pump.py`` (a byte pump, no parsing), ``lean.py`` (only the work the targets
+describe) and ``lean.py --strict`` (the same with cliproxy's HTTP/1.1 parser and writer).
+Their rows show what this machine gives any Python proxy, next to cliproxy's; the issue's
+targets are ratios to them. Last, start-up times (bench/startup.py) on the oldest and
+newest CPython, once the load is over.
+
+The numbers are printed as measured, targets marked PASS or MISS (``----`` when a row they
+need was not run); a proxied scenario whose responses are not 2xx is reported as such,
+with the first error body. Results also go to bench/out/results.json. Linux only (/proc);
+standard library only; only 127.0.0.1.
 """
 
 import argparse
@@ -36,6 +47,15 @@ import sys
 import tempfile
 import time
 from typing import List, Optional
+
+try:
+    import resource
+except ImportError:  # not Linux: main() says the bench cannot run
+    resource = None
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import startup  # noqa: E402  (bench/startup.py and bench/trickle.py, next to this file)
+import trickle  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -60,6 +80,41 @@ SAMPLE_EVERY = 100 * MB
 # The loops that wait for a server to listen or to exit are bounded by these.
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+
+# Trickle streams (bench/trickle.py). Models served from the trickling upstream, one per
+# phase (the phase's timing is in the provider entry's base-url).
+TRICKLE_MODEL_A = "claude-trickle-a"
+TRICKLE_TRANSLATED_A = "qwen-trickle-translated-a"
+TRICKLE_MODEL_B = "claude-trickle-b"
+# Phase a: a stream lasts 100 events (5 s), so stream set-ups stay in the CPU window.
+TRICKLE_A_STREAMS = 100
+TRICKLE_A_INTERVAL_MS = 50
+TRICKLE_A_DELTAS = 100
+# Phase b: the streams open over 2 s (spread, and no burst of 1,000 set-ups at once).
+TRICKLE_B_STREAMS = 1000
+TRICKLE_B_INTERVAL_MS = 250
+TRICKLE_B_RAMP_S = 2.0
+# After phase b, the proxy's RSS is read this long after the last stream closed.
+TRICKLE_SETTLE_S = 2.0
+# 1,000 streams need about 2,000 descriptors in a proxy and 1,000 in the load generator.
+NOFILE_WANTED = 8192
+# Every part of the run has a name; --only selects parts by a piece of it.
+STREAM_PART = "stream 1GB"
+STARTUP_PART = "startup"
+SCALEOUT_PART = "scaleout"
+STARTUP_RUNS = 5
+
+# The issue's targets as ratios to a calibration program of the same run.
+TRICKLE_CPU_RATIO = 1.3          # cliproxy / pump.py, CPU per relayed event
+TRICKLE_TRANSLATED_RATIO = 2.0   # cliproxy translated / pump.py
+TRICKLE_P99_MS = 50.0
+TRICKLE_PEAK_MB = 100.0
+TRICKLE_AFTER_MB = 10.0          # RSS after, within this of idle
+LEAN_RATIO = 1.5                 # cliproxy / lean.py --strict, CPU per request
+# (what, warm figure, cold figure, limit in ms beyond a bare interpreter): startup.StartupRow.
+STARTUP_TARGETS = (("--version", "version_ms", "version_cold_ms", 50.0),
+                   ("check", "check_ms", "check_cold_ms", 100.0),
+                   ("first /healthz", "health_ms", "health_cold_ms", 150.0))
 
 # Reference figures of the issue (2 cores, same method), printed under the table.
 REFERENCES = [
@@ -152,9 +207,84 @@ CALIBRATIONS = [
     Calibration("lean.py", "lean.py", (), ("json 2KB c=32", "sse 200ev c=8", "sse translated c=8"),
                 "only what the targets describe: heads split, one json.loads, key swapped"
                 " (translated: + one json.loads and one templated delta per event)"),
-    Calibration("lean.py --strict", "lean.py", ("--strict",), ("json 2KB c=32", "sse 200ev c=8", "sse translated c=8"),
+    Calibration("lean.py --strict", "lean.py", ("--strict",),
+                ("json 2KB c=32", "sse 200ev c=8", "sse translated c=8", "json 60KB c=8"),
                 "the same with cliproxy's parser and writer (SPEC section 4 checks)"),
 ]
+
+
+@dataclasses.dataclass
+class TricklePhase:
+    """One trickle phase: its load, and the model a proxy routes to its upstream path."""
+    name: str
+    streams: int
+    interval_ms: int
+    deltas: int
+    ramp_s: float
+    repeat: bool
+    seconds: float       # repeat: how long the load runs; else how long a stream lasts
+    window_from: float   # CPU window: from this many seconds after the start to the end
+    model: str
+    translated_model: Optional[str]
+
+    @property
+    def base_path(self):
+        return "/trickle/%d/%d" % (self.interval_ms, self.deltas)
+
+    @property
+    def upstream_path(self):
+        return self.base_path + "/v1/messages"
+
+
+@dataclasses.dataclass
+class TrickleProgram:
+    """Who a trickle load goes through: ``program`` None is cliproxy itself (or, with
+    ``direct``, nobody: the load generator reads the upstream)."""
+    label: str
+    program: Optional[str]
+    arguments: tuple
+    translated: bool
+    direct: bool
+    what: str
+
+
+TRICKLE_PROGRAMS = {
+    "direct": TrickleProgram("direct", None, (), False, True,
+                             "load generator straight to the upstream: what the harness adds"),
+    "cliproxy": TrickleProgram("cliproxy", None, (), False, False,
+                               "the product; Anthropic upstream, message_start rewritten"),
+    "cliproxy translated": TrickleProgram("cliproxy translated", None, (), True, False,
+                                          "the product; OpenAI Chat upstream, answered as Anthropic"),
+    "pump.py": TrickleProgram("pump.py", "pump.py", (), False, False, "byte pump, no parsing"),
+    "lean.py --strict": TrickleProgram("lean.py --strict", "lean.py", ("--strict",), False, False,
+                                       "cliproxy's HTTP parser and writer, each chunk relayed"),
+    "lean.py --strict translated": TrickleProgram(
+        "lean.py --strict translated", "lean.py", ("--strict",), True, False,
+        "the same with the least translation: one json.loads per event"),
+}
+# Which programs each phase runs, in order; cliproxy's rows run with its other scenarios,
+# the calibration programs' after them (skipped with --no-calibration).
+TRICKLE_RUNS = {
+    "trickle a": ("cliproxy", "cliproxy translated", "pump.py", "lean.py --strict",
+                  "lean.py --strict translated"),
+    "trickle b": ("direct", "cliproxy", "pump.py"),
+}
+
+
+@dataclasses.dataclass
+class TrickleRow:
+    """One trickle load through one program; RSS readings for phase b only."""
+    phase: TricklePhase
+    program: TrickleProgram
+    result: Optional["trickle.LoadResult"]
+    error: Optional[str]
+    rss_idle_mb: Optional[float] = None
+    rss_after_mb: Optional[float] = None
+    rss_peak_mb: Optional[float] = None
+
+    @property
+    def cpu_per_event_us(self):
+        return None if self.result is None else self.result.proxy_cpu_per_event_us
 
 
 @dataclasses.dataclass
@@ -379,9 +509,12 @@ def start_nginx(prefix, port, big_bytes):
     return process
 
 
-def proxy_config(proxy_port, nginx_port):
+def proxy_config(proxy_port, nginx_port, trickle_port=None, phases=(), amp_upstream=None):
+    """The proxy's config: nginx's models, each trickle phase's models on the trickling
+    upstream, and the Amp upstream (nginx unless ``amp_upstream``: pump.py and lean.py
+    connect there whatever the model)."""
     upstream = "http://127.0.0.1:%d" % nginx_port
-    return {
+    config = {
         "host": "127.0.0.1",
         "port": proxy_port,
         "api-keys": [CLIENT_KEY],
@@ -396,15 +529,28 @@ def proxy_config(proxy_port, nginx_port):
              "api-key-entries": [{"api-key": UPSTREAM_KEY}],
              "models": [{"name": TRANSLATED_MODEL}]},
         ],
-        "ampcode": {"upstream-url": upstream, "upstream-api-key": AMP_KEY},
+        "ampcode": {"upstream-url": amp_upstream or upstream, "upstream-api-key": AMP_KEY},
     }
+    if trickle_port is not None:
+        for phase in phases:
+            base = "http://127.0.0.1:%d%s" % (trickle_port, phase.base_path)
+            config["claude-api-key"].append(
+                {"api-key": UPSTREAM_KEY, "base-url": base, "models": [{"name": phase.model}]})
+            if phase.translated_model:
+                config["openai-compatibility"].append(
+                    {"name": "bench-%s" % phase.name.replace(" ", "-"), "base-url": base + "/v1",
+                     "api-key-entries": [{"api-key": UPSTREAM_KEY}],
+                     "models": [{"name": phase.translated_model}]})
+    return config
 
 
-def start_proxy(program, workdir, proxy_port, nginx_port, arguments=()):
-    config_path = os.path.join(workdir, "cliproxy.json")
+def start_proxy(program, workdir, proxy_port, nginx_port, arguments=(), name="cliproxy", **config):
+    """Start ``program`` with its own config file ``<name>.json`` (``config``: the keyword
+    arguments of ``proxy_config``) and log ``<name>.log``; return (process, log path)."""
+    config_path = os.path.join(workdir, name + ".json")
     with open(config_path, "w", encoding="utf-8") as handle:
-        json.dump(proxy_config(proxy_port, nginx_port), handle, indent=2)
-    log_path = os.path.join(workdir, "cliproxy.log")
+        json.dump(proxy_config(proxy_port, nginx_port, **config), handle, indent=2)
+    log_path = os.path.join(workdir, name + ".log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, program, "--config", config_path, "--log-level", "warning"]
@@ -619,13 +765,122 @@ def run_calibrations(chosen, nginx_port, args, workdir):
             continue
         port = free_port()
         process, _ = start_proxy(os.path.join(HERE, calibration.program), workdir, port,
-                                 nginx_port, calibration.arguments)
+                                 nginx_port, calibration.arguments, name="calibration")
         try:
             for scenario in wanted:
                 rows.append(CalibrationRow(calibration, run_scenario(
                     scenario, nginx_port, port, process.pid, args, workdir)))
         finally:
             stop(process)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Trickle streams (bench/trickle.py).
+
+def trickle_phases(args):
+    """Phase a and phase b as ``args`` sizes them (--duration, --warmup, --trickle-seconds)."""
+    warmup = max(args.warmup, 1)
+    deltas_b = max(1, int(args.trickle_seconds * 1000 / TRICKLE_B_INTERVAL_MS))
+    return [
+        TricklePhase("trickle a", TRICKLE_A_STREAMS, TRICKLE_A_INTERVAL_MS, TRICKLE_A_DELTAS,
+                     ramp_s=TRICKLE_A_INTERVAL_MS / 1000.0, repeat=True,
+                     seconds=warmup + args.duration, window_from=warmup,
+                     model=TRICKLE_MODEL_A, translated_model=TRICKLE_TRANSLATED_A),
+        TricklePhase("trickle b", TRICKLE_B_STREAMS, TRICKLE_B_INTERVAL_MS, deltas_b,
+                     ramp_s=TRICKLE_B_RAMP_S, repeat=False,
+                     seconds=deltas_b * TRICKLE_B_INTERVAL_MS / 1000.0, window_from=0.0,
+                     model=TRICKLE_MODEL_B, translated_model=None),
+    ]
+
+
+def start_trickle_upstream(workdir, port):
+    log_path = os.path.join(workdir, "trickle-upstream.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, trickle.__file__, "upstream", "--port", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    wait_listening(port, process, "the trickle upstream", log_path)
+    return process
+
+
+def run_trickle(phase, program, port, pid, upstream_pid):
+    """One load run of ``phase`` through ``program`` listening on ``port`` (process
+    ``pid``); phase b also reads the program's RSS before, at the peak and after."""
+    print("[bench] %-9s %-27s %d streams, an event every %d ms ..."
+          % (phase.name, program.label, phase.streams, phase.interval_ms), flush=True)
+    model = phase.translated_model if program.translated else phase.model
+    # pump.py copies bytes: it gets the upstream's own path (it rewrites only cliproxy's).
+    raw = program.direct or program.program == "pump.py"
+    path = phase.upstream_path if raw else PROXY_PATH
+    watched = None if program.direct else pid
+    try:
+        idle = memory_mb(watched, "VmRSS") if watched and not phase.repeat else None
+    except OSError:
+        return TrickleRow(phase, program, None, "%s is not running" % program.label)
+    command = [sys.executable] + trickle.load_command(
+        port, path, model, phase.streams, phase.deltas, phase.seconds, phase.ramp_s,
+        repeat=phase.repeat, window_from=phase.window_from, watch_pid=watched,
+        upstream_pid=upstream_pid)
+    limit = phase.ramp_s + phase.seconds + trickle.GRACE_S + 60
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=limit)
+    except subprocess.TimeoutExpired:
+        return TrickleRow(phase, program, None, "the load generator ran past %.0f s" % limit)
+    output = done.stdout.decode("utf-8", "replace")
+    result = trickle.parse_result(output)
+    if result is None:
+        return TrickleRow(phase, program, None, "no result (exit %d): %s"
+                          % (done.returncode, output[-600:].strip()))
+    row = TrickleRow(phase, program, result, None, rss_idle_mb=idle)
+    if idle is not None:
+        time.sleep(TRICKLE_SETTLE_S)
+        try:
+            row.rss_after_mb = memory_mb(watched, "VmRSS")
+            row.rss_peak_mb = memory_mb(watched, "VmHWM")
+        except OSError:
+            row.error = "%s exited during the run" % program.label
+    return row
+
+
+def run_trickle_product(phases, proxy_port, proxy_pid, trickle_port, upstream_pid):
+    """cliproxy's rows of the chosen phases, and phase b's direct run (the harness alone)."""
+    rows = []
+    for phase in phases:
+        for label in TRICKLE_RUNS[phase.name]:
+            program = TRICKLE_PROGRAMS[label]
+            if program.program is not None:
+                continue
+            port = trickle_port if program.direct else proxy_port
+            rows.append(run_trickle(phase, program, port, proxy_pid, upstream_pid))
+    return rows
+
+
+def run_trickle_calibrations(phases, nginx_port, trickle_port, upstream_pid, workdir):
+    """The calibration programs' rows of the chosen phases: one fresh process per program
+    and phase, connecting to the trickling upstream."""
+    rows = []
+    for phase in phases:
+        started = {}
+        try:
+            for label in TRICKLE_RUNS[phase.name]:
+                program = TRICKLE_PROGRAMS[label]
+                if program.program is None:
+                    continue
+                key = (program.program, program.arguments)
+                if key not in started:
+                    port = free_port()
+                    process, _ = start_proxy(
+                        os.path.join(HERE, program.program), workdir, port, nginx_port,
+                        program.arguments, name="calibration-trickle",
+                        trickle_port=trickle_port, phases=phases,
+                        amp_upstream="http://127.0.0.1:%d" % trickle_port)
+                    started[key] = (port, process)
+                port, process = started[key]
+                rows.append(run_trickle(phase, program, port, process.pid, upstream_pid))
+        finally:
+            for _, process in started.values():
+                stop(process)
     return rows
 
 
@@ -698,11 +953,13 @@ def _ms(us):
 
 
 def _mark(ok):
-    return "PASS" if ok else "MISS"
+    """PASS, MISS, or ---- for a target whose rows were not run (ok is None)."""
+    return "----" if ok is None else "PASS" if ok else "MISS"
 
 
-def targets(results, stream, peak_mb):
-    """[(description, measured, ok)] for the issue's targets."""
+def earlier_targets(results, stream, peak_mb):
+    """[(description, measured, ok)] for the targets of the issues before 13, kept as the
+    history of where cliproxy stands against absolute figures."""
     by_name = {r.scenario.name: r for r in results}
     rows = []
     c32 = by_name.get("json 2KB c=32")
@@ -779,13 +1036,206 @@ def table(results):
     return "\n".join(lines)
 
 
-def report(results, stream, peak_mb, peak_before_stream_mb, machine, proxy_name):
+def _trickle_row(rows, phase, label):
+    for row in rows:
+        if row.phase.name == phase and row.program.label == label:
+            return row
+    return None
+
+
+def _trickle_problem(row):
+    """Why ``row`` cannot be judged (failed to run, or streams failed), or None."""
+    if row.error:
+        return "failed: " + row.error
+    if not row.result.sound:
+        return "%d streams failed (%s), %d deltas out of order" % (
+            row.result.failed, "; ".join(row.result.errors) or "no detail", row.result.out_of_order)
+    return None
+
+
+def _trickle_cpu_target(rows, label, limit):
+    description = "trickle a: %s CPU/event <= %.1fx pump.py" % (label, limit)
+    mine, base = _trickle_row(rows, "trickle a", label), _trickle_row(rows, "trickle a", "pump.py")
+    if mine is None or base is None:
+        return description, "not run", None
+    problem = _trickle_problem(mine) or _trickle_problem(base)
+    if problem:
+        return description, problem, False
+    mine_us, base_us = mine.cpu_per_event_us, base.cpu_per_event_us
+    if not mine_us or not base_us:
+        return description, "no CPU figure", False
+    ratio = mine_us / base_us
+    return description, "%.1f vs %.1f us: %.2fx" % (mine_us, base_us, ratio), ratio <= limit
+
+
+def _beside(row, text):
+    """``text`` (a format of the row) for a row printed beside the product's, or why not."""
+    if row is None:
+        return "not run"
+    if row.error:
+        return "failed"
+    return text(row)
+
+
+def _trickle_b_targets(rows):
+    mine = _trickle_row(rows, "trickle b", "cliproxy")
+    pump = _trickle_row(rows, "trickle b", "pump.py")
+    direct = _trickle_row(rows, "trickle b", "direct")
+    names = ("trickle b: every event delivered, in order",
+             "trickle b: p99 added latency <= %.0f ms" % TRICKLE_P99_MS,
+             "trickle b: peak RSS <= %.0f MB" % TRICKLE_PEAK_MB,
+             "trickle b: RSS after within %.0f MB of idle" % TRICKLE_AFTER_MB)
+    if mine is None:
+        return [(name, "not run", None) for name in names]
+    if mine.error:
+        return [(name, "failed: " + mine.error, False) for name in names]
+    result = mine.result
+
+    def whole(row):
+        return "%d/%d streams whole, %d out of order" % (
+            row.result.complete, row.result.streams, row.result.out_of_order)
+
+    def p99(row):
+        return "%.1f ms" % row.result.latency_p99_ms if row.result.latency_p99_ms is not None else "n/a"
+
+    def peak(row):
+        return "%.1f MB" % row.rss_peak_mb
+
+    def after(row):
+        return "%+.1f MB" % (row.rss_after_mb - row.rss_idle_mb)
+
+    growth = mine.rss_after_mb - mine.rss_idle_mb
+    return [
+        (names[0], "%d/%d streams whole, %d deltas, %d out of order%s; pump.py %s" % (
+            result.complete, result.streams, result.deltas, result.out_of_order,
+            " (%s)" % "; ".join(result.errors) if result.errors else "", _beside(pump, whole)),
+         result.whole),
+        (names[1], "%s; pump.py %s, direct %s" % (p99(mine), _beside(pump, p99), _beside(direct, p99)),
+         result.latency_p99_ms is not None and result.latency_p99_ms <= TRICKLE_P99_MS),
+        (names[2], "%s; pump.py %s" % (peak(mine), _beside(pump, peak)),
+         mine.rss_peak_mb <= TRICKLE_PEAK_MB),
+        (names[3], "%s (idle %.1f, after %.1f MB); pump.py %s" % (
+            after(mine), mine.rss_idle_mb, mine.rss_after_mb, _beside(pump, after)),
+         growth <= TRICKLE_AFTER_MB),
+    ]
+
+
+def _lean_targets(results, calibration):
+    """cliproxy's CPU per request <= LEAN_RATIO x lean.py --strict's, per scenario."""
+    mine = {r.scenario.name: r for r in results}
+    lean = {row.result.scenario.name: row.result for row in calibration
+            if row.calibration.label == "lean.py --strict"}
+    rows = []
+    for name, what in (("sse 200ev c=8", "burst streams"), ("json 2KB c=32", "JSON"),
+                       ("json 60KB c=8", "60 KB bodies")):
+        description = "%s (%s) CPU <= %.1fx lean.py --strict" % (what, name, LEAN_RATIO)
+        if name not in mine or name not in lean:
+            rows.append((description, "not run", None))
+            continue
+        ours, theirs = mine[name], lean[name]
+        ours_us, theirs_us = ours.proxy.cpu_us_per_request, theirs.proxy.cpu_us_per_request
+        if not ours_us or not theirs_us:
+            rows.append((description, "no CPU figure", False))
+            continue
+        failed = ours.proxy.wrk.non_2xx or ours.probe.status != 200 or theirs.proxy.wrk.non_2xx
+        ratio = ours_us / theirs_us
+        rows.append((description, "%.0f vs %.0f us: %.2fx%s" % (
+            ours_us, theirs_us, ratio, " (non-2xx!)" if failed else ""),
+            not failed and ratio <= LEAN_RATIO))
+    return rows
+
+
+def _startup_targets(startup_rows):
+    """The three start-up limits on the oldest and the newest CPython measured (warm
+    cache; the cold run beside)."""
+    limits = [(name, limit) for name, _, _, limit in STARTUP_TARGETS]
+    if startup_rows is None:
+        return [("start-up: %s <= %.0f ms beyond bare python" % (name, limit), "not run", None)
+                for name, limit in limits]
+    rows = []
+    chosen = [startup_rows[0]] + ([startup_rows[-1]] if len(startup_rows) > 1 else [])
+    for row in chosen:
+        for name, warm, cold, limit in STARTUP_TARGETS:
+            warm_ms, cold_ms = getattr(row, warm), getattr(row, cold)
+            description = "start-up %s: %s <= %.0f ms beyond bare python" % (row.version, name, limit)
+            measured = "%s warm (cold %s)" % (_ms_text(warm_ms), _ms_text(cold_ms))
+            rows.append((description, measured, warm_ms is not None and warm_ms <= limit))
+    return rows
+
+
+def _ms_text(ms):
+    return "n/a" if ms is None else "%.1f ms" % ms
+
+
+def issue_targets(run):
+    """[(description, measured, ok)] for issue 13's targets; ok None: a row was not run."""
+    rows = [_trickle_cpu_target(run.trickle, "cliproxy", TRICKLE_CPU_RATIO),
+            _trickle_cpu_target(run.trickle, "cliproxy translated", TRICKLE_TRANSLATED_RATIO)]
+    rows.extend(_trickle_b_targets(run.trickle))
+    rows.extend(_lean_targets(run.results, run.calibration))
+    rows.extend(_startup_targets(run.startup))
+    return rows
+
+
+def _grid(header, rows):
+    """Rows of cells as aligned text, a rule under the header."""
+    rows = [header] + rows
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _share(us, seconds):
+    """CPU microseconds over ``seconds`` as a percentage of one core."""
+    return "n/a" if us is None or not seconds else "%.0f%%" % (us / 1e4 / seconds)
+
+
+def _num(value, form):
+    return "n/a" if value is None else form % value
+
+
+def trickle_table(rows):
+    header = ("phase", "through", "streams whole", "events", "CPU us/event",
+              "added ms p50/p99/max", "RSS MB idle/peak/after", "load gen CPU, lag p99",
+              "upstream CPU")
+    cells = []
+    for row in rows:
+        if row.error:
+            cells.append((row.phase.name, row.program.label, "FAILED: " + row.error[:80],
+                          "", "", "", "", "", ""))
+            continue
+        r = row.result
+        rss = "" if row.rss_idle_mb is None else "%.1f / %.1f / %.1f" % (
+            row.rss_idle_mb, row.rss_peak_mb, row.rss_after_mb)
+        cells.append((
+            row.phase.name, row.program.label,
+            "%d/%d%s" % (r.complete, r.streams, " (+%d cut)" % r.cut if r.cut else ""),
+            "%d%s" % (r.events, ", %d out of order" % r.out_of_order if r.out_of_order else ""),
+            _num(row.cpu_per_event_us, "%.1f"),
+            "%s / %s / %s" % (_num(r.latency_p50_ms, "%.1f"), _num(r.latency_p99_ms, "%.1f"),
+                              _num(r.latency_max_ms, "%.1f")),
+            rss,
+            "%s, %s ms" % (_share(r.load_cpu_us, r.window_s), _num(r.loop_lag_p99_ms, "%.1f")),
+            _share(r.upstream_cpu_us, r.window_s),
+        ))
+    return _grid(header, cells)
+
+
+def _print_targets(rows):
+    for description, measured, ok in rows:
+        print("  [%s] %-58s %s" % (_mark(ok), description, measured))
+
+
+def report(run, proxy_name):
     print()
-    print("%s bench, %s" % (proxy_name, machine))
-    print(table(results))
-    print()
+    print("%s bench, %s" % (proxy_name, run.machine))
+    if run.results:
+        print(table(run.results))
+        print()
     print("peak RSS of the proxy (VmHWM): %.1f MB after the load runs, %.1f MB at the end"
-          % (peak_before_stream_mb, peak_mb))
+          % (run.peak_before_stream_mb, run.peak_mb))
+    stream = run.stream
     if stream is not None:
         if stream.error:
             print("%d MB stream: direct %.0f MB/s; through the proxy FAILED: %s"
@@ -796,14 +1246,32 @@ def report(results, stream, peak_mb, peak_before_stream_mb, machine, proxy_name)
                   "%.1f MB before, %.1f-%.1f MB during (%d samples, every 100 MB)"
                   % (stream.megabytes, BIG_PROXY_PATH, stream.direct_mb_s, stream.proxy_mb_s,
                      stream.rss_before_mb, min(samples or [0]), max(samples or [0]), len(samples)))
-    failures = [r for r in results if r.probe.status != 200 or r.proxy.wrk.non_2xx]
+    failures = [r for r in run.results if r.probe.status != 200 or r.proxy.wrk.non_2xx]
     for r in failures:
         print("FAILED through the proxy: %s: probe HTTP %d, %d non-2xx in the run; first body: %s"
               % (r.scenario.name, r.probe.status, r.proxy.wrk.non_2xx, r.probe.body_prefix))
+    if run.calibration:
+        print("\ncalibration, same run (Python programs in bench/, not cliproxy):")
+        print(calibration_table(run.results, run.calibration))
+    if run.trickle:
+        print("\ntrickle streams (bench/trickle.py): one SSE event per upstream write; added ms ="
+              " client read - upstream write\n(the host's monotonic clock); CPU per event = the"
+              " program's CPU / events read in the window\n(phase a: after the warm-up, stream"
+              " set-ups included; phase b: the whole run); RSS peak = VmHWM")
+        print(trickle_table(run.trickle))
+        shown = []
+        for row in run.trickle:
+            if row.program.label not in shown:
+                shown.append(row.program.label)
+                print("  %-28s %s" % (row.program.label + ":", row.program.what))
+    if run.startup is not None:
+        print("\nstart-up, median of %d runs, beyond a bare interpreter:" % STARTUP_RUNS)
+        print(startup.table(run.startup))
     print()
-    print("targets:")
-    for description, measured, ok in targets(results, stream, peak_mb):
-        print("  [%s] %-56s %s" % (_mark(ok), description, measured))
+    print("targets (issue 13), from the rows above:")
+    _print_targets(issue_targets(run))
+    print("earlier targets (absolute figures, kept as history):")
+    _print_targets(earlier_targets(run.results, run.stream, run.peak_mb))
     print()
     print("reference (issue, same method, 2 cores): ratio to direct at c=32, CPU per request")
     for name, ratio, cpu in REFERENCES:
@@ -822,39 +1290,71 @@ def _scenario_json(r):
     }
 
 
-def to_json(results, stream, peak_mb, peak_before_stream_mb, machine, args, calibration):
+def _trickle_json(row):
+    phase = row.phase
+    return {
+        "phase": phase.name, "program": row.program.label,
+        "streams": phase.streams, "interval_ms": phase.interval_ms,
+        "deltas_per_stream": phase.deltas, "repeat": phase.repeat,
+        "error": row.error,
+        "cpu_us_per_event": row.cpu_per_event_us,
+        "rss_idle_mb": row.rss_idle_mb, "rss_peak_mb": row.rss_peak_mb,
+        "rss_after_mb": row.rss_after_mb,
+        "load": None if row.result is None else dataclasses.asdict(row.result),
+    }
+
+
+def _targets_json(rows, group):
+    return [{"group": group, "target": d, "measured": m, "pass": ok} for d, m, ok in rows]
+
+
+def to_json(run, args):
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine,
+        "machine": run.machine,
         "proxy": os.path.basename(args.proxy),
         "duration_s": args.duration,
         "rounds": args.rounds,
         "load_average_at_end": load_average(),
-        "scenarios": [_scenario_json(r) for r in results],
+        "scenarios": [_scenario_json(r) for r in run.results],
         "calibration": [dict(_scenario_json(row.result), program=row.calibration.label)
-                        for row in calibration],
-        "peak_rss_mb": peak_mb,
-        "peak_rss_before_stream_mb": peak_before_stream_mb,
-        "stream": None if stream is None else dict(dataclasses.asdict(stream),
-                                                   growth_mb=stream.growth_mb),
-        "targets": [{"target": d, "measured": m, "pass": ok}
-                    for d, m, ok in targets(results, stream, peak_mb)],
+                        for row in run.calibration],
+        "trickle": [_trickle_json(row) for row in run.trickle],
+        "startup": None if run.startup is None else [dataclasses.asdict(r) for r in run.startup],
+        "peak_rss_mb": run.peak_mb,
+        "peak_rss_before_stream_mb": run.peak_before_stream_mb,
+        "stream": None if run.stream is None else dict(dataclasses.asdict(run.stream),
+                                                       growth_mb=run.stream.growth_mb),
+        "targets": (_targets_json(issue_targets(run), "issue 13")
+                    + _targets_json(earlier_targets(run.results, run.stream, run.peak_mb),
+                                    "earlier")),
     }
 
 
-def run_extras(pyz):
-    """Start-up timings and the README's scale-out recipe, each printed as it comes."""
-    sys.path.insert(0, HERE)
+def run_scaleout(pyz):
+    """The README's scale-out recipe, printed as it comes."""
     import scaleout
-    import startup
 
-    print("\n" + "start-up, median of 5 runs, beyond a bare interpreter:")
-    print(startup.table(startup.measure(pyz, 5)))
     try:
         ok, summary = scaleout.run(pyz)
     except scaleout.ScaleOutError as exc:
         summary = "could not run: %s" % exc
     print("\nscale-out (README recipe, nginx + 2 instances): " + summary)
+
+
+def raise_open_files():
+    """Let this process and its children (the proxy, the load generator) open the
+    descriptors 1,000 streams need: the soft limit up to NOFILE_WANTED, never past the
+    hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(NOFILE_WANTED, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def selected(args, name):
+    """Whether ``--only`` lets the part named ``name`` run."""
+    return not args.only or any(piece in name for piece in args.only)
 
 
 def machine_line():
@@ -881,29 +1381,103 @@ def _interrupt(signum, frame):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="wrk -> nginx vs wrk -> cliproxy -> nginx")
-    parser.add_argument("--duration", type=int, default=8, help="seconds per measured run")
+    parser.add_argument("--duration", type=int, default=8,
+                        help="seconds per measured run (trickle phase a: its CPU window)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of discarded warm-up")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="direct/proxied pairs per scenario; the median is reported")
+                        help="direct/proxied pairs per wrk scenario; the median is reported "
+                             "(the trickle phases run once)")
     parser.add_argument("--stream-mb", type=int, default=1024,
                         help="size of the memory-flat stream (0 skips it)")
+    parser.add_argument("--trickle-seconds", type=int, default=30,
+                        help="how long each stream of trickle phase b lasts")
     parser.add_argument("--proxy", default=DEFAULT_PYZ, metavar="PATH",
                         help="the proxy program run with python3 (default dist/cliproxy.pyz; "
-                             "bench/pump.py and bench/lean.py are the calibration programs)")
+                             "bench/pump.py and bench/lean.py are the calibration programs; "
+                             "the trickle phases run for a .pyz only)")
     parser.add_argument("--no-calibration", dest="calibration", action="store_false",
                         help="skip the calibration rows (bench/pump.py and bench/lean.py "
-                             "through the c=32 and SSE scenarios)")
+                             "through the c=32, SSE, 60 KB and trickle scenarios)")
     parser.add_argument("--no-extras", dest="extras", action="store_false",
                         help="skip the start-up timings (bench/startup.py) and the scale-out "
                              "check of the README's nginx recipe (bench/scaleout.py)")
     parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--only", action="append", default=[],
-                        help="run only scenarios whose name contains this (repeatable)")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only the parts whose name contains NAME (repeatable): the "
+                             "scenarios ('json 2KB c=1', 'json 2KB c=32', 'sse 200ev c=8', "
+                             "'sse translated c=8', 'json 60KB c=8'), 'trickle a', "
+                             "'trickle b', '%s', '%s', '%s'; e.g. --only trickle"
+                             % (STREAM_PART, STARTUP_PART, SCALEOUT_PART))
     args = parser.parse_args(argv)
     args.proxy = os.path.abspath(args.proxy)  # the proxy runs in the temp directory
-    if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.stream_mb < 0:
-        parser.error("--rounds and --duration must be >= 1, --warmup and --stream-mb >= 0")
+    if (args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.stream_mb < 0
+            or args.trickle_seconds < 1):
+        parser.error("--rounds, --duration and --trickle-seconds must be >= 1, --warmup and "
+                     "--stream-mb >= 0")
     return args
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one bench run measured, for the report and results.json."""
+    machine: str
+    results: List[ScenarioResult]
+    stream: Optional[StreamResult]
+    peak_mb: float
+    peak_before_stream_mb: float
+    calibration: List[CalibrationRow]
+    trickle: List[TrickleRow]
+    startup: Optional[list]  # startup.StartupRow per interpreter; None when not run
+
+
+def measure(args, workdir, servers):
+    """Every selected part of the run, in order: cliproxy's wrk scenarios, the 1 GB stream,
+    its trickle phases; then the calibration programs; then start-up. ``servers`` collects
+    the processes started, for the caller to stop."""
+    nginx_port, proxy_port = free_port(), free_port()
+    phases = []
+    if args.proxy.endswith(".pyz"):
+        phases = [phase for phase in trickle_phases(args) if selected(args, phase.name)]
+    trickle_port = free_port() if phases else None
+    servers["nginx"] = start_nginx(workdir, nginx_port, max(args.stream_mb, 1) * MB)
+    upstream = None
+    if phases:
+        upstream = servers["trickle"] = start_trickle_upstream(workdir, trickle_port)
+    proxy, proxy_log = start_proxy(args.proxy, workdir, proxy_port, nginx_port,
+                                   trickle_port=trickle_port, phases=phases)
+    servers["proxy"] = proxy
+    machine = machine_line()
+    chosen = [s for s in scenarios(workdir) if selected(args, s.name)]
+    results = [run_scenario(s, nginx_port, proxy_port, proxy.pid, args, workdir)
+               for s in chosen]
+    peak_before_stream = memory_mb(proxy.pid, "VmHWM")
+    stream = None
+    if args.stream_mb and selected(args, STREAM_PART):
+        print("[bench] %d MB stream ..." % args.stream_mb, flush=True)
+        stream = run_stream(nginx_port, proxy_port, proxy.pid, args.stream_mb)
+    # Read before the trickle phases, whose 1,000 streams have their own memory targets.
+    peak = memory_mb(proxy.pid, "VmHWM")
+    trickle_rows = []
+    if phases:
+        trickle_rows = run_trickle_product(phases, proxy_port, proxy.pid, trickle_port, upstream.pid)
+    if proxy.poll() is not None:
+        raise BenchError("cliproxy died during the run: %s" % _tail(proxy_log))
+    stop(proxy)
+    calibration = []
+    if args.calibration and args.proxy == DEFAULT_PYZ:
+        calibration = run_calibrations(chosen, nginx_port, args, workdir)
+        if phases:
+            trickle_rows += run_trickle_calibrations(phases, nginx_port, trickle_port,
+                                                     upstream.pid, workdir)
+    # Start-up is timed on a quiet machine: every server of the run stopped first.
+    for name in ("trickle", "nginx"):
+        stop(servers.get(name))
+    startup_rows = None
+    if args.extras and selected(args, STARTUP_PART):
+        print("[bench] start-up ...", flush=True)
+        startup_rows = startup.measure(args.proxy, STARTUP_RUNS)
+    return Run(machine, results, stream, peak, peak_before_stream, calibration, trickle_rows,
+               startup_rows), proxy_log
 
 
 def main(argv=None):
@@ -912,47 +1486,26 @@ def main(argv=None):
         if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
             print("bench: %s not found; run bench/run.sh (installs it)" % tool, file=sys.stderr)
             return 1
+    if resource is None or not os.path.isdir("/proc/self"):
+        print("bench: Linux only (/proc, resource)", file=sys.stderr)
+        return 1
     build_pyz(args.proxy)
+    raise_open_files()
     # SIGTERM takes the Ctrl-C path, so that nginx and the proxy are stopped on the way out.
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = tempfile.mkdtemp(prefix="cliproxy-bench-")
-    nginx = proxy = None
+    servers = {}
     try:
-        nginx_port, proxy_port = free_port(), free_port()
-        nginx = start_nginx(workdir, nginx_port, max(args.stream_mb, 1) * MB)
-        proxy, proxy_log = start_proxy(args.proxy, workdir, proxy_port, nginx_port)
-        machine = machine_line()
-        chosen = [s for s in scenarios(workdir)
-                  if not args.only or any(o in s.name for o in args.only)]
-        results = [run_scenario(s, nginx_port, proxy_port, proxy.pid, args, workdir)
-                   for s in chosen]
-        peak_before_stream = memory_mb(proxy.pid, "VmHWM")
-        stream = None
-        if args.stream_mb:
-            print("[bench] %d MB stream ..." % args.stream_mb, flush=True)
-            stream = run_stream(nginx_port, proxy_port, proxy.pid, args.stream_mb)
-        peak = memory_mb(proxy.pid, "VmHWM")
-        if proxy.poll() is not None:
-            raise BenchError("cliproxy died during the run: %s" % _tail(proxy_log))
-        calibration = []
-        if args.calibration and args.proxy == DEFAULT_PYZ:
-            stop(proxy)
-            proxy = None
-            calibration = run_calibrations(chosen, nginx_port, args, workdir)
-        report(results, stream, peak, peak_before_stream, machine, os.path.basename(args.proxy))
-        if calibration:
-            print("\ncalibration, same run (Python programs in bench/, not cliproxy):")
-            print(calibration_table(results, calibration))
-        if args.extras:
-            run_extras(args.proxy)
+        run, proxy_log = measure(args, workdir, servers)
+        report(run, os.path.basename(args.proxy))
+        if args.extras and selected(args, SCALEOUT_PART):
+            run_scaleout(args.proxy)
         os.makedirs(args.out, exist_ok=True)
         name = "results.json" if args.proxy == DEFAULT_PYZ else "results-%s.json" % (
             os.path.splitext(os.path.basename(args.proxy))[0])
         out_path = os.path.join(args.out, name)
         with open(out_path, "w", encoding="utf-8") as handle:
-            json.dump(to_json(results, stream, peak, peak_before_stream, machine, args,
-                              calibration),
-                      handle, indent=2)
+            json.dump(to_json(run, args), handle, indent=2)
         print("\nresults written to %s" % os.path.relpath(out_path))
         warnings = _tail(proxy_log, 2000)
         if warnings and warnings != "(no log)":
@@ -965,8 +1518,8 @@ def main(argv=None):
         print("bench: interrupted", file=sys.stderr)
         return 130
     finally:
-        stop(proxy)
-        stop(nginx)
+        for process in servers.values():
+            stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

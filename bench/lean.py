@@ -19,14 +19,19 @@ this machine before any of cliproxy's own structure.
 With ``--strict`` the heads are parsed and written by cliproxy's own sans-IO parser and
 writer (imported from this source tree), so every request and answer is checked as SPEC
 §4 requires and bodies are relayed event by event as they are parsed: the same relay, plus
-the cost of a conforming HTTP/1.1 implementation. Takes the bench's ``--config PATH``
-(``port``, ``api-keys``, ``claude-api-key[0]``, ``ampcode.upstream-url``); ignores the rest.
+the cost of a conforming HTTP/1.1 implementation; a chunked answer (the trickle
+scenario's upstream, bench/trickle.py) is relayed chunk by chunk as each arrives. Takes the
+bench's ``--config PATH`` (``port``, ``api-keys``, ``claude-api-key``,
+``openai-compatibility``, ``ampcode.upstream-url``); ignores the rest. Every connection
+goes to ``ampcode.upstream-url`` (bench.py points it at the upstream of the scenario), at
+the path the provider entry serving the request's model names: its ``base-url`` path plus
+``/v1/messages`` (Anthropic) or ``/chat/completions`` (OpenAI-compatible).
 
-The translated scenario (a model named ``...translated...``) asks the upstream for its
-OpenAI Chat stream and answers the client an Anthropic stream: the least work translation
-needs, per event one ``json.loads`` of the chunk and one Anthropic delta written from a
-template and the text's JSON string (no validation, no tool calls, no usage, no error
-handling), sent chunked as each read brings whole events.
+A model served by an ``openai-compatibility`` entry is translated: the upstream is asked
+for its OpenAI Chat stream and the client answered an Anthropic stream, with the least
+work translation needs, per event one ``json.loads`` of the chunk and one Anthropic delta
+written from a template and the text's JSON string (no validation, no tool calls, no
+usage, no error handling), sent chunked as each read brings whole events.
 """
 
 import asyncio
@@ -61,11 +66,26 @@ def client_key(fields):
     return key
 
 
-def upstream_path(model):
-    """The nginx location serving ``model``'s canned answer (see bench/nginx.conf.tmpl)."""
-    if "translated" in model:
-        return "/chat-sse/v1/chat/completions"
-    return "/sse/v1/messages" if "sse" in model else "/v1/messages"
+# A model no provider entry names: the Anthropic path at the root, as nginx serves it.
+ANTHROPIC_ROUTE = ("/v1/messages", False)
+
+
+def model_routes(config):
+    """{model: (upstream path, translated)} from the config's provider entries: an
+    Anthropic entry's ``base-url`` path (without a trailing ``/v1``) + ``/v1/messages``;
+    an OpenAI-compatible entry's + ``/chat/completions``, translated."""
+    routes = {}
+    for entry in config.get("claude-api-key", []):
+        base = urlsplit(entry["base-url"]).path.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[:-3]
+        for model in entry.get("models", []):
+            routes[model["name"]] = (base + "/v1/messages", False)
+    for entry in config.get("openai-compatibility", []):
+        base = urlsplit(entry["base-url"]).path.rstrip("/")
+        for model in entry.get("models", []):
+            routes[model["name"]] = (base + "/chat/completions", True)
+    return routes
 
 
 _OPENING = (
@@ -203,10 +223,9 @@ class Client(asyncio.Protocol):
         if client_key(named) not in self.settings["client_keys"]:
             self.transport.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
             return
-        model = json.loads(body)["model"]
+        path, translated = self.settings["routes"].get(json.loads(body)["model"], ANTHROPIC_ROUTE)
         method, _, _ = line.split(" ", 2)
-        path = upstream_path(model)
-        self.upstream.get_protocol().translator = ChatToAnthropic() if "translated" in model else None
+        self.upstream.get_protocol().translator = ChatToAnthropic() if translated else None
         self.upstream.write(encode_head("%s %s HTTP/1.1" % (method, path), fields, (
             "host: %s" % self.settings["host"], "x-api-key: %s" % self.settings["key"],
             "content-length: %d" % length)) + body)
@@ -223,6 +242,8 @@ class StrictUpstream(Upstream):
         super().__init__(client)
         self.parser = http_parser.ResponseParser()
         self.parser.start("POST")
+        # The answer has no Content-Length (chunked upstream): relayed chunked, piece by piece.
+        self.chunked = False
 
     def data_received(self, data):
         parser = self.parser
@@ -234,18 +255,25 @@ class StrictUpstream(Upstream):
             event = parser.next_event()
             kind = type(event)
             if kind is http_parser.Data:
-                out.append(event.data if translator is None else http_writer.encode_chunk(translator.feed(event.data)))
+                if translator is not None:
+                    out.append(http_writer.encode_chunk(translator.feed(event.data)))
+                else:
+                    out.append(http_writer.encode_chunk(event.data) if self.chunked else event.data)
             elif kind is http_parser.ResponseHead:
                 fields = [f for f in event.headers if f[0] not in UNSENT]
-                if translator is None:
-                    fields.append(("content-length", event.headers.get("content-length", "0")))
-                else:
+                length = event.headers.get("content-length")
+                self.chunked = translator is not None or length is None
+                if self.chunked:
                     fields.append(("transfer-encoding", "chunked"))
+                else:
+                    fields.append(("content-length", length))
                 out.append(http_writer.encode_response_head(event.status, fields))
             elif kind is http_parser.EndOfMessage:
                 if translator is not None:
-                    out.append(http_writer.encode_chunk(translator.close()) + http_writer.LAST_CHUNK)
+                    out.append(http_writer.encode_chunk(translator.close()))
                     self.translator = translator = None
+                if self.chunked:
+                    out.append(http_writer.LAST_CHUNK)
                 parser.start("POST")
             else:
                 break
@@ -288,9 +316,8 @@ class StrictClient(Client):
         if client_key(headers) not in self.settings["client_keys"]:
             self.transport.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
             return
-        model = json.loads(body)["model"]
-        path = upstream_path(model)
-        self.upstream.get_protocol().translator = ChatToAnthropic() if "translated" in model else None
+        path, translated = self.settings["routes"].get(json.loads(body)["model"], ANTHROPIC_ROUTE)
+        self.upstream.get_protocol().translator = ChatToAnthropic() if translated else None
         fields = [f for f in headers if f[0] not in UNSENT]
         fields.extend((("host", self.settings["host"]), ("x-api-key", self.settings["key"]),
                        ("content-length", str(len(body)))))
@@ -304,6 +331,7 @@ async def serve(config, client_class):
         "host": upstream.netloc,
         "client_keys": frozenset(config["api-keys"]),
         "key": config["claude-api-key"][0]["api-key"],
+        "routes": model_routes(config),
     }
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: client_class(settings), "127.0.0.1", config["port"])

@@ -6,16 +6,17 @@ Strategy: each figure is the median of several runs, wall clock, measured from p
 start: ``python3 -c pass`` (the interpreter alone), ``cliproxy.pyz --version``,
 ``cliproxy.pyz check`` (a small config), and the time until the first ``/healthz`` answer of
 a serving instance (polled every 2 ms). The pyz figures are printed as milliseconds beyond
-the bare interpreter's, which is what cliproxy itself adds. Each interpreter gets an empty
-bytecode cache (``CLIPROXY_CACHE_DIR``, see cliproxy/bytecache.py): the first serving start
-compiles every module and is shown apart ("cold"); the medians are of starts that find
-them compiled. Interpreters: this one, and the oldest and newest 3.8+ under
-``pyenv root`` when pyenv is there.
+the bare interpreter's, which is what cliproxy itself adds. The medians are of starts that
+find cliproxy's modules compiled in the bytecode cache (``CLIPROXY_CACHE_DIR``, see
+cliproxy/bytecache.py; "warm"); each of the three is also run once against an empty cache
+of its own, compiling what it imports, and shown apart ("cold"). Interpreters: this one,
+and the oldest and newest 3.8+ under ``pyenv root`` when pyenv is there.
 
     python3 bench/startup.py [--proxy dist/cliproxy.pyz] [--runs 7]
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -102,28 +104,53 @@ def first_health(python, pyz, config, runs, env=None):
     return statistics.median(times) if times else None
 
 
+@dataclasses.dataclass
+class StartupRow:
+    """One interpreter's figures: the bare start in ms, the others in ms beyond it (None
+    when a serving instance never answered)."""
+    version: str
+    bare_ms: float
+    version_ms: float
+    check_ms: float
+    health_ms: Optional[float]
+    version_cold_ms: float
+    check_cold_ms: float
+    health_cold_ms: Optional[float]
+
+
 def measure(pyz, runs):
-    """Rows (version, bare ms, --version +ms, check +ms, first /healthz cold +ms, first
-    /healthz +ms)."""
+    """A ``StartupRow`` per interpreter, oldest first."""
     workdir = tempfile.mkdtemp(prefix="cliproxy-startup-")
     config = os.path.join(workdir, "config.json")
     with open(config, "w", encoding="utf-8") as handle:
         json.dump({"host": "127.0.0.1", "port": 0, "logs-dir": os.path.join(workdir, "logs"),
                    "ampcode": {"upstream-url": ""}}, handle)
+    version_command = [pyz, "--version"]
+    check_command = [pyz, "check", "--config", config]
     rows = []
-    for version, python in interpreters():
-        env = dict(os.environ, CLIPROXY_CACHE_DIR=os.path.join(workdir, "cache-" + version))
-        bare = timed([python, "-c", "pass"], runs)
-        cold = first_health(python, pyz, config, 1, env)
-        rows.append((
-            version,
-            bare * 1000,
-            (timed([python, pyz, "--version"], runs, env) - bare) * 1000,
-            (timed([python, pyz, "check", "--config", config], runs, env) - bare) * 1000,
-            _ms_beyond(cold, bare),
-            _ms_beyond(first_health(python, pyz, config, runs, env), bare),
-        ))
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        for version, python in interpreters():
+
+            def cache(name):
+                return dict(os.environ, CLIPROXY_CACHE_DIR=os.path.join(workdir, name + "-" + version))
+
+            bare = timed([python, "-c", "pass"], runs)
+            # Cold first, each with a cache of its own; the warm runs then share one that
+            # the cold serving start has filled.
+            version_cold = timed([python] + version_command, 1, cache("cold-version"))
+            check_cold = timed([python] + check_command, 1, cache("cold-check"))
+            warm = cache("warm")
+            health_cold = first_health(python, pyz, config, 1, warm)
+            rows.append(StartupRow(
+                version=version, bare_ms=bare * 1000,
+                version_ms=(timed([python] + version_command, runs, warm) - bare) * 1000,
+                check_ms=(timed([python] + check_command, runs, warm) - bare) * 1000,
+                health_ms=_ms_beyond(first_health(python, pyz, config, runs, warm), bare),
+                version_cold_ms=(version_cold - bare) * 1000,
+                check_cold_ms=(check_cold - bare) * 1000,
+                health_cold_ms=_ms_beyond(health_cold, bare)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return rows
 
 
@@ -132,12 +159,19 @@ def _ms_beyond(seconds, bare):
 
 
 def table(rows):
-    lines = ["%-8s %8s %14s %10s %22s %18s" % (
-        "python", "bare ms", "--version +ms", "check +ms", "/healthz cold +ms", "first /healthz +ms")]
-    for version, bare, version_ms, check_ms, cold_ms, health_ms in rows:
-        lines.append("%-8s %8.1f %14.1f %10.1f %22s %18s" % (
-            version, bare, version_ms, check_ms, _text(cold_ms), _text(health_ms)))
+    """The rows as text: warm medians, each with its cold run after a slash."""
+    lines = ["%-8s %8s %20s %16s %22s" % (
+        "python", "bare ms", "--version +ms", "check +ms", "first /healthz +ms"),
+        "%-8s %8s %20s %16s %22s" % ("", "", "warm / cold", "warm / cold", "warm / cold")]
+    for row in rows:
+        lines.append("%-8s %8.1f %20s %16s %22s" % (
+            row.version, row.bare_ms, _pair(row.version_ms, row.version_cold_ms),
+            _pair(row.check_ms, row.check_cold_ms), _pair(row.health_ms, row.health_cold_ms)))
     return "\n".join(lines)
+
+
+def _pair(warm, cold):
+    return "%s / %s" % (_text(warm), _text(cold))
 
 
 def _text(ms):
