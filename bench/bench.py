@@ -41,7 +41,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ except ImportError:  # not Linux: main() says the bench cannot run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import startup  # noqa: E402  (bench/startup.py and bench/trickle.py, next to this file)
+from procs import free_port, stop, tail, wait_listening  # noqa: E402
 import trickle  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,9 +77,6 @@ SSE_EVENTS = 200
 CHUNK = 64 * 1024
 MB = 1024 * 1024
 SAMPLE_EVERY = 100 * MB
-# The loops that wait for a server to listen or to exit are bounded by these.
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 
 # Trickle streams (bench/trickle.py). Models served from the trickling upstream, one per
 # phase (the phase's timing is in the provider entry's base-url).
@@ -442,47 +439,6 @@ def canned_sse():
 # ---------------------------------------------------------------------------------------
 # Processes.
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_listening(port, process, name, log_path):
-    """Return once 127.0.0.1:port accepts; raise BenchError if the process exits or the
-    bounded wait ends first."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError("%s exited with %s: %s" % (name, process.returncode, _tail(log_path)))
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError("%s did not listen on port %d within %.0f s" % (name, port, START_TIMEOUT))
-
-
-def _tail(path, limit=800):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()[-limit:].decode("utf-8", "replace").strip()
-    except OSError:
-        return "(no log)"
-
-
-def stop(process):
-    """SIGTERM, a bounded wait, then SIGKILL: never leave a server behind."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(STOP_TIMEOUT)
-
-
 def start_nginx(prefix, port, big_bytes):
     with open(os.path.join(HERE, "nginx.conf.tmpl"), encoding="utf-8") as handle:
         template = handle.read()
@@ -505,7 +461,7 @@ def start_nginx(prefix, port, big_bytes):
         process = subprocess.Popen(
             [nginx, "-p", prefix, "-e", os.path.join(prefix, "error.log"), "-c", conf_path],
             stdout=log, stderr=subprocess.STDOUT)
-    wait_listening(port, process, "nginx", log_path)
+    wait_listening(port, process, "nginx", log_path, error=BenchError)
     return process
 
 
@@ -556,7 +512,7 @@ def start_proxy(program, workdir, proxy_port, nginx_port, arguments=(), name="cl
             [sys.executable, program, "--config", config_path, "--log-level", "warning"]
             + list(arguments),
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    wait_listening(proxy_port, process, "cliproxy", log_path)
+    wait_listening(proxy_port, process, "cliproxy", log_path, error=BenchError)
     return process, log_path
 
 
@@ -799,7 +755,7 @@ def start_trickle_upstream(workdir, port):
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, trickle.__file__, "upstream", "--port", str(port)],
                                    stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    wait_listening(port, process, "the trickle upstream", log_path)
+    wait_listening(port, process, "the trickle upstream", log_path, error=BenchError)
     return process
 
 
@@ -1461,7 +1417,7 @@ def measure(args, workdir, servers):
     if phases:
         trickle_rows = run_trickle_product(phases, proxy_port, proxy.pid, trickle_port, upstream.pid)
     if proxy.poll() is not None:
-        raise BenchError("cliproxy died during the run: %s" % _tail(proxy_log))
+        raise BenchError("cliproxy died during the run: %s" % tail(proxy_log))
     stop(proxy)
     calibration = []
     if args.calibration and args.proxy == DEFAULT_PYZ:
@@ -1507,7 +1463,7 @@ def main(argv=None):
         with open(out_path, "w", encoding="utf-8") as handle:
             json.dump(to_json(run, args), handle, indent=2)
         print("\nresults written to %s" % os.path.relpath(out_path))
-        warnings = _tail(proxy_log, 2000)
+        warnings = tail(proxy_log, 2000)
         if warnings and warnings != "(no log)":
             print("\nproxy log (tail):\n" + warnings)
         return 0

@@ -21,7 +21,6 @@ import json
 import os
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import bench  # noqa: E402  (the bench's canned bodies, one definition for both tools)
+from procs import free_port, wait_listening  # noqa: E402
 
 CLIENT_KEY = "sk-calls"
 PATH = "/api/provider/anthropic/v1/messages"
@@ -78,25 +78,6 @@ class _Canned(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port, proc):
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("cliproxy exited with %s" % proc.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("cliproxy did not listen on %d" % port)
-
-
 def _send(conn, body, count):
     for _ in range(count):
         conn.request("POST", PATH, body, {"Content-Type": "application/json",
@@ -123,7 +104,7 @@ def measure(requests, connections, stream, workdir):
     _Canned.events = bench.canned_sse().encode("utf-8")
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    port = _free_port()
+    port = free_port()
     config = os.path.join(workdir, "config.json")
     with open(config, "w") as f:
         json.dump({"host": "127.0.0.1", "port": port, "api-keys": [CLIENT_KEY],
@@ -134,7 +115,7 @@ def measure(requests, connections, stream, workdir):
     proc = subprocess.Popen([sys.executable, "-c", _PROFILED_MAIN, stats_file, "--config",
                              config, "--log-level", "warning"], env=env)
     try:
-        _wait_listening(port, proc)
+        wait_listening(port, proc, "cliproxy", error=SystemExit)
         body = bench.small_request(bench.JSON_MODEL, stream)
         conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(connections)]
         _in_parallel(conns, body, 50)

@@ -47,10 +47,10 @@ from tests.support.fakes import FakeUpstream, FakeWebSocketEcho, SSEReply  # noq
 
 import hostile_faults as faults  # noqa: E402
 import hostile_load as load  # noqa: E402
+from procs import free_port  # noqa: E402
 from hostile_proc import (  # noqa: E402
     HarnessError,
     descriptor_ceiling,
-    free_port,
     healthz,
     log_summary,
     raise_own_descriptor_limit,

@@ -11,7 +11,6 @@ only; every child is stopped (SIGTERM, a bounded wait, SIGKILL) whatever happens
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -19,20 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-START_TIMEOUT = 15.0  # seconds for a proxy to listen
-STOP_TIMEOUT = 10.0  # seconds for a proxy to exit after SIGTERM
+from procs import free_port, stop, wait_listening  # bench/procs.py, next to this file
+
 # Lines a Python traceback starts with, in a log file.
 TRACEBACK = "Traceback (most recent call last)"
 
 
 class HarnessError(Exception):
     """The job itself cannot run (a proxy that does not start, a missing zipapp)."""
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def raise_own_descriptor_limit(wanted):
@@ -162,36 +155,7 @@ def start_proxy(name, pyz, workdir, document, log_level="info", descriptor_limit
 
 
 def _wait_listening(proxy):
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not proxy.alive():
-            raise HarnessError("%s exited with %s: %s" % (proxy.name, proxy.process.returncode, _tail(proxy.log_path)))
-        try:
-            with socket.create_connection(("127.0.0.1", proxy.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise HarnessError("%s did not listen on port %d within %.0f s" % (proxy.name, proxy.port, START_TIMEOUT))
-
-
-def _tail(path, limit=800):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()[-limit:].decode("utf-8", "replace").strip()
-    except OSError:
-        return "(no log)"
-
-
-def stop(process):
-    """SIGTERM, a bounded wait, then SIGKILL: never leave a proxy behind."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(STOP_TIMEOUT)
+    wait_listening(proxy.port, proxy.process, proxy.name, proxy.log_path, error=HarnessError)
 
 
 def healthz(port, timeout=5.0):

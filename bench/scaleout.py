@@ -19,12 +19,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from procs import free_port, stop, wait_listening  # bench/procs.py, next to this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -33,7 +33,6 @@ CLIENT_KEY = "sk-scaleout"
 THREADS = 16
 PER_THREAD = 4
 UNTHREADED = 32
-START_TIMEOUT = 15.0
 
 
 class ScaleOutError(Exception):
@@ -50,35 +49,6 @@ def readme_nginx_block():
     return match.group(1)
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_listening(port, process, name):
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ScaleOutError("%s exited with %s" % (name, process.returncode))
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise ScaleOutError("%s did not listen on %d" % (name, port))
-
-
-def stop(process):
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def start_instance(pyz, workdir, name, port):
     config = {"host": "127.0.0.1", "port": port, "api-keys": [CLIENT_KEY], "request-log": True,
               "logs-dir": os.path.join(workdir, name), "ampcode": {"upstream-url": ""}}
@@ -88,7 +58,7 @@ def start_instance(pyz, workdir, name, port):
     log_path = os.path.join(workdir, name + ".log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, pyz, "--config", path], stderr=log, stdout=log)
-    wait_listening(port, process, name)
+    wait_listening(port, process, name, error=ScaleOutError)
     return process, log_path
 
 
@@ -106,7 +76,7 @@ def start_nginx(workdir, block, ports, front):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen([nginx, "-p", workdir, "-e", os.path.join(workdir, "error.log"), "-c", path],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_listening(front, process, "nginx")
+    wait_listening(front, process, "nginx", error=ScaleOutError)
     return process
 
 

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 import urllib.request
 from typing import Optional
+
+from procs import free_port  # bench/procs.py, next to this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -72,12 +73,6 @@ def timed(command, runs, env=None):
         process.wait()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def first_health(python, pyz, config, runs, env=None):

@@ -677,16 +677,7 @@ class _Connection(asyncio.Protocol):
         """Run the ``kind`` timeout action ``timeout`` seconds from now unless the deadline
         is cleared (``deadline = None``) or moved first. Re-arms the timer only when the new
         deadline is earlier than the armed one."""
-        # ``set_deadline_at``'s body, not a call to it: this runs for every request.
-        when = self.clock() + timeout
-        self.deadline = when
-        self.deadline_kind = kind
-        timer = self.timer
-        if timer is None or when < self.timer_when:
-            if timer is not None:
-                timer.cancel()
-            self.timer = self.loop.call_at(when, self._on_timer)
-            self.timer_when = when
+        self.set_deadline_at(self.clock() + timeout, kind)
 
     def set_deadline_at(self, when, kind):
         """``set_deadline`` for a deadline given in loop time."""
