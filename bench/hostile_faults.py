@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tests.support.hostile import CLIENT_KEY
+from tests.support.loop_thread import LoopThreadServer
 
 MODES = ("refuse", "hang-head", "hang-body", "close-mid", "garbage", "gzip-bomb")
 BOMB_BYTES = 1 << 30  # what the gzip bomb inflates to: 1 GiB of zeros (about 1 MB sent)
@@ -39,46 +40,16 @@ def gzip_bomb(size=BOMB_BYTES):
     return b"".join(parts) + compressor.flush()
 
 
-class FaultServer:
+class FaultServer(LoopThreadServer):
     """An upstream on 127.0.0.1 that misbehaves as each request asks (module docstring)."""
 
+    thread_name = "fault-server"
+
     def __init__(self, bomb):
+        super().__init__()
         self.bomb = bomb
-        self.port = None
-        self._loop = None
-        self._thread = None
-        self._server = None
-        self._writers = set()
 
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def __enter__(self):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-server", daemon=True)
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
-        return self
-
-    def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _listen(self):
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self._server.sockets[0].getsockname()[1]
-
-    async def _stop(self):
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader, writer):
-        self._writers.add(writer)
+    async def handle(self, reader, writer):
         try:
             path, body = await _read_request(reader)
             mode, stream = _mode(path, body)
@@ -86,7 +57,6 @@ class FaultServer:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
-            self._writers.discard(writer)
             writer.transport.abort()
 
     async def _misbehave(self, mode, stream, reader, writer):

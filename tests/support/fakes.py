@@ -64,9 +64,11 @@ import hashlib
 import json
 import threading
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from tests.support.loop_thread import LoopThreadServer
 
 __all__ = [
     "FakeUpstream",
@@ -83,8 +85,6 @@ __all__ = [
 ]
 
 HEAD_LIMIT = 256 * 1024  # bytes: larger than any header block the proxy forwards
-START_TIMEOUT = 5.0  # seconds for the listener to bind
-STOP_TIMEOUT = 5.0  # seconds for close() to finish
 SPLIT_PAUSE = 0.01  # seconds between the pieces of a split_at boundary
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
@@ -384,69 +384,30 @@ def _wants_keep_alive(version, headers):
 # --- servers ---------------------------------------------------------------------------
 
 
-class FakeUpstream:
+class FakeUpstream(LoopThreadServer):
     """A recording HTTP/1.1 server on 127.0.0.1 with programmable replies (see module
     docstring)."""
 
+    thread_name = "fake-upstream"
+    stream_limit = HEAD_LIMIT
+
     def __init__(self, default=None):
+        super().__init__()
         self.default = default if default is not None else self._not_found
         self.requests = []  # type: List[Recorded]
         self._routes = []  # type: List[Tuple[str, Union[str, Callable], object]]
         self._cond = threading.Condition()
-        self._loop = None  # type: Optional[asyncio.AbstractEventLoop]
-        self._thread = None  # type: Optional[threading.Thread]
-        self._server = None
-        self._tasks = set()
-        self.host = "127.0.0.1"
-        self.port = None  # type: Optional[int]
 
     @staticmethod
     def _not_found(request):
         message = "no fake route for %s %s" % (request.method, request.path)
         return JSONReply(404, {"error": message})
 
-    @property
-    def url(self):
-        return "http://%s:%d" % (self.host, self.port)
-
     def route(self, method, match, reply):
         """Answer requests of ``method`` (or ``"*"``) whose path starts with ``match`` (or
         for which ``match(recorded)`` is true) with ``reply``. Returns the fake."""
         self._routes.append((method.upper(), match, reply))
         return self
-
-    def start(self):
-        """Bind 127.0.0.1:0 and serve from a background thread. Returns the fake."""
-        if self._loop is not None:
-            raise RuntimeError("fake upstream already started")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="fake-upstream", daemon=True
-        )
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
-        self.port = future.result(START_TIMEOUT)
-        return self
-
-    def close(self):
-        """Stop listening, close every connection and stop the thread. Idempotent."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(STOP_TIMEOUT)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(STOP_TIMEOUT)
-            loop.close()
-            self._loop = None
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     def wait_for_requests(self, count, timeout=5.0):
         """Block until at least ``count`` requests were recorded; return them.
@@ -458,23 +419,7 @@ class FakeUpstream:
                 )
             return list(self.requests)
 
-    async def _listen(self):
-        self._server = await asyncio.start_server(
-            self._handle, self.host, 0, limit=HEAD_LIMIT
-        )
-        return self._server.sockets[0].getsockname()[1]
-
-    async def _shutdown(self):
-        self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader, writer):
-        task = asyncio.current_task()
-        self._tasks.add(task)
+    async def handle(self, reader, writer):
         try:
             while True:
                 parsed = await _read_request(reader)
@@ -489,7 +434,6 @@ class FakeUpstream:
         except (_BadInput, ConnectionError):
             return
         finally:
-            self._tasks.discard(task)
             writer.close()
 
     def _record(self, request):

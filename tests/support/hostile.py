@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from tests.support.fakes import JSONReply, SSEReply, sse_events
+from tests.support.loop_thread import LoopThreadServer
 
 # --- the configuration under probe -----------------------------------------------------
 
@@ -1426,7 +1427,7 @@ WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 SETTLE_SECONDS = 1.0
 
 
-class RawUpstream:
+class RawUpstream(LoopThreadServer):
     """An HTTP/1.1 upstream on 127.0.0.1 that keeps connections alive, reads every request
     strictly (CRLF only; exactly one of Content-Length or chunked; one length value) and
     records it with the problems its framing had. Every request gets the same 200 JSON
@@ -1434,43 +1435,14 @@ class RawUpstream:
     A request cut short by the proxy is recorded as incomplete."""
 
     ANSWER = json.dumps(anthropic_message("smuggle")).encode()
+    thread_name = "raw-upstream"
 
     def __init__(self):
+        super().__init__()
         self.requests = []  # type: List[UpstreamRequest]
         self._lock = threading.Lock()
         self._busy = 0
         self._connections = 0
-        self._writers = set()
-        self._loop = None
-        self._thread = None
-        self._server = None
-        self.port = None
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def start(self):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="raw-upstream", daemon=True)
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
-        return self
-
-    def close(self):
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-        self._loop = None
 
     def mark(self):
         """A point to read from later: (requests recorded, requests being received)."""
@@ -1487,19 +1459,8 @@ class RawUpstream:
         with self._lock:
             return list(self.requests[recorded:])
 
-    async def _listen(self):
-        self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
-        return self._server.sockets[0].getsockname()[1]
-
-    async def _stop(self):
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader, writer):
+    async def handle(self, reader, writer):
         self._connections += 1
-        self._writers.add(writer)
         connection = self._connections
         buffer = bytearray()
         try:
@@ -1518,7 +1479,6 @@ class RawUpstream:
         except ConnectionError:
             return
         finally:
-            self._writers.discard(writer)
             writer.close()
 
     async def _tunnel(self, request, reader, writer, buffer):
