@@ -59,6 +59,16 @@ async def keep_alive_ok(upstream, reader, writer, index):
         await send(writer, OK)
 
 
+def keep_alive_ok_noting_ends(ends):
+    """``keep_alive_ok`` that appends a connection's index to ``ends`` when it closes."""
+    async def handler(upstream, reader, writer, index):
+        try:
+            await keep_alive_ok(upstream, reader, writer, index)
+        finally:
+            ends.append(index)
+    return handler
+
+
 def test_keep_alive_reuses_one_connection():
     async def main():
         async with serving_with_client(Upstream(keep_alive_ok)) as (up, client):
@@ -168,14 +178,7 @@ def test_idle_connection_closed_by_server_is_not_reused():
 def test_a_pooled_connection_idle_for_a_minute_is_not_reused():
     async def main():
         ends = []
-
-        async def handler(upstream, reader, writer, index):
-            try:
-                await keep_alive_ok(upstream, reader, writer, index)
-            finally:
-                ends.append(index)
-
-        async with serving_with_client(Upstream(handler)) as (up, client):
+        async with serving_with_client(Upstream(keep_alive_ok_noting_ends(ends))) as (up, client):
             for wait in (0, 59, 61):
                 await advance(wait)
                 assert await (await client.request("GET", up.url(), Headers())).read() == b"ok"
@@ -198,14 +201,7 @@ async def wait_for(condition):
 def test_expired_connections_of_an_origin_are_closed_when_another_is_parked():
     async def main():
         ends = []
-
-        async def handler(upstream, reader, writer, index):
-            try:
-                await keep_alive_ok(upstream, reader, writer, index)
-            finally:
-                ends.append(index)
-
-        async with serving_with_client(Upstream(handler)) as (up, client):
+        async with serving_with_client(Upstream(keep_alive_ok_noting_ends(ends))) as (up, client):
             first = await client.request("GET", up.url(), Headers())
             second = await client.request("GET", up.url(), Headers())  # a second connection
             await first.read()  # parked
