@@ -7,7 +7,16 @@ import time
 
 import pytest
 
-from cliproxy.http.sse import Event, EventRuns, FieldParser, SSEParser, encode_event
+from cliproxy.http.sse import (
+    Event,
+    EventRuns,
+    FieldParser,
+    SSEParser,
+    encode_event,
+    event_frame,
+    next_event,
+    text_events,
+)
 
 
 def _anthropic_stream():
@@ -443,6 +452,46 @@ def test_field_parser_reads_a_stream_fed_byte_by_byte():
         events = [event for i in range(len(stream)) for event in parser.feed(stream[i : i + 1])]
         events += parser.flush()
         assert _carrying(events) == _carrying(SSEParser().feed(stream)), stream[:20]
+
+
+def test_field_parser_text_read_event_by_event_gives_its_events():
+    # feed_text hands over whole events as text; next_event, stepping through it,
+    # reads the events feed gives, filler blank lines skipped alike.
+    rng = random.Random(78)
+    for _ in range(3000):
+        stream = _random_stream(rng, [b"\n"])
+        texts, parser = FieldParser(), FieldParser()
+        for piece in _random_pieces(rng, stream):
+            text, events = texts.feed_text(piece)
+            expected = parser.feed(piece)
+            if not text:
+                assert _carrying(events) == _carrying(expected), stream
+                continue
+            assert events == [] and _carrying(text_events(text)) == _carrying(expected), stream
+            stepped, position = [], 0
+            while position < len(text):
+                event, position = next_event(text, position)
+                if event is not None:
+                    stepped.append(event)
+            assert position == len(text) and _carrying(stepped) == _carrying(expected), stream
+
+
+@pytest.mark.parametrize("name", [None, "content_block_delta", "e", "x:y", "two words"])
+@pytest.mark.parametrize("data", ["", "x", " lead", "trail ", '{"a": "b"}', "data: inner", ": not a comment", "\u00e9 café"])
+def test_event_frame_text_reads_as_an_event_like_the_one_framed(name, data):
+    before, after = event_frame(Event(None, name, "seen"))
+    text = before + data + after
+    assert [event.fields() for event in text_events(text)] == [(name, data, None, None, False)]
+    assert [event.fields() for event in SSEParser().feed(text.encode())] == [(name, data, None, None, False)]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [Event(None, None, "a", id="7"), Event(None, None, "a", retry=30), Event(None, None, None, comment_only=True),
+     Event(None, None, None), Event(None, " spaced", "a"), Event(None, "a\nb", "a")],
+)
+def test_an_event_with_more_than_a_name_and_data_has_no_frame(event):
+    assert event_frame(event) is None
 
 
 def test_field_parser_events_carry_no_raw_bytes_on_its_own_path():

@@ -64,11 +64,52 @@ def _token(rng, value):
 TEMPLATE = '{"id":"c1","choices":[{"index":0,"delta":{"content":%s},"finish_reason":null}],"n":[1,2.5]}'
 
 
-def _learnt(text, key="content"):
+def _learnt(text, key="content", frame=None):
     document = json.loads(text)
     shape = DeltaShape()
-    shape.learn(text, document, (document["choices"][0]["delta"], key), "tag")
+    shape.learn(text, document, (document["choices"][0]["delta"], key), "tag", frame=frame)
     return shape
+
+
+FRAME = ("data: ", "\n\n")
+
+
+def _framed(*datas):
+    return "".join(FRAME[0] + data + FRAME[1] for data in datas)
+
+
+def test_a_shape_reads_a_text_of_its_events_as_it_matches_each():
+    shape = _learnt(TEMPLATE % '"seen"', frame=FRAME)
+    other = (TEMPLATE % '"x"').replace('"c1"', '"c2"')
+    text = _framed(TEMPLATE % '"a"', TEMPLATE % '""', TEMPLATE % '"b\\n\\u00e9"', other, TEMPLATE % '"c"')
+    fourth = len(_framed(TEMPLATE % '"a"', TEMPLATE % '""', TEMPLATE % '"b\\n\\u00e9"'))
+    assert shape.scan_text(text, 0) == (["a", "b\n\u00e9"], fourth)  # the empty string read, not kept
+    assert shape.learning is True  # it served: a successor may be learnt
+    assert shape.scan_text(text, fourth) == ([], fourth)
+    assert shape.scan_text(text, fourth + len(_framed(other))) == (["c"], len(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _framed(TEMPLATE % '"a" '),  # not the shape's data
+        "data:" + TEMPLATE % '"a"' + "\n\n",  # the same event, spelled otherwise: parsed instead
+        "event: e\n" + _framed(TEMPLATE % '"a"'),  # another frame
+        _framed(TEMPLATE % '"a"')[:-1],  # no blank line after it
+        _framed(TEMPLATE % '"a\\qb"'),  # a bad escape
+        "\n" + _framed(TEMPLATE % '"a"'),  # a filler blank line first
+    ],
+)
+def test_a_shape_reads_no_text_but_its_events_in_its_frame(text):
+    assert _learnt(TEMPLATE % '"seen"', frame=FRAME).scan_text(text, 0) == ([], 0)
+
+
+def test_a_shape_has_no_text_without_a_frame_or_with_a_line_break_in_its_data():
+    text = _framed(TEMPLATE % '"a"')
+    assert _learnt(TEMPLATE % '"seen"').scan_text(text, 0) == ([], 0)
+    broken = (TEMPLATE % '"seen"').replace(',"n"', ',\n"n"')
+    assert _learnt(broken, frame=FRAME).match(broken.replace("seen", "a")) == "a"
+    assert _learnt(broken, frame=FRAME).scan_text(_framed(broken.replace("seen", "a")), 0) == ([], 0)
 
 
 def test_a_shape_reads_any_string_in_its_place_as_json_loads_does():
@@ -196,6 +237,19 @@ def test_a_shape_with_ignored_strings_matches_nothing_else(text):
     assert _learnt_ignoring(SEEN).match(text) is None
 
 
+def test_a_shape_with_ignored_strings_reads_a_text_of_its_events():
+    document = json.loads(SEEN)
+    shape = DeltaShape()
+    ignored = [(document, "note"), (document, "obfuscation")]
+    shape.learn(SEEN, document, (document["choices"][0]["delta"], "content"), "tag", ignored, FRAME)
+    rng = random.Random(4)
+    datas = [IGNORING % (_token(rng, rng.choice(WRITABLE)), _token(rng, value), _token(rng, rng.choice(WRITABLE)))
+             for value in WRITABLE]
+    text = _framed(*datas) + _framed(IGNORING % ('"n"', '"a"', "7"))
+    pieces, end = shape.scan_text(text, 0)
+    assert pieces == [value for value in WRITABLE if value] and end == len(_framed(*datas))
+
+
 def test_whatever_a_shape_with_ignored_strings_matches_parses_to_its_document():
     shape = _learnt_ignoring(SEEN)
     pieces = ['"', "\\", "\\u00e9", "a", " ", ",", "}", '\\"', ":", "\x01"]
@@ -247,7 +301,7 @@ def _comparable(value):
 
 
 class CountingShape(DeltaShape):
-    """A shape that counts the events it served."""
+    """A shape that counts the events it served, one by one or in a text."""
 
     served = 0
 
@@ -256,6 +310,11 @@ class CountingShape(DeltaShape):
         if value is not None:
             CountingShape.served += 1
         return value
+
+    def scan_text(self, text, position):
+        pieces, end = DeltaShape.scan_text(self, text, position)
+        CountingShape.served += text.count("\n\n", position, end)
+        return pieces, end
 
 
 def _run(reader, events):
@@ -267,6 +326,42 @@ def _run(reader, events):
     except Exception as error:  # noqa: BLE001 - compared, not handled
         return reader._sink.calls, (type(error), str(error))
     return reader._sink.calls, None
+
+
+def _run_text(reader, text):
+    """``_run`` for the events of ``text``, read with ``feed_text``."""
+    try:
+        reader.feed_text(text)
+        reader.close()
+    except Exception as error:  # noqa: BLE001 - compared, not handled
+        return reader._sink.calls, (type(error), str(error))
+    return reader._sink.calls, None
+
+
+def _as_text(rng, events):
+    """``events`` as the text of whole LF-delimited events a FieldParser hands over,
+    spelled as servers spell them: the usual frame mostly, sometimes without the space
+    after a colon, with a comment line, or after a filler blank line."""
+    blocks = []
+    for event in events:
+        lines = [": keep-alive"] if rng.random() < 0.03 else []
+        if event.event is not None:
+            lines.append(("event: " if rng.random() < 0.9 else "event:") + event.event)
+        lines.append(("data: " if rng.random() < 0.95 else "data:") + event.data)
+        blocks.append(("\n" if rng.random() < 0.02 else "") + "\n".join(lines) + "\n\n")
+    return "".join(blocks)
+
+
+def _text_and_general(codec, events, rng):
+    """The reader given the events as one text, and the reader parsing every event."""
+    # As decoded from the wire: a raw lone surrogate (from ensure_ascii=False) was never
+    # UTF-8, and arrives replaced.
+    text = _as_text(rng, events).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    shaped = codec.StreamReader(Recorder())
+    shaped._shape = CountingShape()
+    general = codec.StreamReader(Recorder())
+    general._shape.learning = False
+    return _run_text(shaped, text), _run(general, SSEParser().feed(text.encode("utf-8")))
 
 
 def _both_ways(codec, events):
@@ -361,6 +456,16 @@ def test_chat_reader_shapes_give_what_parsing_gives():
     assert CountingShape.served > 5000  # the shapes did serve, thousands of events
 
 
+def test_chat_reader_reading_a_text_gives_what_parsing_gives():
+    rng = random.Random(33)
+    CountingShape.served = 0
+    for _ in range(3000):
+        events = _chat_events(rng)
+        shaped, general = _text_and_general(chat, events, rng)
+        assert shaped == general, [event.data for event in events]
+    assert CountingShape.served > 5000
+
+
 def _anthropic_events(rng):
     spaced = rng.random() < 0.2
     blocks = [("text", '{"type":"text","text":""}'), ("thinking", '{"type":"thinking","thinking":"","signature":""}'),
@@ -409,6 +514,16 @@ def test_anthropic_reader_shapes_give_what_parsing_gives():
     for _ in range(3000):
         events = _anthropic_events(rng)
         shaped, general = _both_ways(anthropic, events)
+        assert shaped == general, [(event.event, event.data) for event in events]
+    assert CountingShape.served > 5000
+
+
+def test_anthropic_reader_reading_a_text_gives_what_parsing_gives():
+    rng = random.Random(34)
+    CountingShape.served = 0
+    for _ in range(3000):
+        events = _anthropic_events(rng)
+        shaped, general = _text_and_general(anthropic, events, rng)
         assert shaped == general, [(event.event, event.data) for event in events]
     assert CountingShape.served > 5000
 
@@ -548,3 +663,22 @@ def test_anthropic_writer_events_are_encode_events(value):
     payload = {"type": "message_delta", "delta": {"stop_reason": value}, "usage": {"n": [1, 2.5, None]}}
     writer._write("message_delta", payload)
     assert writer.take() == encode_event(dumps(payload), event="message_delta")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.value)
+@pytest.mark.parametrize("kind", [BlockKind.TEXT, BlockKind.THINKING, BlockKind.TOOL_CALL], ids=lambda k: k.value)
+def test_a_writer_writes_a_run_of_deltas_as_it_writes_each(protocol, kind):
+    def written(emit):
+        writer = CODECS[protocol].StreamWriter(_context())
+        writer.start("id-1", "m")
+        writer.block_start(0, kind, "call_1", "get")
+        emit(writer)
+        writer.block_stop(0)
+        writer.finish(Stop.END_TURN)
+        writer.end()
+        return writer.take()
+
+    pieces = WRITABLE + ["{\"a\": 1}"]
+    method = {BlockKind.TEXT: "text", BlockKind.THINKING: "thinking", BlockKind.TOOL_CALL: "arguments"}[kind]
+    one_by_one = written(lambda writer: [getattr(writer, method)(0, piece) for piece in pieces])
+    assert written(lambda writer: writer.deltas(0, kind, pieces)) == one_by_one

@@ -37,9 +37,9 @@ comments; ``data`` lines are joined with ``\\n``; ``id`` values containing NUL a
 """
 
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-__all__ = ["Event", "EventRuns", "FieldParser", "SSEParser", "encode_event"]
+__all__ = ["Event", "EventRuns", "FieldParser", "SSEParser", "encode_event", "event_frame", "next_event", "text_events"]
 
 _LF = 0x0A
 _CR = 0x0D
@@ -355,9 +355,11 @@ class FieldParser:
     event at ``flush``.
 
     An LF-delimited stream (what providers send; CRLF line endings are made LF first) is
-    cut into runs of whole events (``EventRuns``); each run is decoded once and split at
-    its blank lines, and an event of one ``data: `` line, most of a stream, is its data.
-    A stream that opens with a byte-order mark, or sends a CR outside a CRLF within one
+    cut into runs of whole events (``EventRuns``); each run is decoded once. ``feed``
+    splits it at its blank lines (an event of one ``data: `` line, most of a stream, is
+    its data); ``feed_text`` hands it over whole, for a reader that can go through
+    events it knows by their text without cutting them (``translate.codecs.shapes``)
+    and takes the others one at a time (``next_event``). A stream that opens with a byte-order mark, or sends a CR outside a CRLF within one
     chunk, goes through an ``SSEParser`` from there on.
     """
 
@@ -370,25 +372,35 @@ class FieldParser:
 
     def feed(self, chunk):
         """Consume ``chunk`` and return the events it completed, in order (maybe none)."""
+        text, events = self.feed_text(chunk)
+        return text_events(text) if text else events
+
+    def feed_text(self, chunk):
+        """Consume ``chunk``; return ``(text, events)``: the whole LF-delimited events it
+        completed as one decoded text (``""`` if none; read it with ``next_event`` or
+        ``text_events``), or, once the stream needed an ``SSEParser``, the events that
+        completed (``[]`` if none). At most one of the two holds anything."""
         if self._parser is not None:
-            return self._parser.feed(chunk)
+            return "", self._parser.feed(chunk)
         if not chunk:
-            return []
+            return "", []
         if not self._started:
             self._started = True
             if chunk[0] == _BOM[0]:
                 self._parser = SSEParser()
-                return self._parser.feed(chunk)
+                return "", self._parser.feed(chunk)
         if b"\r" in chunk:
             # CRLF line endings (Gemini's) mean what LF ones do. A lone CR, or a CR that
             # ends the chunk (maybe the first half of a CRLF), is for the parser.
             lf_chunk = chunk.replace(b"\r\n", b"\n")
             if b"\r" in lf_chunk:
                 self._parser = SSEParser(stream_start=False)
-                return self._parser.feed(self._runs.flush() + chunk)
+                return "", self._parser.feed(self._runs.flush() + chunk)
             chunk = lf_chunk
         run = self._runs.feed(chunk)
-        return _run_events(run) if run else []
+        # One decode for the run decodes each event alike: UTF-8 sequences never hold an
+        # LF, and an invalid one is replaced the same whatever follows.
+        return (run.decode("utf-8", "replace") if run else ""), []
 
     def flush(self):
         """End of stream: the unterminated last event, if any bytes are pending (as
@@ -401,19 +413,48 @@ class FieldParser:
         return [_event(None, [line for line in rest.decode("utf-8", "replace").split("\n") if line])]
 
 
-def _run_events(run):
-    # type: (bytes) -> List[Event]
-    """The events of ``run``, whole LF-delimited events ending in a blank line, without
-    their raw bytes. Decoding the run at once decodes each event alike: UTF-8 sequences
-    never hold an LF, and an invalid one is replaced the same whatever follows."""
+def text_events(text):
+    # type: (str) -> List[Event]
+    """The events of ``text``, whole LF-delimited events each ending in a blank line (as
+    ``FieldParser.feed_text`` gives them), without their raw bytes."""
     events = []
-    for block in run.decode("utf-8", "replace").split("\n\n"):
+    for block in text.split("\n\n"):
         if block[:6] == "data: " and "\n" not in block:
             events.append(Event(None, None, block[6:]))
         elif block:
-            if block[0] == "\n":
-                block = block[1:]  # a blank line before the event: filler
-                if not block:
-                    continue
-            events.append(_event(None, block.split("\n")))
+            event = _block_event(block)
+            if event is not None:
+                events.append(event)
     return events
+
+
+def next_event(text, position):
+    # type: (str, int) -> Tuple[Optional[Event], int]
+    """The event of ``text`` (as for ``text_events``) that starts at ``position``, and
+    where the next one starts; None for the event when only filler was there."""
+    end = text.find("\n\n", position)
+    if end < 0:  # a blank line's second LF, after the last event's own blank line
+        return _block_event(text[position:]), len(text)
+    return _block_event(text[position:end]), end + 2
+
+
+def _block_event(block):
+    # type: (str) -> Optional[Event]
+    if block[:1] == "\n":
+        block = block[1:]  # a blank line before the event: filler
+    return _event(None, block.split("\n")) if block else None
+
+
+def event_frame(event):
+    # type: (Event) -> Optional[Tuple[str, str]]
+    """``(before, after)``: the text ``text_events`` reads as an event like ``event``
+    whatever its data is ``before + data + after`` for data without line breaks; None
+    when ``event`` has fields other than ``event`` and one line of ``data``."""
+    if event.id is not None or event.retry is not None or event.comment_only or event.data is None:
+        return None
+    name = event.event
+    if name is None:
+        return "data: ", "\n\n"
+    if "\n" in name or "\r" in name or name[:1] == " ":
+        return None
+    return "event: " + name + "\ndata: ", "\n\n"

@@ -250,6 +250,19 @@ class AnswerSink:
     def thinking(self, index: int, text: str) -> None:
         pass
 
+    def deltas(self, index: int, kind: BlockKind, pieces: List[str]) -> None:
+        """``text``, ``thinking`` or ``arguments`` (``kind`` TEXT, THINKING or TOOL_CALL)
+        for each piece in order: a run of deltas a reader read together, which a writer
+        may emit in one step."""
+        if kind is BlockKind.TEXT:
+            emit = self.text
+        elif kind is BlockKind.THINKING:
+            emit = self.thinking
+        else:
+            emit = self.arguments
+        for piece in pieces:
+            emit(index, piece)
+
     def signature(self, index: int, value: str) -> None:
         pass
 

@@ -203,8 +203,10 @@ class Translation:
 class StreamTranslation:
     """Provider SSE bytes in, the client's stream bytes out, event by event.
 
-    Events are cut by a ``FieldParser`` (no reader needs an event's raw bytes); readers
-    read most delta events through their shape, without parsing them (``codecs.shapes``).
+    A ``FieldParser`` gives each read's whole events as one text (no reader needs an
+    event's raw bytes); readers read the delta events they know by their shape straight
+    from that text, without cutting it or parsing them (``codecs.shapes``), and cut out
+    and parse the others.
 
     A thinking signature is proof only the protocol that made it can check; the client
     speaks another, and would send it back where it is invalid, so the writer is given
@@ -220,16 +222,12 @@ class StreamTranslation:
         self._reader = reader_class(writer)
 
     def feed(self, chunk: bytes) -> bytes:
-        feed = self._reader.feed
-        for event in self._parser.feed(chunk):
-            feed(event)
+        _read(self._parser, self._reader, chunk)
         return self._writer.take()
 
     def flush(self) -> bytes:
         """What the stream's last bytes (an event without its blank line) produce."""
-        feed = self._reader.feed
-        for event in self._parser.flush():
-            feed(event)
+        self._reader.feed_events(self._parser.flush())
         return self._writer.take()
 
     def close(self) -> bytes:
@@ -257,13 +255,11 @@ class CollectedAnswer:
         self._translation = translation
 
     def feed(self, chunk: bytes) -> bytes:
-        for event in self._parser.feed(chunk):
-            self._reader.feed(event)
+        _read(self._parser, self._reader, chunk)
         return b""
 
     def flush(self) -> bytes:
-        for event in self._parser.flush():
-            self._reader.feed(event)
+        self._reader.feed_events(self._parser.flush())
         return b""
 
     def close(self) -> bytes:
@@ -275,6 +271,15 @@ class CollectedAnswer:
     def usage(self) -> Optional[Usage]:
         """The provider's token counts (None when it sent none)."""
         return _known(self._builder.answer.usage)
+
+
+def _read(parser: FieldParser, reader, chunk: bytes) -> None:
+    """Feed ``reader`` the events ``chunk`` completes in ``parser``."""
+    text, events = parser.feed_text(chunk)
+    if text:
+        reader.feed_text(text)
+    elif events:
+        reader.feed_events(events)
 
 
 def _known(usage: Usage) -> Optional[Usage]:

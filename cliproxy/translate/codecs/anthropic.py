@@ -39,9 +39,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
+from cliproxy.http.sse import event_frame, next_event
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import dumps, json_string, log_dropped, parse_data_url, safe_call_id
+from cliproxy.translate.codecs.common import EventReader, dumps, json_string, log_dropped, parse_data_url, safe_call_id
 from cliproxy.translate.codecs.shapes import DeltaShape
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.ir import (
@@ -848,7 +849,7 @@ def _plain_delta(obj: dict):
     return delta, known.field, (index, known)
 
 
-class StreamReader:
+class StreamReader(EventReader):
     """Reads an Anthropic Messages SSE stream into an ``AnswerSink`` (see ``ir``).
 
     Blocks without a neutral kind are skipped and later indexes renumbered; a delta of
@@ -865,6 +866,36 @@ class StreamReader:
         self._finished = False
         self._done = False  # message_stop or error seen: later events are ignored
         self._shape = DeltaShape()  # delta events read without parsing
+
+    def feed_text(self, text: str) -> None:
+        """``feed`` each event of ``text`` (see ``EventReader``); a run of delta events
+        of one shape reaches the sink in one call."""
+        scan = self._shape.scan_text
+        position, size = 0, len(text)
+        while position < size:
+            if not self._done:
+                pieces, end = scan(text, position)
+                if end > position:
+                    if pieces:
+                        self._deltas(pieces)
+                    position = end
+                    continue
+            event, position = next_event(text, position)
+            if event is not None:
+                self.feed(event)
+
+    def _deltas(self, pieces) -> None:
+        """The strings of a run of delta events of the shape's kind, non-empty, as
+        ``_delta`` would take them one by one."""
+        index, known = self._shape.tag
+        entry = self._blocks.get(index)
+        if entry is None or entry[1] is not known.kind:
+            return
+        if known.method == "signature":
+            for piece in pieces:
+                self._sink.signature(entry[0], piece)
+        else:
+            self._sink.deltas(entry[0], known.kind, pieces)
 
     def feed(self, event) -> None:
         """Handle one SSE event (a ``cliproxy.http.sse.Event``)."""
@@ -891,7 +922,7 @@ class StreamReader:
             plain = _plain_delta(obj)
             if plain is not None:
                 delta, field, tag = plain
-                self._shape.learn(data, obj, (delta, field), tag)
+                self._shape.learn(data, obj, (delta, field), tag, frame=event_frame(event))
 
     def close(self) -> None:
         """The stream ended; raises ``UpstreamError`` when it ended incomplete."""
@@ -999,7 +1030,8 @@ class StreamReader:
 # Byte templates of the writer's per-delta events: a prefix made once per block (it holds
 # the index and the delta type) + the delta's JSON string + this end.
 _DELTA_PREFIX = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"%s","%s":'
-_DELTA_END = b"}}\n\n"
+_DELTA_END_TEXT = "}}\n\n"
+_DELTA_END = _DELTA_END_TEXT.encode("ascii")
 _DELTA_FIELDS = {
     BlockKind.TEXT: ("text_delta", "text"),
     BlockKind.THINKING: ("thinking_delta", "thinking"),
@@ -1077,6 +1109,14 @@ class StreamWriter(AnswerSink):
     # block's start chose.
     thinking = text
     arguments = text
+
+    def deltas(self, index, kind, pieces):
+        prefix = self._delta_prefix
+        if prefix is not None:
+            # One encode for the run: the events are the prefix and a piece, joined.
+            head = prefix.decode("utf-8")
+            run = (_DELTA_END_TEXT + head).join(map(json_string, pieces))
+            self._out.append((head + run + _DELTA_END_TEXT).encode("utf-8"))
 
     def signature(self, index, value):
         prefix = self._signature_prefix

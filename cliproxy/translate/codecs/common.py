@@ -1,4 +1,5 @@
-"""What more than one codec needs: data URLs, tool-call ids, dropped-field logging.
+"""What more than one codec needs: data URLs, tool-call ids, dropped-field logging, the
+stream readers' base.
 
 Strategy: small pure functions over strings and dicts; each codec keeps its own
 protocol's tables and uses these for the few wire conventions protocols share.
@@ -10,9 +11,10 @@ import re
 from typing import Iterable, Optional, Tuple
 
 from cliproxy.config.model import Protocol
+from cliproxy.http.sse import text_events
 from cliproxy.translate.context import dumps
 
-__all__ = ["data_url", "dumps", "json_string", "log_dropped", "parse_data_url", "safe_call_id"]
+__all__ = ["EventReader", "data_url", "dumps", "json_string", "log_dropped", "parse_data_url", "safe_call_id"]
 
 log = logging.getLogger("cliproxy.translate")
 
@@ -24,6 +26,21 @@ _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 # writers' per-delta step; deltas are unique text, so no cache (``encode_json_value``'s
 # would only churn).
 json_string = json.encoder.encode_basestring
+
+
+class EventReader:
+    """The base of the codecs' stream readers, which define ``feed(event)``.
+    ``feed_events`` reads a list of events in order; ``feed_text`` the events of a text
+    of whole events (``cliproxy.http.sse.FieldParser.feed_text``), which a reader that
+    knows some events by their text reads without cutting it into events."""
+
+    def feed_events(self, events) -> None:
+        feed = self.feed
+        for event in events:
+            feed(event)
+
+    def feed_text(self, text: str) -> None:
+        self.feed_events(text_events(text))
 
 
 def data_url(media_type: Optional[str], data: str) -> str:

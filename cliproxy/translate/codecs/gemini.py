@@ -34,7 +34,7 @@ from cliproxy.errors import BadRequest, ProxyError, UpstreamError
 from cliproxy.http.sse import Event
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import dumps, json_string, log_dropped, parse_data_url
+from cliproxy.translate.codecs.common import EventReader, dumps, json_string, log_dropped, parse_data_url
 from cliproxy.translate.codecs.gemini_schema import from_gemini, to_gemini
 from cliproxy.translate.context import encode_json_value
 from cliproxy.translate.errors import error_body, error_event
@@ -699,7 +699,7 @@ def _read_usage(metadata: dict) -> Usage:
     )
 
 
-class StreamReader:
+class StreamReader(EventReader):
     """A Gemini ``alt=sse`` stream → the events of ``sink`` (see the module docstring).
 
     Block rules: consecutive text parts are one text block, consecutive thought parts one

@@ -28,7 +28,7 @@ from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import data_url, dumps, json_string, log_dropped, parse_data_url
+from cliproxy.translate.codecs.common import EventReader, data_url, dumps, json_string, log_dropped, parse_data_url
 from cliproxy.translate.context import encode_json_value
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.ir import (
@@ -837,7 +837,7 @@ class _Item:
         return self.kind is not BlockKind.TOOL_CALL and not self.content and not self.signature
 
 
-class StreamReader:
+class StreamReader(EventReader):
     """Reads a provider's Responses stream into an ``AnswerSink`` (see the module
     docstring): ``feed(event)`` per SSE event, ``close()`` at the end of the stream."""
 

@@ -17,6 +17,12 @@ whatever it holds, so a text that matches the shape parses to the shape's docume
 its strings in those places; the reader acts on it as it would on the whole parse. An
 event that does not match goes the general way, unchanged.
 
+Given the event's SSE frame when it learns (``data: `` before, a blank line after; an
+``event:`` line too for Anthropic's streams), a shape also reads a read's decoded text of
+whole events (``scan_text``): from an event's start, the frame and the text before the
+first string, the strings, the text after and the blank line, compared in place, so a
+run of such events is read without cutting the text into events at all.
+
 A shape costs a second parse to learn, so a reader learns one from the first plain delta
 event, and again only after its shape served at least one event and then stopped matching
 (a server whose ``created`` field ticks every second, a new block). A shape that never
@@ -48,7 +54,7 @@ class DeltaShape:
     is. ``learning`` says whether the reader should offer the next plain event to
     ``learn``."""
 
-    __slots__ = ("tag", "learning", "_prefix", "_suffix", "_start", "_after", "_walk")
+    __slots__ = ("tag", "learning", "_prefix", "_suffix", "_start", "_after", "_walk", "_head", "_tail", "_text_walk")
 
     def __init__(self):
         self.tag = None
@@ -61,6 +67,12 @@ class DeltaShape:
         # opening quote, included) for each string in order; None for the open string
         # alone.
         self._walk = None  # type: Optional[List[Tuple[bool, str]]]
+        # The shape's event as text in its SSE frame: the text up to the first string's
+        # opening quote (``_head``), and after the open string (``_tail``) or ``_walk``
+        # ending in it (``_text_walk``); ``_head`` None when the shape has no frame.
+        self._head = None  # type: Optional[str]
+        self._tail = ""
+        self._text_walk = None  # type: Optional[List[Tuple[bool, str]]]
 
     def match(self, text: str) -> Optional[str]:
         """The open string of ``text`` when ``text`` is the shape with some strings in
@@ -80,6 +92,56 @@ class DeltaShape:
         self.learning = True  # this shape serves: learn its successor when it stops
         return value
 
+    def scan_text(self, text: str, position: int) -> Tuple[List[str], int]:
+        """Read the events of ``text`` (whole LF-delimited events, see
+        ``cliproxy.http.sse.FieldParser.feed_text``) from ``position`` while each is this
+        shape's event in its frame: (their non-empty open strings, in order; where the
+        first other event starts, or the end). The same as ``match`` on each event's
+        data, without cutting the text into events."""
+        head = self._head
+        if head is None or not text.startswith(head, position):
+            return [], position
+        first = position
+        pieces = []
+        scan = _scanstring
+        skip = len(head)
+        if self._text_walk is None:
+            tail = self._tail
+            after = len(tail)
+            while text.startswith(head, position):
+                try:
+                    value, end = scan(text, position + skip)
+                except ValueError:
+                    break
+                if not text.startswith(tail, end):
+                    break
+                if value:
+                    pieces.append(value)
+                position = end + after
+        else:
+            while text.startswith(head, position):
+                try:
+                    value, end = self._walk_text(text, position + skip)
+                except ValueError:
+                    break
+                if value:
+                    pieces.append(value)
+                position = end
+        if position > first:
+            self.learning = True
+        return pieces, position
+
+    def _walk_text(self, text: str, end: int) -> Tuple[Optional[str], int]:
+        value = None
+        for is_open, between in self._text_walk:
+            read, end = _scanstring(text, end)
+            if is_open:
+                value = read
+            if not text.startswith(between, end):
+                raise ValueError("another text")
+            end += len(between)
+        return value, end
+
     def _read_strings(self, text: str) -> Tuple[Optional[str], int]:
         """(the open string, the end of the last string) of a text read along ``_walk``;
         ValueError where it differs from the shape."""
@@ -94,15 +156,18 @@ class DeltaShape:
             end += len(between)
         return value, end
 
-    def learn(self, text: str, document: dict, open_place: Place, tag, ignored: Sequence[Place] = ()) -> None:
+    def learn(self, text: str, document: dict, open_place: Place, tag, ignored: Sequence[Place] = (),
+              frame: Optional[Tuple[str, str]] = None) -> None:
         """Take the shape of ``text``, whose parse is ``document``, open at the string
         ``open_place`` and ignoring the strings at ``ignored``; the reader promises that
         any strings there would leave the event's effect the open string alone, the one
         ``tag`` names. Without a proof of every place (an empty open string, a key
         written with escapes, an ignored key found twice) the reader is left with no
-        shape."""
+        shape. ``frame``: what comes before and after the data in the text of an event
+        read as this one whatever its data (``cliproxy.http.sse.event_frame``), for
+        ``scan_text``."""
         self.learning = False
-        self._prefix = None
+        self._prefix = self._head = None
         container, key = open_place
         value = container.get(key)
         if not isinstance(value, str) or not value:
@@ -129,6 +194,18 @@ class DeltaShape:
         self.tag = tag
         self._prefix, self._suffix = text[:start], text[end:]
         self._start, self._after = start, len(text) - end
+        if frame is not None and "\n" not in text:
+            self._frame(frame)
+
+    def _frame(self, frame: Tuple[str, str]) -> None:
+        before, after = frame
+        self._head = before + self._prefix
+        self._tail = self._suffix + after
+        if self._walk is None:
+            self._text_walk = None
+        else:
+            # The last string's "between" is empty: the suffix and the frame follow it.
+            self._text_walk = self._walk[:-1] + [(self._walk[-1][0], self._tail)]
 
 
 def _candidates(text: str, key: str, value: str):
