@@ -94,13 +94,13 @@ class Runtime:
         fill the memory with megabyte-long names."""
         if len(model) > MAX_REMEMBERED_MODEL:
             return self.router.decide(model, protocol)
-        return self._decisions[model, protocol._value_]  # an enum member hashes in Python code
+        return self._decisions[model, protocol]
 
 
 def _decide(router, key):
-    """``router.decide`` for a ``Runtime.decide`` memo key (model, protocol value)."""
+    """``router.decide`` for a ``Runtime.decide`` memo key (model, protocol)."""
     model, protocol = key
-    return router.decide(model, Protocol(protocol))
+    return router.decide(model, protocol)
 
 
 class Exchange:
@@ -176,7 +176,7 @@ class App:
             except ProxyError as error:
                 return self._refused(Exchange(), error, request, runtime)
         route = classify(request.method, path)
-        exchange = Exchange(route.family._value_)  # ``.value`` is a descriptor call
+        exchange = Exchange(route.family.value)
         provider = route.provider
         if provider is not None:
             exchange.protocol = provider.protocol
@@ -385,7 +385,7 @@ def _note_decision(exchange, decision, model, request):
     """Record ``decision`` on ``exchange`` and log it: WARNING when it spends Amp credits or
     refuses, else INFO. Fields are built only when that level is enabled."""
     route = decision.route
-    exchange.route = route._name_  # ``.name`` is a descriptor call
+    exchange.route = route.name
     exchange.requested_model = model
     level = logging.WARNING if route in _PAID_OR_REFUSED else logging.INFO
     if log.isEnabledFor(level):

@@ -12,7 +12,7 @@ import pytest
 
 from cliproxy import cli
 from cliproxy.config.model import Protocol, ProviderEntry, ProviderKind
-from cliproxy.http.headers import HOP_BY_HOP, Headers, strip_hop_by_hop
+from cliproxy.http.headers import Headers, strip_hop_by_hop
 from cliproxy.providers import executor, outbound
 from cliproxy.providers.outbound import Endpoint
 from cliproxy.translate import anthropic
@@ -325,18 +325,15 @@ def test_may_need_sanitize_skips_a_plain_body():
 # -- per-request records and metrics ---------------------------------------------------------
 
 
-def test_plain_enum_attributes_equal_the_descriptors():
-    from cliproxy.amp.routes import Family
+def test_an_entry_carries_its_kinds_protocol_and_every_protocol_has_a_rewriter():
     from cliproxy.config.model import Protocol as P
-    from cliproxy.providers.outbound import Endpoint
-    from cliproxy.routing.router import RouteType
+    from cliproxy.config.model import ProviderEntry
 
-    assert all(route._name_ == route.name for route in RouteType)
-    assert all(family._value_ == family.value for family in Family)
-    for enum_type in (P, ProviderKind, Endpoint):  # values are unique: a safe cache key
-        assert len({member._value_ for member in enum_type}) == len(list(enum_type))
-    assert all(outbound.NATIVE_PROTOCOL[kind._value_] is kind.protocol for kind in ProviderKind)
-    assert set(executor._REWRITERS) == {p._value_ for p in P}  # one rewriter per protocol, by value
+    for kind in ProviderKind:
+        entry = ProviderEntry(kind=kind, path="p", api_key="k", base_url="http://h", name="n")
+        assert entry.protocol is kind.protocol
+        assert entry == ProviderEntry(kind=kind, path="p", api_key="k", base_url="http://h", name="n")
+    assert set(executor._REWRITERS) == set(P)
 
 
 def test_observe_upstream_equals_the_loop_it_replaced():

@@ -6,8 +6,6 @@ import json
 import logging
 import os
 
-import pytest
-
 from cliproxy.ops import usage as usage_module
 from cliproxy.ops.usage import UsageLedger, UsageRecord, client_id
 

@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 
 import build_zipapp
-from tests.support.unitfile import ROOT, UNIT, exec_start, read_unit, rooted, service
+from tests.support.unitfile import ROOT, UNIT, exec_start, rooted, service
 
 MANAGEMENT_KEY = "mgmt-secret-key-0011"
 MAX_EXPOSURE = 2.0

@@ -81,10 +81,11 @@ class ProviderEntry:
     proxy_url: Optional[str] = None  # None: inherit the top-level setting; "direct": none
     models: Tuple[ModelEntry, ...] = ()
     excluded_models: Tuple[str, ...] = ()
+    # The kind's native protocol, read on every model call: a field, filled once here.
+    protocol: Protocol = field(init=False, repr=False, compare=False)
 
-    @property
-    def protocol(self):
-        return self.kind.protocol
+    def __post_init__(self):
+        object.__setattr__(self, "protocol", self.kind.protocol)
 
 
 @dataclass(frozen=True)

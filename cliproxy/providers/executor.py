@@ -30,7 +30,7 @@ from cliproxy.http.server import Response
 from cliproxy.masking import mask_query
 from cliproxy.ops.usage import UsageRecord
 from cliproxy.providers.credentials import FailureKind, classify, retry_after_from_headers
-from cliproxy.providers.outbound import NATIVE_PROTOCOL, Endpoint, provider_headers, provider_url, proxy_for
+from cliproxy.providers.outbound import Endpoint, provider_headers, provider_url, proxy_for
 from cliproxy.providers.plan import AttemptPlan, Choice, Failure
 from cliproxy.routing.router import RouteDecision
 from cliproxy.translate import anthropic, gemini, openai, responses
@@ -51,14 +51,11 @@ _DROPPED_RESPONSE_HEADERS = frozenset(("content-length", "content-encoding", "se
 # ... and, with them, the hop-by-hop fields: one set, so one pass over the fields. The
 # client gets the provider's response fields as ``strip_hop_by_hop(headers, _NOT_RELAYED)``.
 _NOT_RELAYED = _DROPPED_RESPONSE_HEADERS | HOP_BY_HOP
-# Enum members hash through a Python-level ``__hash__`` and ``.name``/``.value`` are
-# descriptor calls, so per-request tables are keyed by the members' plain ``_value_`` and
-# labels read from ``_name_`` (both documented ``Enum`` attributes since 3.4).
 _REWRITERS = {
-    Protocol.CLAUDE._value_: anthropic,
-    Protocol.OPENAI._value_: openai,
-    Protocol.RESPONSES._value_: responses,
-    Protocol.GEMINI._value_: gemini,
+    Protocol.CLAUDE: anthropic,
+    Protocol.OPENAI: openai,
+    Protocol.RESPONSES: responses,
+    Protocol.GEMINI: gemini,
 }
 
 
@@ -161,7 +158,7 @@ class Executor:
         """The client's ``Response`` for an attempt whose head came, or the ``Failure``
         to hand to the plan (an error answer to fail over from, a body that broke)."""
         ttfb = self.clock() - started
-        provider = NATIVE_PROTOCOL[served.entry.kind._value_]
+        provider = served.entry.protocol
         translation = None if provider is call.protocol else call.translation
         if upstream.status >= 400:
             try:
@@ -180,7 +177,7 @@ class Executor:
                 coding = upstream.headers.get("content-encoding")
                 if coding is not None:  # without one there is nothing to undo
                     data = _decoded_answer(data, coding, call.config.limits.max_body_bytes)
-                self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+                self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
                 if self.usage is not None:
                     self._account(call, upstream.status, usage_of_answer(provider, data))
                 if translation is None:
@@ -218,7 +215,7 @@ class Executor:
             self.pool.success(served, candidate.model, call.thread_id)
             if self.usage is not None:
                 self._account(call, status, None)
-            if NATIVE_PROTOCOL[served.entry.kind._value_] is not call.protocol:
+            if served.entry.protocol is not call.protocol:
                 # The provider's own words, in the shape the client's SDK reads.
                 return Response(*render_error(call.protocol, provider_error(status, data)))
             return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
@@ -237,7 +234,7 @@ class Executor:
                 served_model=candidate.model,
                 provider=served.entry.path,
                 client=call.client,
-                route=call.decision.route._name_,
+                route=call.decision.route.name,
                 status=status,
                 input_tokens=None if usage is None else usage.input_tokens,
                 output_tokens=None if usage is None else usage.output_tokens,
@@ -249,7 +246,7 @@ class Executor:
     def _json_answer(self, call, status, headers, data):
         """The client's response for a provider's whole non-stream answer ``data``
         (decoded): model and tool names rewritten."""
-        data = _REWRITERS[call.protocol._value_].rewrite_raw(data, call.context)
+        data = _REWRITERS[call.protocol].rewrite_raw(data, call.context)
         return Response(status, strip_hop_by_hop(headers, _NOT_RELAYED), data)
 
     def _translated_answer(self, call, provider, status, data):
@@ -273,7 +270,7 @@ class Executor:
         """Wait for the first body bytes (so a stream that dies at once still fails over),
         then commit to streaming the rest event by event. A client that asked for a whole
         answer from a provider of another protocol gets it once the stream has ended."""
-        provider = NATIVE_PROTOCOL[served.entry.kind._value_]
+        provider = served.entry.protocol
         translation = None if provider is call.protocol else call.translation
         pipeline = _stream_pipeline(call, upstream.headers, provider, translation, self.usage is not None)
         if translation is not None and not translation.streams:
@@ -296,7 +293,7 @@ class Executor:
             data = pipeline.close()
         finally:
             await upstream.aclose()
-        self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+        self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
         if self.usage is not None:
             self._account(call, upstream.status, pipeline.usage())
         return Response(upstream.status, Headers(call.translation.headers), data)
@@ -319,7 +316,7 @@ class Executor:
             yield self._stream_failed(call, served, exc)
         finally:
             await upstream.aclose()
-            self.metrics.observe_upstream(call.decision.route._name_, ttfb, self.clock() - started)
+            self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
             if self.usage is not None:
                 # Also for a stream cut short: what the provider counted until then.
                 self._account(call, upstream.status, pipeline.usage())
@@ -334,7 +331,7 @@ def _stream_pipeline(call, upstream_headers, provider, translation, counted=Fals
     itself: no forwarding frame per piece."""
     if translation is None:
         tap = UsageTap(call.protocol) if counted else None
-        relay = EventRelay(_REWRITERS[call.protocol._value_].StreamRewriter(call.context), tap)
+        relay = EventRelay(_REWRITERS[call.protocol].StreamRewriter(call.context), tap)
     else:
         relay = translation.stream(provider)
     coding = upstream_headers.get("content-encoding")
@@ -385,7 +382,7 @@ def _prepare(call, candidate, served):
     client's own bytes when nothing has to change (no re-encoding of a 60 KB agent turn),
     else ``_rewritten_body``; a provider of another protocol gets the translated body."""
     entry = served.entry
-    provider = NATIVE_PROTOCOL[entry.kind._value_]
+    provider = entry.protocol
     if provider is not call.protocol:
         return _prepare_translated(call, candidate, served, provider)
     url = provider_url(entry, call.endpoint, model=served.upstream_model, stream=call.stream)
@@ -474,7 +471,7 @@ def _log_attempt(served, model, outcome, status=None, reason=None, ttfb=None):
 def _log_sending(call, served, url, body):
     """The debug line of an attempt about to be sent: where, to which credential, in
     which protocol, how big (the URL's query masked: a base URL may carry a key)."""
-    provider = NATIVE_PROTOCOL[served.entry.kind._value_]
+    provider = served.entry.protocol
     scheme, _, rest = url.partition("://")
     path, _, query = rest.partition("?")
     fields = {

@@ -128,15 +128,12 @@ def provider_url(
     Raises ``ValueError`` when a Gemini endpoint has no model (a caller's bug). The result
     depends only on the entry's kind and base URL and the arguments, so it is remembered.
     """
-    # Keyed by the members' values: an enum member hashes through Python code.
-    return _URLS[entry.kind._value_, entry.base_url, endpoint._value_, model, stream]
+    return _URLS[entry.kind, entry.base_url, endpoint, model, stream]
 
 
 def _build_url(key) -> str:
-    """The URL for a ``provider_url`` key (kind value, base URL, endpoint value, model,
-    stream)."""
+    """The URL for a ``provider_url`` key (kind, base URL, endpoint, model, stream)."""
     kind, base, endpoint, model, stream = key
-    endpoint = Endpoint(endpoint)
     if endpoint in _ANTHROPIC_PATHS:
         return _join(base, lambda p: _anthropic_path(p, _ANTHROPIC_PATHS[endpoint]))
     if endpoint in _OPENAI_PATHS:
@@ -147,7 +144,7 @@ def _build_url(key) -> str:
         suffix = "/models/%s:%s" % (_gemini_model(model), endpoint.value)
         sse = "alt=sse" if endpoint is Endpoint.GEMINI_STREAM else ""
         return _join(base, lambda p: _gemini_path(p, suffix), sse)
-    return _models_url(ProviderKind(kind), base)
+    return _models_url(kind, base)
 
 
 def _models_url(kind: ProviderKind, base: str) -> str:
@@ -203,9 +200,6 @@ _PROTOCOL_PREFIXES = {
 # Read once: an enum member looked up on its class costs a slow attribute access per use.
 _CLAUDE = ProviderKind.CLAUDE
 _GEMINI = ProviderKind.GEMINI
-# Each kind's native protocol, keyed by the kind's ``_value_``: ``entry.protocol`` is two
-# properties and an enum hash in Python code, too slow for every attempt.
-NATIVE_PROTOCOL = {kind._value_: kind.protocol for kind in ProviderKind}
 
 
 def _family(protocol: Optional[Protocol]):
@@ -282,7 +276,7 @@ def provider_headers(
     ``content_type``, the last field is that ``content-type``, whatever the client or the
     entry said. The caller adds ``content-length``."""
     dropped = _STRIPPED if content_type is None else _STRIPPED_WITH_TYPE
-    items = _forwardable_items(client_headers, client_protocol, NATIVE_PROTOCOL[entry.kind._value_], dropped)
+    items = _forwardable_items(client_headers, client_protocol, entry.protocol, dropped)
     has_beta = has_version = False
     for name, _ in items:  # a plain loop: a generator costs a call per field
         if name == "anthropic-beta":

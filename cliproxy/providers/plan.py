@@ -21,7 +21,6 @@ from typing import NamedTuple, Optional
 
 from cliproxy.errors import NotImplementedYet, ProxyError, UpstreamError
 from cliproxy.providers.credentials import FailureKind
-from cliproxy.providers.outbound import NATIVE_PROTOCOL
 from cliproxy.translate.translator import translatable
 
 # Failures worth another round over the same credentials (SPEC §2 request-retry).
@@ -78,7 +77,7 @@ class AttemptPlan:
             served = candidate.served
             protocol = None if translatable(call.endpoint) else call.protocol
             for member in served:  # the generator's protocol filter: here, nothing to drop
-                if protocol is not None and NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
+                if protocol is not None and member.entry.protocol is not protocol:
                     break
             else:
                 if served:
@@ -114,7 +113,7 @@ def _walk(call, pool, first_order=None):
     for candidate in call.decision.candidates:
         served = candidate.served
         for member in served:
-            if not any_protocol and NATIVE_PROTOCOL[member.entry.kind._value_] is not protocol:
+            if not any_protocol and member.entry.protocol is not protocol:
                 served = tuple(s for s in served if s.entry.protocol is protocol)
                 break
         if not served:
