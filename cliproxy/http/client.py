@@ -58,6 +58,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from cliproxy.errors import UpstreamError, UpstreamTimeout
+from cliproxy.http.flow import FlowControlled
 from cliproxy.http.parser import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -262,7 +263,7 @@ def _prepare(method, target, proxy, headers, body):
     return head, chunked, keep_alive
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(FlowControlled):
     """One upstream socket and its parser; ``key`` is its pool key (``None``: unpooled).
 
     State the protocol callbacks keep for the coroutine using the connection: ``received``
@@ -273,7 +274,6 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "loop",
-        "transport",
         "parser",
         "key",
         "origin",
@@ -281,25 +281,22 @@ class _Connection(asyncio.Protocol):
         "received",
         "eof",
         "error",
-        "lost",
         "_waiter",
         "_deadline",
         "_timer",
         "_timer_when",
-        "_unread",
-        "_reading_paused",
-        "_writing_paused",
-        "_drain_waiter",
         "idle_since",
         "clock",
     )
 
+    high_water = READ_HIGH_WATER
+
     def __init__(self, loop, key, origin):
+        super().__init__()
         self.loop = loop
         # The loop's clock: ``time.monotonic`` itself when ``loop.time`` is the base one
         # (a Python call less per use), else the loop's own.
         self.clock = time.monotonic if type(loop).time is _BASE_TIME else loop.time
-        self.transport = None
         self.parser = ResponseParser(MAX_HEADER_BYTES)
         self.key = key
         self.origin = origin
@@ -307,15 +304,10 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.eof = False
         self.error = None  # type: Optional[BaseException]
-        self.lost = False
         self._waiter = None  # type: Optional[asyncio.Future]
         self._deadline = None  # type: Optional[float]
         self._timer = None  # type: Optional[asyncio.TimerHandle]
         self._timer_when = 0.0
-        self._unread = 0
-        self._reading_paused = False
-        self._writing_paused = False
-        self._drain_waiter = None  # type: Optional[asyncio.Future]
         self.idle_since = 0.0  # loop time at which it last entered the pool
 
     # -- protocol callbacks (called by the transport) -----------------------------------
@@ -331,10 +323,7 @@ class _Connection(asyncio.Protocol):
             return
         self.received = True
         self.parser.feed(data)
-        self._unread += len(data)
-        if self._unread > READ_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        self.count_unread(len(data))
         # ``_wake``, inlined: this runs for every socket read.
         waiter = self._waiter
         if waiter is not None:
@@ -358,14 +347,7 @@ class _Connection(asyncio.Protocol):
         self._leave_pool()
         self._cancel_timer()
         self._wake()
-        self._wake_drain()
-
-    def pause_writing(self):
-        self._writing_paused = True
-
-    def resume_writing(self):
-        self._writing_paused = False
-        self._wake_drain()
+        self.wake_drain()
 
     # -- used by the client ---------------------------------------------------------------
 
@@ -373,10 +355,7 @@ class _Connection(asyncio.Protocol):
         """A future resolved when bytes, EOF or an error arrive; it fails with
         ``_TimedOut`` once the loop time ``deadline`` (``None``: never) has passed.
         Also resumes reading: the caller consumed everything it was given."""
-        self._unread = 0
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self.ran_dry()
         waiter = self.loop.create_future()
         self._waiter = waiter
         self._deadline = deadline
@@ -388,15 +367,8 @@ class _Connection(asyncio.Protocol):
         """Return once the transport accepts more writes. Raises ``OSError`` when the
         connection failed or is gone, ``_TimedOut`` when the peer took no byte for
         ``timeout`` seconds (``None``: wait as long as it takes)."""
-        if not self.lost and self._writing_paused:
-            waiter = self._drain_waiter = self.loop.create_future()
-            timer = None if timeout is None else self.loop.call_later(timeout, _time_out, waiter)
-            try:
-                await waiter
-            finally:
-                self._drain_waiter = None
-                if timer is not None:
-                    timer.cancel()
+        if not await self.wait_writable(self.loop, timeout):
+            raise _TimedOut()
         if self.lost:
             raise self.error or ConnectionResetError("connection lost")
 
@@ -407,10 +379,7 @@ class _Connection(asyncio.Protocol):
         """Enter the idle list ``pool`` at loop time ``now`` (the caller appends it)."""
         self.pool = pool
         self.idle_since = now
-        self._unread = 0
-        if self._reading_paused:  # must see an idle close or unsolicited bytes
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self.ran_dry()  # it must see an idle close or unsolicited bytes
 
     def close(self):
         """Close the socket gracefully (used for idle connections)."""
@@ -427,14 +396,12 @@ class _Connection(asyncio.Protocol):
         a 101); bytes the parser still holds are the caller's (``take_trailing``)."""
         transport = self.transport
         self._cancel_timer()
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
+        self.ran_dry()
         reader = asyncio.StreamReader(limit=STREAM_LIMIT)
         protocol = asyncio.StreamReaderProtocol(reader)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        if self._writing_paused:
+        if self.writing_paused:
             protocol.pause_writing()
         if self.lost:
             protocol.connection_lost(self.error)
@@ -450,11 +417,6 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-
-    def _wake_drain(self):
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _arm(self, when):
         if self._timer is not None:
@@ -1028,11 +990,6 @@ async def _send_stream(conn, head, body, chunked, timeout):
         raise UpstreamTimeout(
             "upstream %s took no request body bytes for %gs" % (conn.origin, timeout)
         ) from None
-
-
-def _time_out(waiter):
-    if not waiter.done():
-        waiter.set_exception(_TimedOut())
 
 
 def _close_all(connections):

@@ -24,9 +24,10 @@ per-request cost of the shell is what bounds the proxy's throughput:
 - Reading: while a request is being answered, bytes that arrive are either body (woken
   into ``RequestBody``, which reads on demand, so ``100 Continue`` goes out only when the
   body is wanted) or pipelined requests, which stay in the parser. Reading pauses once more
-  than ``HIGH_WATER`` bytes wait unparsed and resumes when the parser runs dry. The next
-  request is parsed only after the current response ended, so responses go out in order.
-  A body that arrived whole with its head (the usual API call) is read in one step.
+  than ``HIGH_WATER`` bytes wait unparsed and resumes when the parser runs dry
+  (``cliproxy/http/flow.py``, shared with the client). The next request is parsed only
+  after the current response ended, so responses go out in order. A body that arrived
+  whole with its head (the usual API call) is read in one step.
 - Writing: a response head and a bytes body of up to ``SMALL_BODY`` go out in one
   ``transport.write``; a writer awaits only while the transport has paused us
   (``pause_writing``/``resume_writing``), and for ``read_timeout`` at most: a client that
@@ -70,6 +71,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from cliproxy import errors
 from cliproxy.config.model import Limits
+from cliproxy.http.flow import FlowControlled
 from cliproxy.http.headers import Headers
 from cliproxy.http.parser import (
     CONNECTION_CLOSED,
@@ -330,9 +332,9 @@ class RequestBody:
         self._cycle = None
 
     def _fail(self):
-        # The rest of the body is unknown or unwanted: answer, then close.
+        # The rest of the body is unknown or unwanted: answer, then close (lingering, as
+        # the body is not done).
         self._cycle.must_close = True
-        self._conn.linger = True
 
     async def _next_chunk(self):
         """The next non-empty piece of body data, or ``None`` once the body has ended."""
@@ -404,9 +406,10 @@ async def _replay(data):
 
 
 class _State(enum.Enum):
-    IDLE = 1  # waiting for the first byte of a request, or lingering before a close
+    IDLE = 1  # waiting for the first byte of a request
     ACTIVE = 2  # reading a request or answering it
     TUNNEL = 3  # upgraded: bytes belong to ``on_upgrade``
+    LINGER = 4  # answered and shut for writing: input is read and dropped until the close
 
 
 class _Timeout(enum.Enum):
@@ -483,14 +486,13 @@ class _TunnelProtocol(asyncio.StreamReaderProtocol):
         self._conn.connection_lost_in_tunnel()
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(FlowControlled):
     """One client connection: parser, flow control, timeouts and the current request."""
 
     __slots__ = (
         "server",
         "loop",
         "clock",
-        "transport",
         "parser",
         "peer",
         "tls",
@@ -498,16 +500,9 @@ class _Connection(asyncio.Protocol):
         "cycle",
         "task",
         "running",
-        "lost",
         "eof",
         "client_gone",
-        "linger",
-        "lingering",
-        "unread",
-        "reading_paused",
-        "writing_paused",
         "data_waiter",
-        "drain_waiter",
         "deadline",
         "deadline_kind",
         "timer",
@@ -516,11 +511,13 @@ class _Connection(asyncio.Protocol):
         "waiting_since",
     )
 
+    high_water = HIGH_WATER
+
     def __init__(self, server):
+        super().__init__()
         self.server = server
         self.loop = server._loop
         self.clock = server._clock  # the loop's clock: ``loop.time`` or what it calls
-        self.transport = None  # type: Optional[asyncio.Transport]
         self.parser = None  # type: Optional[RequestParser]
         self.peer = ("", 0)
         self.tls = server._ssl_context is not None
@@ -528,16 +525,9 @@ class _Connection(asyncio.Protocol):
         self.cycle = None  # type: Optional[_Cycle]
         self.task = None  # type: Optional[asyncio.Task]
         self.running = False  # the request task has entered ``_run``
-        self.lost = False
         self.eof = False
         self.client_gone = False
-        self.linger = False
-        self.lingering = False
-        self.unread = 0  # bytes received since the parser last ran dry
-        self.reading_paused = False
-        self.writing_paused = False
         self.data_waiter = None  # type: Optional[asyncio.Future]
-        self.drain_waiter = None  # type: Optional[asyncio.Future]
         self.deadline = None  # type: Optional[float]
         self.deadline_kind = _Timeout.IDLE
         self.timer = None  # type: Optional[asyncio.TimerHandle]
@@ -577,7 +567,7 @@ class _Connection(asyncio.Protocol):
         self.set_deadline(limits.idle_timeout, _Timeout.IDLE)
 
     def data_received(self, data):
-        if self.lingering:
+        if self.state is _State.LINGER:
             self.unread += len(data)
             if self.unread > LINGER_BYTES:
                 self.transport.close()
@@ -591,15 +581,11 @@ class _Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(True)
             return
-        self.unread += len(data)
-        if self.unread > HIGH_WATER and not self.reading_paused:
-            # Nobody is consuming: stop reading until the parser runs dry (flow control).
-            self.reading_paused = True
-            self.transport.pause_reading()
+        self.count_unread(len(data))  # nobody is consuming: pause past the high water
 
     def eof_received(self):
         self.eof = True
-        if self.lingering:
+        if self.state is _State.LINGER:
             return False
         if self.state is _State.TUNNEL:
             return not self.tls  # the switch hands the EOF on to ``on_upgrade``'s reader
@@ -647,15 +633,6 @@ class _Connection(asyncio.Protocol):
         self.client_gone = True
         if self.task is None:
             self.forget()
-
-    def pause_writing(self):
-        self.writing_paused = True
-
-    def resume_writing(self):
-        self.writing_paused = False
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -720,7 +697,7 @@ class _Connection(asyncio.Protocol):
         requests, a head incomplete, or a request body read waiting before any answer
         began (the deadline guards exactly those waits)."""
         kind = self.deadline_kind
-        if self.deadline is None or self.lingering:
+        if self.deadline is None or self.state is _State.LINGER:
             return False
         if kind is _Timeout.IDLE or kind is _Timeout.HEAD:
             return True
@@ -739,13 +716,6 @@ class _Connection(asyncio.Protocol):
             headers.add("content-length", str(len(payload)))
             self.transport.write(encode_response_head(408, headers) + payload)
         self.transport.abort()
-
-    def ran_dry(self):
-        """The parser needs more bytes: whatever was buffered has been consumed."""
-        self.unread = 0
-        if self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
 
     async def wait_for_data(self, cycle):
         """Wait for more body bytes, EOF or loss of the socket. Raises ``RequestTimeout``
@@ -810,11 +780,8 @@ class _Connection(asyncio.Protocol):
     def wait_for_request(self, idle_timeout):
         """Nothing is buffered between requests: wait for one for up to ``idle_timeout``
         seconds, or close when the server is shutting down."""
-        self.unread = 0
+        self.ran_dry()
         self.request_deadline = None
-        if self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
         if self.server._closing:
             self.close()
             return
@@ -885,13 +852,12 @@ class _Connection(asyncio.Protocol):
             elif self.client_gone:
                 self.close()
             elif cycle.must_close or not cycle.head.keep_alive or server._closing:
-                if not cycle.body._done:
-                    self.linger = True
-                self.close()
+                # Input may still be on its way: let the client read the answer first.
+                self.close(linger=not cycle.body._done)
             else:
                 keep = cycle.body._done or await self._discard(cycle.body)
                 if not keep:
-                    self.close()
+                    self.close(linger=True)  # the rest of the body could not be read
         except Exception:
             log.exception("connection from %s failed", self.peer[0])
             self.transport.abort()
@@ -1136,29 +1102,20 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self):
         """Wait until the transport resumes writing. Raises ``_ClientGone`` when the client
-        left meanwhile; a client that takes no byte for ``read_timeout`` seconds is cut
-        (the socket is aborted, which cancels the request task)."""
+        left meanwhile, or took no byte for ``read_timeout`` seconds (then the socket is
+        aborted)."""
         cycle = self.cycle
         timeout = (self.server._limits() if cycle is None else cycle.limits).read_timeout
-        waiter = self.drain_waiter = self.loop.create_future()
-        # Drains are rare (a full socket buffer): a timer of their own costs little and
-        # leaves the connection's deadline to the reads.
-        timer = self.loop.call_later(timeout, self._write_stalled, waiter, timeout)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self.drain_waiter = None
+        if not await self.wait_writable(self.loop, timeout):
+            log.info(
+                "client %s read nothing of its response for %gs; connection cut",
+                self.peer[0],
+                timeout,
+            )
+            self.abort()
+            raise _ClientGone()
         if self.lost:
             raise _ClientGone()
-
-    def _write_stalled(self, waiter, timeout):
-        if waiter.done():
-            return
-        log.info(
-            "client %s read nothing of its response for %gs; connection cut", self.peer[0], timeout
-        )
-        self.abort()
 
     # -- errors, upgrades, closing -------------------------------------------------------
 
@@ -1168,10 +1125,9 @@ class _Connection(asyncio.Protocol):
         payload = _error_body(error_type, message)
         headers.add("content-length", str(len(payload)))
         headers.add("connection", "close")
-        self.linger = True
         if not self.lost and not self.transport.is_closing():
             self.transport.write(encode_response_head(status, headers) + payload)
-        self.close()
+        self.close(linger=True)
 
     async def _tunnel(self, response):
         """Write the 101 head and hand the socket to ``on_upgrade`` until it returns."""
@@ -1216,22 +1172,22 @@ class _Connection(asyncio.Protocol):
         writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
         return reader, writer, leftover
 
-    def close(self):
-        """Close the socket once what was written has been sent: after a lingering
-        read-and-drop when an error answer may race the client's input."""
+    def close(self, linger=False):
+        """Close the socket once what was written has been sent. With ``linger`` (an
+        answer that may race the client's input), shut the write side and read and drop
+        what still comes first (``_State.LINGER``)."""
         transport = self.transport
-        if transport.is_closing() or self.lingering:
+        if transport.is_closing() or self.state is _State.LINGER:
             return
-        if self.linger and not self.client_gone and not self.eof and transport.can_write_eof():
+        if linger and not self.client_gone and not self.eof and transport.can_write_eof():
             try:
                 transport.write_eof()
             except OSError:
                 transport.abort()
                 return
-            self.lingering = True
             self.unread = 0
             self.ran_dry()
-            self.set_state(_State.IDLE)  # nothing left to answer: shutdown may cut it short
+            self.set_state(_State.LINGER)  # nothing left to answer: shutdown may cut it short
             self.set_deadline(LINGER_SECONDS, _Timeout.LINGER)
             return
         transport.close()
@@ -1245,7 +1201,7 @@ class _Connection(asyncio.Protocol):
 
     def close_idle(self):
         """Close a connection with no request under way (shutdown)."""
-        if self.lingering:
+        if self.state is _State.LINGER:
             self.abort()
         else:
             self.deadline = None
@@ -1325,7 +1281,7 @@ class Server:
         if self._changed is None:
             return
         for conn in list(self._connections):
-            if conn.state is _State.IDLE:
+            if conn.state is _State.IDLE or conn.state is _State.LINGER:
                 conn.close_idle()
         await self._drain(drain_timeout)
         # Aborting a socket makes its ``connection_lost`` cancel the request task.
