@@ -1321,6 +1321,54 @@ def test_bytes_response_head_is_framed_by_the_server_byte_for_byte():
     run(main())
 
 
+def test_bytes_and_streamed_answers_follow_one_framing_rule():
+    async def pieces(*parts):
+        for part in parts:
+            yield part
+
+    def answer(status, declared, body):
+        fields = [("x-kind", "k")] + ([("content-length", declared)] if declared else [])
+        return Response(status, Headers(fields), body)
+
+    answers = {
+        "/bytes": lambda: answer(200, None, b"hello"),
+        "/bytes-declared": lambda: answer(200, "999", b"hello"),  # the bytes' length wins
+        "/stream": lambda: answer(200, None, pieces(b"he", b"llo")),
+        "/stream-declared": lambda: answer(200, "5", pieces(b"he", b"llo")),
+        "/not-modified": lambda: answer(304, "12", b""),
+        "/no-content": lambda: answer(204, "5", b""),
+    }
+
+    async def handler(request):
+        return answers[request.path]()
+
+    cases = [
+        ("GET", "/bytes", 200, "5", None, b"hello"),
+        ("HEAD", "/bytes", 200, "5", None, b""),
+        ("GET", "/bytes-declared", 200, "5", None, b"hello"),
+        ("HEAD", "/bytes-declared", 200, "999", None, b""),  # what a GET would have said
+        ("GET", "/stream", 200, None, "chunked", b"hello"),
+        ("HEAD", "/stream", 200, None, None, b""),
+        ("GET", "/stream-declared", 200, "5", None, b"hello"),
+        ("HEAD", "/stream-declared", 200, "5", None, b""),
+        ("GET", "/not-modified", 304, "12", None, b""),
+        ("GET", "/no-content", 204, None, None, b""),
+    ]
+
+    async def main():
+        async with connected(handler) as (_, reader, writer):
+            for method, path, status, length, coding, body in cases:
+                writer.write(("%s %s HTTP/1.1\r\nHost: t\r\n\r\n" % (method, path)).encode())
+                reply = await read_response(reader, method=method)
+                seen = (reply.status, reply.headers.get("content-length"),
+                        reply.headers.get("transfer-encoding"), reply.body, reply.headers["x-kind"])
+                assert seen == (status, length, coding, body, "k"), (method, path)
+            writer.write(get("/bytes"))  # nothing stray between the answers
+            assert (await read_response(reader)).body == b"hello"
+
+    run(main())
+
+
 def test_bytes_response_to_http10_keep_alive_says_keep_alive():
     async def handler(request):
         return Response(204 if request.path == "/none" else 200, None, b"hi")

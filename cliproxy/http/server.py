@@ -20,7 +20,9 @@ per-request cost of the shell is what bounds the proxy's throughput:
   complete) cancels it at once: that is how a client that leaves closes the upstream, with
   no watcher task and no ``asyncio.wait`` per request. A client that half-closes while its
   body is still being read gets ``ClientDisconnected`` from the body instead.
-- Per-connection state (``_Connection``) and per-request state (``_Cycle``) are kept apart.
+- Per-connection state (``_Connection``: socket, parser, flow control, timers) and
+  per-request state (``_Cycle``) are kept apart; the cycle owns the request's write path
+  (handler, framing in one place for bytes and streamed answers, the unread body).
 - Reading: while a request is being answered, bytes that arrive are either body (woken
   into ``RequestBody``, which reads on demand, so ``100 Continue`` goes out only when the
   body is wanted) or pipelined requests, which stay in the parser. Reading pauses once more
@@ -423,14 +425,27 @@ class _Timeout(enum.Enum):
 
 
 class _Cycle:
-    """Per-request state shared by the connection, the request task and the body.
-    ``deadline`` (loop time) is when the whole request must have been received."""
+    """One request and its response, from the head to the last byte written (as uvicorn's
+    ``RequestResponseCycle``): runs the handler, frames and writes its answer through the
+    connection, and reads and drops a small unread body afterwards. The connection keeps
+    what outlives a request (socket, parser, timers). ``deadline`` (loop time) is when the
+    whole request must have been received."""
 
     __slots__ = (
-        "head", "limits", "deadline", "body", "response_started", "continue_sent", "must_close"
+        "conn",
+        "request",
+        "head",
+        "limits",
+        "deadline",
+        "body",
+        "response_started",
+        "continue_sent",
+        "must_close",
     )
 
-    def __init__(self, head, limits, deadline):
+    def __init__(self, conn, head, limits, deadline):
+        self.conn = conn  # type: _Connection
+        self.request = None  # type: Optional[Request]
         self.head = head  # type: RequestHead
         self.limits = limits  # type: Limits
         self.deadline = deadline  # type: float
@@ -438,6 +453,226 @@ class _Cycle:
         self.response_started = False
         self.continue_sent = False
         self.must_close = False
+
+    def finish(self):
+        """Drop the references back to the connection once the request is over: they form
+        reference cycles that only the cyclic garbage collector would free."""
+        self.conn = None
+        self.request = None
+        self.body.detach()
+
+    async def respond(self):
+        """Run the handler and write its response. Returns the ``Response`` when it is an
+        upgrade still to be carried out, else ``None``."""
+        request = self.request
+        conn = self.conn
+        try:
+            if self.head.upgrade and not self.body._done:
+                # Should the handler switch protocols, the tunnel starts after the whole
+                # request: its body is read first (and kept for the handler), so no byte
+                # of it can pass for the new protocol's.
+                await self.body.read(self.limits.max_body_bytes)
+            response = await conn.server._handler(request)
+            if type(response) is not Response or not 200 <= response.status <= 599:
+                _check_response(response)
+        except Exception as exc:
+            response = self._error_response(exc)
+            if response is None:
+                return None
+        if response.status == 101:
+            return response
+        try:
+            if isinstance(response.body, _BYTES_TYPES):
+                # The common case needs no coroutine: head and body in one write.
+                self._write_whole(response)
+                if conn.writing_paused:
+                    await conn.drain()
+            else:
+                await self.send(response)
+        except _ClientGone:
+            log.debug("client %s left while receiving a response", conn.peer[0])
+            conn.client_gone = True
+        except Exception as exc:
+            self.must_close = True
+            if self.response_started and isinstance(exc, _EXPECTED_FAULTS):
+                # An upstream that closed, reset or stalled mid-body: the client gets a
+                # cut-short answer and the log one line, not a traceback.
+                log.warning(
+                    "response to %s %s cut short: %s", request.method, request.path, _reason(exc)
+                )
+            elif self.response_started:
+                log.warning(
+                    "response to %s %s failed after it started",
+                    request.method,
+                    request.path,
+                    exc_info=True,
+                )
+            else:
+                log.error("invalid response to %s %s", request.method, request.path, exc_info=True)
+                await self._send_quietly(_json_error(500, "api_error", "internal server error"))
+        return None
+
+    def _error_response(self, exc):
+        """The fallback answer for an exception escaping the handler (``None``: nobody to
+        answer)."""
+        request = self.request
+        if self.conn.client_gone or isinstance(exc, ClientDisconnected):
+            log.debug("handler for %s %s ended after the client left", request.method, request.path)
+            return None
+        if isinstance(exc, ProtocolError):
+            self.must_close = True
+            log.info("bad request from %s: %s (%d)", self.conn.peer[0], exc.message, exc.status)
+            return _json_error(exc.status, "invalid_request_error", exc.message)
+        if isinstance(exc, errors.ProxyError):
+            log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+            return _json_error(exc.status, exc.error_type, exc.message, exc.headers)
+        log.error("handler failed for %s %s", request.method, request.path, exc_info=exc)
+        return _json_error(500, "api_error", "internal server error")
+
+    async def _send_quietly(self, response):
+        request = self.request
+        try:
+            await self.send(response)
+        except _ClientGone:
+            self.conn.client_gone = True
+        except _EXPECTED_FAULTS as exc:
+            log.warning(
+                "error response to %s %s failed: %s", request.method, request.path, _reason(exc)
+            )
+        except Exception:
+            log.warning(
+                "error response to %s %s failed", request.method, request.path, exc_info=True
+            )
+
+    # -- writing the response ---------------------------------------------------------
+
+    async def send(self, response):
+        """Frame and write ``response``. Raises ``_ClientGone`` when the client left, or
+        whatever the body iterator raised."""
+        conn = self.conn
+        body = response.body
+        if isinstance(body, _BYTES_TYPES):
+            self._write_whole(response)
+            if conn.writing_paused:
+                await conn.drain()
+            return
+        try:
+            fields, bodiless, chunked, expected = self._frame(response, None)
+            self.response_started = True
+            await conn.write(encode_response_head(response.status, fields))
+            if not bodiless:
+                await self._stream(body, chunked, expected)
+        finally:
+            await _aclose(body)
+
+    def _write_whole(self, response):
+        """Frame and write a response whose body is bytes, without waiting for the socket
+        buffer to drain. Raises ``_ClientGone`` when the client left, ``ValueError`` for a
+        head that cannot be written."""
+        body = response.body
+        fields, bodiless, _, _ = self._frame(response, len(body))
+        data = encode_response_head(response.status, fields)
+        conn = self.conn
+        transport = conn.transport
+        if conn.lost or transport.is_closing():
+            raise _ClientGone()
+        self.response_started = True
+        if bodiless:
+            transport.write(data)
+        elif len(body) <= SMALL_BODY:
+            transport.write(data + bytes(body))
+        else:
+            transport.write(data)
+            transport.write(body)
+
+    def _frame(self, response, size):
+        """The head's fields for ``response`` and how its body goes out: (fields,
+        bodiless, chunked, expected length of a streamed body or ``None``). ``size`` is the
+        length of a bytes body, ``None`` for a stream. The handler's framing fields are
+        dropped and redone (RFC 9112 §6): HEAD, 1xx, 204 and 304 carry no body (HEAD and
+        304 keep the length a GET would have had); a bytes body gets its
+        ``content-length``; a stream keeps the handler's ``content-length``, else is
+        chunked (HTTP/1.1) or close-delimited (HTTP/1.0)."""
+        status = response.status
+        given = response.headers
+        fields = [] if given is None else [
+            item for item in given._items if item[0] not in _FRAMING_AND_LENGTH
+        ]
+        bodiless = self.head.method == "HEAD" or status == 204 or status == 304 or status < 200
+        chunked = False
+        expected = None
+        length = None
+        if size is not None and not bodiless:
+            length = str(size)  # the common case: no further look at the handler's fields
+        elif status != 204 and status >= 200:
+            declared = None if given is None else given.get("content-length")
+            if bodiless:
+                length = declared if declared is not None or not size else str(size)
+            elif declared is not None:
+                length = declared
+                expected = int(declared)
+            elif self.head.version == _HTTP10:
+                self.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
+            else:
+                chunked = True
+                fields.append(("transfer-encoding", "chunked"))
+        if length is not None:
+            fields.append(("content-length", length))
+        connection = self._connection_field()
+        if connection is not None:
+            fields.append(connection)
+        return fields, bodiless, chunked, expected
+
+    def _connection_field(self):
+        """Decide, before the head goes out, whether the connection closes after it, and
+        return the ``connection`` field that says so: ``close``, ``keep-alive`` for an
+        HTTP/1.0 client that keeps it, or ``None`` (HTTP/1.1's default)."""
+        body = self.body
+        close = (
+            self.must_close
+            or not self.head.keep_alive
+            or self.conn.server._closing
+            or not (body._done or body._discardable())  # ``_done`` first: no call
+        )
+        self.must_close = close
+        if close:
+            return _CONNECTION_CLOSE
+        return _CONNECTION_KEEP_ALIVE if self.head.version == _HTTP10 else None
+
+    async def _stream(self, body, chunked, expected):
+        conn = self.conn
+        server = conn.server
+        iterator = body.__aiter__()
+        sent = 0
+        server.open_streams += 1
+        try:
+            while True:
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                if not chunk:
+                    continue  # an empty chunk would end a chunked body early
+                sent += len(chunk)
+                await conn.write(encode_chunk(chunk) if chunked else chunk)
+            if chunked:
+                await conn.write(LAST_CHUNK)
+            elif expected is not None and sent != expected:
+                self.must_close = True
+                log.warning("response body was %d bytes, content-length said %d", sent, expected)
+        finally:
+            server.open_streams -= 1
+            if iterator is not body:
+                await _aclose(iterator)  # ``send`` closes ``body`` itself
+
+    async def discard_body(self):
+        """Read and drop a small unread body; True when the connection stays usable."""
+        try:
+            while await self.body._next_chunk() is not None:
+                pass
+        except errors.ProxyError:
+            return False
+        return True
 
 
 def _error_body(error_type, message):
@@ -819,10 +1054,10 @@ class _Connection(FlowControlled):
             log.info("bad request from %s: %s (%d)", self.peer[0], exc.message, exc.status)
             self.send_error(exc.status, "invalid_request_error", exc.message)
             return
-        cycle = _Cycle(head, limits, deadline)
+        cycle = _Cycle(self, head, limits, deadline)
         body = cycle.body = RequestBody(self, cycle, head.content_length, first)
         self.cycle = cycle
-        request = Request(
+        cycle.request = Request(
             head.method,
             head.target,
             head.headers,
@@ -833,18 +1068,18 @@ class _Connection(FlowControlled):
             head.version,
         )
         server.in_flight += 1
-        task = self.loop.create_task(self._run(request, cycle))
+        task = self.loop.create_task(self._run(cycle))
         if not task.done():  # an eager task factory may have run it to the end already
             self.task = task
 
-    async def _run(self, request, cycle):
+    async def _run(self, cycle):
         """The request task: answer, then go on with the next request or close."""
         server = self.server
         self.running = True
         keep = False
         try:
             try:
-                upgrade = await self._respond(request, cycle)
+                upgrade = await cycle.respond()
             finally:
                 server.in_flight -= 1
             if upgrade is not None:
@@ -855,7 +1090,7 @@ class _Connection(FlowControlled):
                 # Input may still be on its way: let the client read the answer first.
                 self.close(linger=not cycle.body._done)
             else:
-                keep = cycle.body._done or await self._discard(cycle.body)
+                keep = cycle.body._done or await cycle.discard_body()
                 if not keep:
                     self.close(linger=True)  # the rest of the body could not be read
         except Exception:
@@ -864,7 +1099,7 @@ class _Connection(FlowControlled):
         finally:
             self.task = None
             self.running = False
-            cycle.body.detach()
+            cycle.finish()
             if self.lost:
                 self.forget()
         if keep:
@@ -874,221 +1109,7 @@ class _Connection(FlowControlled):
             else:
                 self.wait_for_request(cycle.limits.idle_timeout)
 
-    async def _discard(self, body):
-        """Read and drop a small unread body; True when the connection stays usable."""
-        try:
-            while await body._next_chunk() is not None:
-                pass
-        except errors.ProxyError:
-            return False
-        return True
-
-    async def _respond(self, request, cycle):
-        """Run the handler and write its response. Returns the ``Response`` when it is an
-        upgrade still to be carried out, else ``None``."""
-        try:
-            if cycle.head.upgrade and not cycle.body._done:
-                # Should the handler switch protocols, the tunnel starts after the whole
-                # request: its body is read first (and kept for the handler), so no byte
-                # of it can pass for the new protocol's.
-                await cycle.body.read(cycle.limits.max_body_bytes)
-            response = await self.server._handler(request)
-            if type(response) is not Response or not 200 <= response.status <= 599:
-                _check_response(response)
-        except Exception as exc:
-            response = self._error_response(request, cycle, exc)
-            if response is None:
-                return None
-        if response.status == 101:
-            return response
-        try:
-            if isinstance(response.body, _BYTES_TYPES):
-                # The common case needs no coroutine: head and body in one write.
-                self._write_whole(request, cycle, response)
-                if self.writing_paused:
-                    await self.drain()
-            else:
-                await self._send(request, cycle, response)
-        except _ClientGone:
-            log.debug("client %s left while receiving a response", self.peer[0])
-            self.client_gone = True
-        except Exception as exc:
-            cycle.must_close = True
-            if cycle.response_started and isinstance(exc, _EXPECTED_FAULTS):
-                # An upstream that closed, reset or stalled mid-body: the client gets a
-                # cut-short answer and the log one line, not a traceback.
-                log.warning(
-                    "response to %s %s cut short: %s", request.method, request.path, _reason(exc)
-                )
-            elif cycle.response_started:
-                log.warning(
-                    "response to %s %s failed after it started",
-                    request.method,
-                    request.path,
-                    exc_info=True,
-                )
-            else:
-                log.error("invalid response to %s %s", request.method, request.path, exc_info=True)
-                await self._send_quietly(
-                    request, cycle, _json_error(500, "api_error", "internal server error")
-                )
-        return None
-
-    async def _send_quietly(self, request, cycle, response):
-        try:
-            await self._send(request, cycle, response)
-        except _ClientGone:
-            self.client_gone = True
-        except _EXPECTED_FAULTS as exc:
-            log.warning(
-                "error response to %s %s failed: %s", request.method, request.path, _reason(exc)
-            )
-        except Exception:
-            log.warning(
-                "error response to %s %s failed", request.method, request.path, exc_info=True
-            )
-
-    def _error_response(self, request, cycle, exc):
-        """The fallback answer for an exception escaping the handler (``None``: nobody to
-        answer)."""
-        if self.client_gone or isinstance(exc, ClientDisconnected):
-            log.debug("handler for %s %s ended after the client left", request.method, request.path)
-            return None
-        if isinstance(exc, ProtocolError):
-            cycle.must_close = True
-            log.info("bad request from %s: %s (%d)", self.peer[0], exc.message, exc.status)
-            return _json_error(exc.status, "invalid_request_error", exc.message)
-        if isinstance(exc, errors.ProxyError):
-            log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
-            return _json_error(exc.status, exc.error_type, exc.message, exc.headers)
-        log.error("handler failed for %s %s", request.method, request.path, exc_info=exc)
-        return _json_error(500, "api_error", "internal server error")
-
-    # -- writing the response ---------------------------------------------------------
-
-    async def _send(self, request, cycle, response):
-        """Frame and write ``response``. Raises ``_ClientGone`` when the client left, or
-        whatever the body iterator raised."""
-        body = response.body
-        if isinstance(body, _BYTES_TYPES):
-            self._write_whole(request, cycle, response)
-            if self.writing_paused:
-                await self.drain()
-            return
-        try:
-            headers, bodiless, chunked, expected = self._frame(request, cycle, response, True)
-            cycle.response_started = True
-            await self.write(encode_response_head(response.status, headers))
-            if not bodiless:
-                await self._stream(body, chunked, expected, cycle)
-        finally:
-            await _aclose(body)
-
-    def _write_whole(self, request, cycle, response):
-        """Frame and write a response whose body is bytes, without waiting for the socket
-        buffer to drain. Raises ``_ClientGone`` when the client left, ``ValueError`` for a
-        head that cannot be written. A body goes out with a ``content-length`` (RFC 9112
-        §6.2) and the handler's framing fields dropped; a bodiless answer is ``_frame``'s."""
-        body = response.body
-        size = len(body)
-        status = response.status
-        if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
-            headers = self._frame(request, cycle, response, False)[0]
-            body = b""
-            size = 0
-        else:
-            # The common case, framed here in one pass rather than in ``_frame``: pairs are
-            # all the writer needs.
-            given = response.headers
-            headers = [] if given is None else [
-                item for item in given._items if item[0] not in _FRAMING_AND_LENGTH
-            ]
-            headers.append(("content-length", str(size)))
-            connection = self._connection_field(cycle)
-            if connection is not None:
-                headers.append(connection)
-        data = encode_response_head(status, headers)
-        transport = self.transport
-        if self.lost or transport.is_closing():
-            raise _ClientGone()
-        cycle.response_started = True
-        if size <= SMALL_BODY:
-            transport.write(data + bytes(body))
-        else:
-            transport.write(data)
-            transport.write(body)
-
-    def _frame(self, request, cycle, response, streaming):
-        """The head's fields and the body framing of a streamed or bodiless response
-        (``_write_whole`` frames a bytes body itself): (``Headers``, bodiless, chunked,
-        expected length of a streamed body or None). RFC 9112 §6: HEAD, 1xx, 204 and 304
-        carry no body; a stream keeps the handler's content-length, else is chunked
-        (HTTP/1.1) or close-delimited (HTTP/1.0)."""
-        status = response.status
-        body = response.body
-        version = cycle.head.version
-        given = response.headers
-        bodiless = request.method == "HEAD" or status == 204 or status == 304 or status < 200
-        chunked = False
-        expected = None
-        headers = Headers() if given is None else given.without(_FRAMING_FIELDS)
-        if status == 204 or status < 200:
-            headers.remove("content-length")
-        elif bodiless:
-            if not streaming and body and "content-length" not in headers:
-                headers.set("content-length", str(len(body)))
-        elif "content-length" in headers:
-            expected = int(headers.get("content-length"))
-        elif version == _HTTP10:
-            cycle.must_close = True  # close-delimited: an HTTP/1.0 client knows no chunks
-        else:
-            chunked = True
-            headers.add("transfer-encoding", "chunked")
-        connection = self._connection_field(cycle)
-        if connection is not None:
-            headers.add(*connection)
-        return headers, bodiless, chunked, expected
-
-    def _connection_field(self, cycle):
-        """Decide, before the head goes out, whether the connection closes after it, and
-        return the ``connection`` field that says so: ``close``, ``keep-alive`` for an
-        HTTP/1.0 client that keeps it, or ``None`` (HTTP/1.1's default)."""
-        body = cycle.body
-        close = (
-            cycle.must_close
-            or not cycle.head.keep_alive
-            or self.server._closing
-            or not (body._done or body._discardable())  # ``_done`` first: no call
-        )
-        cycle.must_close = close
-        if close:
-            return _CONNECTION_CLOSE
-        return _CONNECTION_KEEP_ALIVE if cycle.head.version == _HTTP10 else None
-
-    async def _stream(self, body, chunked, expected, cycle):
-        server = self.server
-        iterator = body.__aiter__()
-        sent = 0
-        server.open_streams += 1
-        try:
-            while True:
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-                if not chunk:
-                    continue  # an empty chunk would end a chunked body early
-                sent += len(chunk)
-                await self.write(encode_chunk(chunk) if chunked else chunk)
-            if chunked:
-                await self.write(LAST_CHUNK)
-            elif expected is not None and sent != expected:
-                cycle.must_close = True
-                log.warning("response body was %d bytes, content-length said %d", sent, expected)
-        finally:
-            server.open_streams -= 1
-            if iterator is not body:
-                await _aclose(iterator)  # ``_send`` closes ``body`` itself
+    # -- writing, for the request cycle --------------------------------------------------
 
     async def write(self, data):
         """Write; wait while the transport has paused us (flow control). Raises
