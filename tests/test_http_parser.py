@@ -567,6 +567,35 @@ def test_chunked_response_with_trailers():
     assert head(outcome).keep_alive is True
 
 
+def test_a_chunk_takes_its_crlf_so_the_buffer_is_empty_between_chunks():
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert type(parser.next_event()) is ResponseHead
+    for piece in (b"event one", b"two"):
+        parser.feed(b"%x\r\n%s\r\n" % (len(piece), piece))
+        assert parser.next_event() == Data(piece)
+        assert not parser.has_buffered_data
+        assert parser.next_event() is NEED_DATA
+    parser.feed(b"3\r\nabc")  # the CRLF comes later: checked then
+    assert parser.next_event() == Data(b"abc")
+    parser.feed(b"\r\n0\r\n\r\n")
+    assert parser.next_event() == EndOfMessage()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert type(parser.next_event()) is ResponseHead
+
+
+def test_chunk_data_followed_by_anything_but_crlf_is_refused():
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY")
+    assert type(parser.next_event()) is ResponseHead
+    assert parser.next_event() == Data(b"abc")
+    with pytest.raises(ProtocolError, match="not followed by CRLF"):
+        parser.next_event()
+
+
 def test_close_delimited_response_ends_at_eof():
     data = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstream until close"
     unfinished = run(data, kind="response", methods=["GET"])

@@ -531,10 +531,16 @@ class _ChunkedReader:
                 data = _take_up_to(buf, self._remaining)
                 self._remaining -= len(data)
                 if self._remaining == 0:
-                    self._state = _ChunkState.DATA_END
+                    if buf[:2] == b"\r\n":
+                        # The CRLF usually comes with its data: taken now, a stream's
+                        # buffer is empty between its chunks, which callers can see.
+                        del buf[:2]
+                        self._state = _ChunkState.SIZE
+                    else:
+                        self._state = _ChunkState.DATA_END
                 return Data(data)
             if state is _ChunkState.SIZE:
-                if not self._read_size_line(buf):
+                if not buf or not self._read_size_line(buf):
                     if eof:
                         raise _closed_mid_message()
                     return None

@@ -654,7 +654,10 @@ class _Cycle:
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
                 sent += len(chunk)
-                await conn.write(encode_chunk(chunk) if chunked else chunk)
+                # No coroutine per event: a wait only while the transport is paused.
+                conn.write_now(encode_chunk(chunk) if chunked else chunk)
+                if conn.writing_paused:
+                    await conn.drain()
             if chunked:
                 await conn.write(LAST_CHUNK)
             elif expected is not None and sent != expected:
@@ -1112,14 +1115,17 @@ class _Connection(FlowControlled):
     # -- writing, for the request cycle --------------------------------------------------
 
     async def write(self, data):
-        """Write; wait while the transport has paused us (flow control). Raises
-        ``_ClientGone`` when the client left."""
+        """``write_now``, then wait while the transport has paused us (flow control)."""
+        self.write_now(data)
+        if self.writing_paused:
+            await self.drain()
+
+    def write_now(self, data):
+        """Hand ``data`` to the transport. Raises ``_ClientGone`` when the client left."""
         transport = self.transport
         if self.lost or transport.is_closing():
             raise _ClientGone()
         transport.write(data)
-        if self.writing_paused:
-            await self.drain()
 
     async def drain(self):
         """Wait until the transport resumes writing. Raises ``_ClientGone`` when the client
