@@ -96,7 +96,7 @@ def _in_parallel(conns, body, each):
         thread.join()
 
 
-def measure(requests, connections, stream, workdir):
+def measure(requests, connections, stream, workdir, large=False):
     """Run the proxy, send ``requests`` over ``connections`` keep-alive connections at
     once, return (stats, requests sent while profiling)."""
     requests -= requests % connections
@@ -116,7 +116,8 @@ def measure(requests, connections, stream, workdir):
                              config, "--log-level", "warning"], env=env)
     try:
         wait_listening(port, proc, "cliproxy", error=SystemExit)
-        body = bench.small_request(bench.JSON_MODEL, stream)
+        make_body = bench.large_request if large else bench.small_request
+        body = make_body(bench.JSON_MODEL, stream)
         conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(connections)]
         _in_parallel(conns, body, 50)
         proc.send_signal(signal.SIGUSR1)
@@ -171,12 +172,15 @@ def main(argv=None):
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--stream", action="store_true",
                         help="ask for a stream: the upstream answers the bench's 200-event SSE")
+    parser.add_argument("--large", action="store_true",
+                        help="send the bench's 60 KB request instead of the 2 KB one")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--callers", metavar="NAME", action="append", default=[],
                         help="also list who calls functions whose name contains NAME")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as workdir:
-        stats, requests = measure(args.requests, args.connections, args.stream, workdir)
+        stats, requests = measure(args.requests, args.connections, args.stream, workdir,
+                                  args.large)
         report(stats, requests, args.top)
         for name in args.callers:
             callers(stats, requests, name)

@@ -7,6 +7,7 @@ asserts the fast path returns the same value over inputs that exercise every bra
 import gc
 import json
 import logging
+import re
 
 import pytest
 
@@ -668,3 +669,41 @@ def test_attempt_plan_first_choice_shortcut_equals_the_generator(scenario):
                 key: (h.streak, h.until) for key, h in slow_pool._health.items()
             }
         assert FailureKind.OTHER not in outcomes
+
+
+# -- request-body screens ----------------------------------------------------------------
+
+
+SCREENED_BODIES = [
+    b'{"model":"a","stream":true,"messages":[]}',
+    b'{"model":"a","model":"b"}',
+    b'{"stream":false,"messages":[{"role":"user","content":"say \\"model\\" twice: model"}],"stream":true}',
+    b'{"model":"a","messages":[{"model":"nested","stream":1}],"metadata":{"model":"x"}}',
+    b'{"messages":[{"content":[{"type":"text","text":"model stream \\"stream\\""}]}]}',
+    b'{"model" : "spaced", "model":"again"}',
+    b'{"role":"model","model":"gemini-pro"}',
+]
+
+
+def test_repeated_keys_screens_in_one_pass_what_a_count_per_key_would():
+    from cliproxy.http.jsonbody import repeated_keys
+
+    keys = ("model", "stream")
+    for data in SCREENED_BODIES:
+        json.loads(data)  # the screen is only asked about valid JSON
+        by_count = [key for key in keys if data.count(b'"' + key.encode() + b'"') > 1]
+        quoted = re.findall(rb'"(model|stream)"', data)
+        assert [key for key in keys if quoted.count(key.encode()) > 1] == by_count, data
+    assert repeated_keys(SCREENED_BODIES[1], keys) == ["model"]
+    assert repeated_keys(SCREENED_BODIES[2], keys) == ["stream"]
+    assert repeated_keys(SCREENED_BODIES[3], keys) == []  # nested repeats are not routing keys
+    assert repeated_keys(SCREENED_BODIES[6], keys) == []
+
+
+def test_the_surrogate_screen_looks_past_other_escapes():
+    from cliproxy.errors import BadRequest
+    from cliproxy.http.jsonbody import parse_json
+
+    assert parse_json(b'{"t":"line\\nnext \\"q\\" \\u00e9 \\ud83d\\ude00"}')["t"].startswith("line\n")
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        parse_json(b'{"t":"tab\\t then \\ud800 alone"}')

@@ -13,6 +13,7 @@ import re
 from cliproxy.errors import BadRequest
 from cliproxy.http.codec import decode_body, is_gzip
 from cliproxy.jsontext import loads
+from cliproxy.memo import Memo
 
 
 def decode_request_body(raw, content_encoding, limit, sniff_gzip=False):
@@ -47,7 +48,9 @@ def parse_json(data):
         value = loads(data)
     except ValueError as exc:
         raise BadRequest("request body is not valid JSON: %s" % exc)
-    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None:
+    # A backslash is found by ``memchr``; a two-byte ``in`` scan of a 60 KB body costs
+    # three times the regex, which finds its literal by the first byte.
+    if b"\\" in raw and _SURROGATE_ESCAPE.search(raw) is not None:
         _check_encodable(value)
     return value
 
@@ -59,12 +62,22 @@ def _check_encodable(value):
         raise BadRequest("request body holds a lone surrogate escape (such as \\ud800): it is not valid Unicode text")
 
 
+def _key_alternation(keys):
+    return re.compile(b'"(' + b"|".join(re.escape(key.encode("ascii")) for key in keys) + b')"')
+
+
+_quoted_keys = Memo(_key_alternation, 8)
+
+
 def repeated_keys(data, keys):
     """Which of ``keys`` the top-level object of the JSON ``data`` (bytes, known to parse)
     holds more than once: a proxy that routes on one value while a provider reads the
     other would serve a request nobody checked. Only bodies whose raw bytes hold one of
     the keys twice are parsed again."""
-    screened = [key for key in keys if data.count(b'"' + key.encode("ascii") + b'"') > 1]
+    # One pass for all the keys: the regex engine tries only where a quote is, and in
+    # valid JSON no two strings share one, so it finds what a count per key would.
+    quoted = _quoted_keys[keys].findall(data)
+    screened = [key for key in keys if quoted.count(key.encode("ascii")) > 1]
     if not screened:
         return []
     top = []

@@ -59,6 +59,8 @@ _CANONICAL_BY_LOWER = {name.lower(): name for name in CANONICAL_TOOL_NAMES}
 
 # A ``\u`` escape in JSON bytes: it could spell any name ``may_need_sanitize`` looks for.
 _UNICODE_ESCAPE = re.compile(rb"\\u")
+# The keys ``sanitize`` acts on, as raw JSON strings.
+_SANITIZED_KEYS = re.compile(rb'"(thinking|signature|cache_control)"')
 
 _MESSAGE_START = "message_start"
 _BLOCK_START = "content_block_start"
@@ -105,15 +107,15 @@ def may_need_sanitize(raw: bytes) -> bool:
     of those. True means "maybe": the caller runs ``sanitize``. A scan of the bytes costs
     far less than the walk over a long conversation.
 
-    Several plain scans, not one regex: each is a fast substring search, where an
-    alternation makes the regex engine try every position (3-4 times slower). Only the
-    two-byte ``\\u`` is cheaper otherwise: a backslash is found by ``memchr``, and the
-    regex engine finds a literal by its first byte (2-3 times faster than ``in``)."""
+    One pass of a regex anchored on the opening quote (the engine tries the
+    alternation only where a quote is; in valid JSON no two strings share one) costs
+    about 60% of three substring scans, which are not ``memchr`` fast for needles that end
+    in a quote, in JSON's most frequent byte. A backslash is found by ``memchr``."""
     if b"\\" in raw and _UNICODE_ESCAPE.search(raw) is not None:
         return True
-    if b'"thinking"' in raw or b'"signature"' in raw:
-        return True
-    return raw.count(b'"cache_control"') > MAX_CACHE_CONTROL
+    found = _SANITIZED_KEYS.findall(raw)
+    cache_controls = found.count(b"cache_control")
+    return cache_controls < len(found) or cache_controls > MAX_CACHE_CONTROL
 
 
 def _sanitize_message(message: dict) -> bool:
