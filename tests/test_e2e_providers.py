@@ -219,6 +219,20 @@ def test_sse_is_rewritten_event_by_event_across_split_reads(proxy, upstreams):
     assert received[2].raw == events[2]  # untouched events pass as they came
 
 
+def test_a_stream_received_whole_goes_out_whole_in_one_body(proxy, upstreams):
+    anthropic = upstreams[0]
+    events = anthropic_stream("claude-sonnet-4-5-20250929")
+    anthropic.route("POST", "/v1/messages", SSEReply(events, whole=True, headers={"content-type": "text/event-stream"}))
+    request = {"model": "claude-opus-4-5-20251101", "stream": True, "messages": []}
+    status, headers, body = proxy.request("POST", MESSAGES, request, KEY)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    # Nothing is left to wait for: a length, not chunks, and the same events as a relay.
+    assert "transfer-encoding" not in headers and int(headers["content-length"]) == len(body)
+    received = SSEParser().feed(body)
+    assert len(received) == len(events) and [e.raw for e in received[2:]] == events[2:]
+    assert json.loads(received[0].data)["message"]["model"] == "claude-opus-4-5-20251101"
+
+
 def test_thinking_suffix_is_applied_natively_and_kept_in_the_answer(proxy, upstreams):
     anthropic = upstreams[0]
     anthropic.route("POST", "/v1/messages", JSONReply(body=anthropic_message("claude-sonnet-4-5-20250929")))
@@ -350,6 +364,7 @@ def test_streamed_response_arrives_event_by_event(proxy, upstreams):
     body = json.dumps({"model": "sonnet", "stream": True, "messages": []})
     connection.request("POST", MESSAGES, body=body, headers=dict(KEY, **{"Content-Type": "application/json"}))
     response = connection.getresponse()
+    assert response.getheader("transfer-encoding") == "chunked"
     parser = SSEParser()
     first = []
     while not first:

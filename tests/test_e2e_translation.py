@@ -260,6 +260,28 @@ def test_stream_broken_mid_way_ends_with_the_clients_error_event(tmp_path, faili
     assert "".join(texts) == "HelHel"
 
 
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_translated_stream_is_the_same_received_whole_or_event_by_event(tmp_path, failing, whole):
+    upstream, document = failing
+    chunks = [
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
+         "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]},
+    ]
+    upstream.route("POST", "/v1/chat/completions", SSEReply(
+        sse_events(*chunks, "[DONE]", event_names=[None] * 3), delay=0 if whole else 0.05, whole=whole))
+    with RunningProxy(document, tmp_path) as proxy:
+        status, headers, data = _anthropic_call(proxy, MODELS["chat"], stream=True)
+    assert status == 200
+    assert ("content-length" in headers) is whole and ("transfer-encoding" in headers) is not whole
+    events = sse_payloads(data)
+    assert [name for name, _ in events] == [
+        "message_start", "content_block_start", "content_block_delta", "content_block_delta",
+        "content_block_stop", "message_delta", "message_stop"]
+    assert "".join(p["delta"]["text"] for n, p in events if n == "content_block_delta") == "Hello"
+
+
 def test_provider_error_event_mid_stream_reaches_a_responses_client(tmp_path, failing):
     upstream, document = failing
     upstream.route("POST", "/v1/messages", SSEReply(sse_events(

@@ -276,10 +276,29 @@ class Executor:
         if translation is not None and not translation.streams:
             return await self._collected_answer(call, upstream, pipeline, started, ttfb)
         first = await upstream.next_chunk()
-        body = self._relay_events(call, served, upstream, first, pipeline, started, ttfb)
+        if upstream.complete:
+            # The whole stream came with its first read (a short answer, a fast local
+            # model): it goes out as one body, head and all in one write, as it came.
+            body = await self._relayed_whole(call, served, upstream, first, pipeline, started, ttfb)
+        else:
+            body = self._relay_events(call, served, upstream, first, pipeline, started, ttfb)
         if translation is not None:
             return Response(upstream.status, Headers(translation.headers), body)
         return Response(upstream.status, strip_hop_by_hop(upstream.headers, _NOT_RELAYED), body)
+
+    async def _relayed_whole(self, call, served, upstream, first, pipeline, started, ttfb):
+        """``_relay_events`` for a stream already received whole: its output as bytes."""
+        pieces = []
+        try:
+            if first is not None:
+                pieces.append(pipeline.feed(first))
+            pieces.append(pipeline.flush())
+            pieces.append(pipeline.close())
+        except ProxyError as exc:
+            pieces.append(self._stream_failed(call, served, exc))
+        finally:
+            await self._stream_ended(call, upstream, pipeline, started, ttfb)
+        return b"".join(pieces)
 
     async def _collected_answer(self, call, upstream, pipeline, started, ttfb):
         """A provider stream read to its end for a client that asked for a whole answer
@@ -315,11 +334,15 @@ class Executor:
         except ProxyError as exc:
             yield self._stream_failed(call, served, exc)
         finally:
-            await upstream.aclose()
-            self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
-            if self.usage is not None:
-                # Also for a stream cut short: what the provider counted until then.
-                self._account(call, upstream.status, pipeline.usage())
+            await self._stream_ended(call, upstream, pipeline, started, ttfb)
+
+    async def _stream_ended(self, call, upstream, pipeline, started, ttfb):
+        """Release the upstream, time the attempt and count the usage of a relayed
+        stream, also one cut short: what the provider counted until then."""
+        await upstream.aclose()
+        self.metrics.observe_upstream(call.decision.route.name, ttfb, self.clock() - started)
+        if self.usage is not None:
+            self._account(call, upstream.status, pipeline.usage())
 
 
 def _stream_pipeline(call, upstream_headers, provider, translation, counted=False):

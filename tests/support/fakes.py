@@ -154,6 +154,8 @@ class SSEReply(_Reply):
     die_after: Optional[int] = None
     status: int = 200
     headers: HeaderSpec = None
+    # Head, every event and the last chunk in one write, as nginx sends a small file.
+    whole: bool = False
 
     async def _serve(self, conn):
         events = self.events if self.die_after is None else self.events[: self.die_after]
@@ -162,7 +164,12 @@ class SSEReply(_Reply):
             ("Cache-Control", "no-cache"),
             ("Transfer-Encoding", "chunked"),
         ]
-        conn.writer.write(_head(self.status, defaults, self.headers, conn.keep_alive))
+        head = _head(self.status, defaults, self.headers, conn.keep_alive)
+        if self.whole:
+            conn.writer.write(head + b"".join(_chunk(event) for event in events) + b"0\r\n\r\n")
+            await conn.writer.drain()
+            return conn.keep_alive
+        conn.writer.write(head)
         await conn.writer.drain()
         compressor = None
         if self.gzip_without_header:
