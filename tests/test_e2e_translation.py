@@ -208,6 +208,15 @@ def failing():
         yield upstream, document
 
 
+def _two_chat_chunks(first, second):
+    """A Chat stream's two chunks: the role with ``first``, then ``second`` and the stop."""
+    def chunk(delta, finish):
+        return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    return [chunk({"role": "assistant", "content": first}, None), chunk({"content": second}, "stop")]
+
+
 def _anthropic_call(proxy, model, stream=False):
     return proxy.request(
         "POST",
@@ -263,12 +272,7 @@ def test_stream_broken_mid_way_ends_with_the_clients_error_event(tmp_path, faili
 @pytest.mark.parametrize("whole", [False, True])
 def test_a_translated_stream_is_the_same_received_whole_or_event_by_event(tmp_path, failing, whole):
     upstream, document = failing
-    chunks = [
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
-         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
-         "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]},
-    ]
+    chunks = _two_chat_chunks("Hel", "lo")
     upstream.route("POST", "/v1/chat/completions", SSEReply(
         sse_events(*chunks, "[DONE]", event_names=[None] * 3), delay=0 if whole else 0.05, whole=whole))
     with RunningProxy(document, tmp_path) as proxy:
@@ -303,12 +307,7 @@ def test_provider_error_event_mid_stream_reaches_a_responses_client(tmp_path, fa
 
 def test_streaming_only_provider_answers_a_whole_answer_client(tmp_path, failing):
     upstream, document = failing
-    chunks = [
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
-         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None}]},
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-up",
-         "choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]},
-    ]
+    chunks = _two_chat_chunks("Hello", " there")
     upstream.route("POST", "/v1/chat/completions", SSEReply(sse_events(*chunks, "[DONE]", event_names=[None] * 3)))
     with RunningProxy(document, tmp_path) as proxy:
         status, headers, data = _anthropic_call(proxy, MODELS["chat"], stream=False)
