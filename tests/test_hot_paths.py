@@ -15,7 +15,6 @@ from cliproxy import cli
 from cliproxy.config.model import Protocol, ProviderEntry, ProviderKind
 from cliproxy.http.headers import Headers, strip_hop_by_hop
 from cliproxy.providers import executor, outbound
-from cliproxy.providers.outbound import Endpoint
 from cliproxy.translate import anthropic
 from cliproxy.translate.context import encode_json_value, holds_only
 
@@ -565,110 +564,6 @@ def test_round_robin_counters_drop_the_least_recently_used(monkeypatch):
     assert list(pool._counters) == ["c", "a", "d"]  # "b" was the least recently used
     assert pool._counters["a"] == 2
     assert [s.entry.path for s in pool.order(served, "a")] == ["c[0]", "c[1]"]
-
-
-# -- attempt plan: first() without the generator equals the generator alone ------------------
-
-
-def _plan_entry(kind, index, *models):
-    from cliproxy.config.model import ModelEntry
-
-    return ProviderEntry(
-        kind,
-        "%s[%d]" % (kind.value, index),
-        "k%d" % index,
-        "http://127.0.0.1:9",
-        "p%d" % index,
-        models=tuple(ModelEntry(name, name) for name in models),
-    )
-
-
-def _plan_call(providers, model, request_retry=0, mappings=(), thread_id=None):
-    from types import SimpleNamespace
-
-    from cliproxy.config.model import AmpCode, Config
-    from cliproxy.routing.router import Router
-
-    config = Config(providers=tuple(providers), request_retry=request_retry, ampcode=AmpCode(model_mappings=mappings))
-    decision = Router.from_config(config).decide(model, Protocol.CLAUDE)
-    return SimpleNamespace(
-        config=config, decision=decision, protocol=Protocol.CLAUDE, endpoint=Endpoint.MESSAGES, thread_id=thread_id
-    )
-
-
-def _drive(first, after, pool, outcomes):
-    """Answer each choice with the next outcome (None: success, stop); the tried list."""
-    from cliproxy.errors import ProxyError
-    from cliproxy.providers.plan import Failure
-
-    tried = []
-    choice = first()
-    while choice is not None:
-        tried.append((choice.candidate.model, choice.served.entry.path))
-        kind = outcomes[len(tried) - 1] if len(tried) <= len(outcomes) else None
-        if kind is None:
-            pool.success(choice.served, choice.candidate.model)
-            break
-        pool.failure(choice.served, choice.candidate.model, kind)
-        choice = after(Failure(kind, ProxyError("attempt %d failed" % len(tried), status=502)))
-    return tried
-
-
-def _plan_scenarios():
-    from cliproxy.config.model import ModelMapping
-    from cliproxy.providers.credentials import FailureKind as K
-
-    claude, openai = ProviderKind.CLAUDE, ProviderKind.OPENAI_COMPAT
-    two = [_plan_entry(claude, 0, "m"), _plan_entry(claude, 1, "m")]
-    mapping = (ModelMapping("alias", ("first", "m"), index=0),)
-    return [
-        (two, "m", 0, (), None, []),
-        (two, "m", 0, (), "thread", [K.SERVER_ERROR]),
-        (two, "m", 1, (), None, [K.SERVER_ERROR] * 3),
-        (two, "m", 1, (), None, [K.RATE_LIMITED, K.TIMEOUT, K.CONNECT]),
-        (two, "m", 2, (), None, [K.AUTH, K.AUTH]),
-        ([_plan_entry(openai, 0, "m"), _plan_entry(claude, 1, "m")], "m", 0, (), None, [K.SERVER_ERROR]),
-        ([_plan_entry(openai, 0, "first")] + two, "alias", 0, mapping, None, [K.SERVER_ERROR]),
-        ([_plan_entry(claude, 2, "first")] + two, "alias", 1, mapping, None, [K.RATE_LIMITED] * 4),
-    ]
-
-
-@pytest.mark.parametrize("scenario", range(len(_plan_scenarios())))
-def test_attempt_plan_first_choice_shortcut_equals_the_generator(scenario):
-    from cliproxy.providers.credentials import CredentialPool, FailureKind
-    from cliproxy.providers.plan import AttemptPlan, _walk
-    from tests.support.proxy import FakeClock
-
-    providers, model, retry, mappings, thread, outcomes = _plan_scenarios()[scenario]
-    for cooled in (False, True):  # True: a first pass leaves credentials cooling
-        clock = FakeClock()
-        fast_pool, slow_pool = CredentialPool(clock=clock), CredentialPool(clock=clock)
-        runs = 2 if cooled else 1
-        for _ in range(runs):
-            call = _plan_call(providers, model, retry, mappings, thread)
-            plan = AttemptPlan(call, fast_pool)
-            fast = _drive(plan.first, plan.after, fast_pool, outcomes)
-            steps = _walk(call, slow_pool)
-            spent = []
-
-            def send(failure=None):
-                try:
-                    return steps.send(failure)
-                except StopIteration as stop:
-                    spent.append(stop.value)
-                    return None
-
-            slow = _drive(send, send, slow_pool, outcomes)
-            assert fast == slow
-            if spent:
-                assert (plan.error.status, plan.error.message) == (spent[0].status, spent[0].message)
-            else:
-                assert plan.error is None
-            assert list(fast_pool._counters.items()) == list(slow_pool._counters.items())
-            assert {key: (h.streak, h.until) for key, h in fast_pool._health.items()} == {
-                key: (h.streak, h.until) for key, h in slow_pool._health.items()
-            }
-        assert FailureKind.OTHER not in outcomes
 
 
 # -- request-body screens ----------------------------------------------------------------

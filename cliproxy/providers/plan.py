@@ -41,72 +41,37 @@ class Failure(NamedTuple):
     error: ProxyError
 
 
-# ``Choice(candidate, served)`` runs a Python-level ``__new__``; the tuple's own is half
-# the cost and makes the same object.
-_new_choice = tuple.__new__
-
-
 class AttemptPlan:
     """The attempts of one model call, in order.
 
     ``first()`` gives the first ``Choice`` (or ``None``), ``after(failure)`` the one to
     try after an attempt failed (or ``None``); once either returns ``None``, ``error``
     is the error to answer with. Call ``first()`` exactly once, before ``after``.
-
-    Most calls succeed at once: ``first`` makes the primary candidate's first choice
-    itself when every credential serving it speaks the client's protocol, and the policy
-    generator starts only on a failure, from the order ``first`` got from the pool (so
-    the pool is asked exactly what the generator alone would ask it).
     """
 
-    __slots__ = ("error", "_call", "_pool", "_steps", "_first_order")
+    __slots__ = ("error", "_steps")
 
     def __init__(self, call, pool):
         self.error = None  # type: Optional[ProxyError]
-        self._call = call
-        self._pool = pool
-        self._steps = None
-        self._first_order = None  # the pool's order ``first`` asked for, if it did
+        # The generator must not refer back to the plan: that cycle would keep the call
+        # (its parsed body, a 60 KB agent turn) until the cyclic collector ran.
+        self._steps = _walk(call, pool)
 
     def first(self):
-        """The first choice, or None (see the class docstring)."""
-        call = self._call
-        candidates = call.decision.candidates
-        if candidates:
-            candidate = candidates[0]
-            served = candidate.served
-            protocol = None if translatable(call.endpoint) else call.protocol
-            for member in served:  # the generator's protocol filter: here, nothing to drop
-                if protocol is not None and member.entry.protocol is not protocol:
-                    break
-            else:
-                if served:
-                    order = self._first_order = self._pool.order(served, candidate.model, call.thread_id)
-                    if order:
-                        return _new_choice(Choice, (candidate, order[0]))
+        """The first choice, or None."""
         return self.after(None)
 
     def after(self, failure=None):
         """The choice to try after an attempt failed with ``failure``, or None."""
-        steps = self._steps
-        if steps is None:
-            # The generator must not refer back to the plan: that cycle would keep the
-            # call (its parsed body, a 60 KB agent turn) until the cyclic collector ran.
-            first_order = self._first_order
-            steps = self._steps = _walk(self._call, self._pool, first_order)
-            if first_order:
-                next(steps)  # the choice ``first`` already made
         try:
-            return steps.send(failure)
+            return self._steps.send(failure)
         except StopIteration as spent:
             self.error = spent.value
             return None
 
 
-def _walk(call, pool, first_order=None):
-    """The policy loop (see the module docstring); returns the error when spent.
-    ``first_order``: the pool's order for the primary candidate's first round, when
-    ``AttemptPlan.first`` already asked for it."""
+def _walk(call, pool):
+    """The policy loop (see the module docstring); returns the error when spent."""
     last_error = None
     protocol = call.protocol
     any_protocol = translatable(call.endpoint)
@@ -121,16 +86,13 @@ def _walk(call, pool, first_order=None):
             continue
         model_error = None  # the last error of this model; None: every credential cools
         for _ in range(1 + call.config.request_retry):
-            if first_order is None:
-                order = pool.order(served, candidate.model, call.thread_id)
-            else:
-                order, first_order = first_order, None
+            order = pool.order(served, candidate.model, call.thread_id)
             if not order:
                 model_error = model_error or cooling(candidate.model, pool.soonest_recovery(served, candidate.model))
                 break
             worth_another_round = False
             for member in order:
-                failure = yield _new_choice(Choice, (candidate, member))
+                failure = yield Choice(candidate, member)
                 model_error = failure.error
                 worth_another_round = worth_another_round or failure.kind in RETRYABLE
             if not worth_another_round:
