@@ -268,8 +268,9 @@ class Executor:
 
     async def _stream_response(self, call, served, upstream, started, ttfb):
         """Wait for the first body bytes (so a stream that dies at once still fails over),
-        then commit to streaming the rest event by event. A client that asked for a whole
-        answer from a provider of another protocol gets it once the stream has ended."""
+        then commit to streaming the rest event by event, or to one body when those bytes
+        were the whole stream. A client that asked for a whole answer from a provider of
+        another protocol gets it once the stream has ended."""
         provider = served.entry.protocol
         translation = None if provider is call.protocol else call.translation
         pipeline = _stream_pipeline(call, upstream.headers, provider, translation, self.usage is not None)
