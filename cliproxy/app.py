@@ -428,8 +428,9 @@ def _model_call(request, provider_route, config, decision, body, decoded, model)
     protocol = provider_route.protocol
     if protocol is Protocol.CLAUDE:
         changed = anthropic.may_need_sanitize(decoded) and anthropic.sanitize(body)
-        # Tool names matter only to an answer that calls a tool: read when one does.
-        context = RewriteContext(model, tool_names_from=functools.partial(anthropic.tool_name_map, body))
+        # Tool names matter only to an answer that calls a tool: read when one does,
+        # from the tools alone (the rest of the body is let go once the answer streams).
+        context = RewriteContext(model, tool_names_from=functools.partial(anthropic.tool_name_map, body.get("tools")))
     else:
         changed = protocol is Protocol.RESPONSES and responses.sanitize(body)
         context = RewriteContext(model)

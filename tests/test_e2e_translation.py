@@ -8,6 +8,8 @@ records what it received, and the clients read answers as their SDKs would; neit
 imports cliproxy.
 """
 
+import gc
+import http.client
 import json
 
 import pytest
@@ -284,6 +286,61 @@ def test_a_translated_stream_is_the_same_received_whole_or_event_by_event(tmp_pa
         "message_start", "content_block_start", "content_block_delta", "content_block_delta",
         "content_block_stop", "message_delta", "message_stop"]
     assert "".join(p["delta"]["text"] for n, p in events if n == "content_block_delta") == "Hello"
+
+
+def _anthropic_events(*texts):
+    deltas = [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+              for text in texts]
+    return sse_events(
+        {"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+                                              "model": "claude-up", "content": [], "usage": {"input_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *deltas,
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+        {"type": "message_stop"},
+    )
+
+
+def _held_by_the_proxy(text):
+    """The proxy's objects (same process) that hold the string ``text`` as a value: parsed
+    JSON objects, or parts of the neutral model."""
+    def holds(value):
+        return type(value) is str and value == text
+
+    found = []
+    for obj in gc.get_objects():
+        # A dict of strings alone is not tracked by the collector: it is found through
+        # the tracked list or dict that holds it.
+        children = obj if isinstance(obj, list) else obj.values() if isinstance(obj, dict) else ()
+        for child in [obj, *children]:
+            if isinstance(child, dict) and any(holds(value) for value in child.values()):
+                found.append(child)
+        if type(obj).__module__.startswith("cliproxy.") and holds(getattr(obj, "text", None)):
+            found.append(obj)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "chat"])
+def test_a_streaming_answer_keeps_none_of_the_request_while_it_streams(tmp_path, failing, kind):
+    upstream, document = failing
+    events = _anthropic_events("Hel", "lo") if kind == "anthropic" else sse_events(
+        *_two_chat_chunks("Hel", "lo"), "[DONE]", event_names=[None] * 3)
+    upstream.route("POST", PROVIDER_PATHS[kind], SSEReply(events, delay=0.4))
+    marker = "a long conversation, let go once the answer streams (%s)" % kind
+    request = json.dumps({"model": MODELS[kind], "max_tokens": 10, "stream": True,
+                          "messages": [{"role": "user", "content": marker}]})
+    with RunningProxy(document, tmp_path) as proxy:
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        connection.request("POST", "/v1/messages", body=request,
+                           headers={"x-api-key": KEY, "content-type": "application/json"})
+        response = connection.getresponse()
+        assert response.read1(65536).startswith(b"event: message_start")
+        held = _held_by_the_proxy(marker)  # the upstream holds back the rest meanwhile
+        rest = response.read()
+        connection.close()
+    assert held == []
+    assert b"message_stop" in rest
 
 
 def test_provider_error_event_mid_stream_reaches_a_responses_client(tmp_path, failing):

@@ -91,8 +91,8 @@ def test_holds_only_after_cache_hit():
 
 
 def test_tool_name_map_does_not_leak_between_requests():
-    first = anthropic.tool_name_map({"tools": [{"name": "bash"}, {"name": "MyTool"}]})
-    second = anthropic.tool_name_map({})
+    first = anthropic.tool_name_map([{"name": "bash"}, {"name": "MyTool"}])
+    second = anthropic.tool_name_map(None)
     assert first["bash"] == "bash" and first["mytool"] == "MyTool"
     assert second == {name.lower(): name for name in anthropic.CANONICAL_TOOL_NAMES}
 
@@ -464,14 +464,14 @@ def test_tool_names_are_built_lazily_and_once():
 
     def build():
         built.append(1)
-        return anthropic.tool_name_map(body)
+        return anthropic.tool_name_map(body["tools"])
 
     ctx = RewriteContext("client-model", tool_names_from=build)
     text = {"model": "up", "content": [{"type": "text", "text": "hi"}]}
     anthropic.rewrite_response(text, ctx)
     assert built == []  # no tool call: never built
     call = {"model": "up", "content": [{"type": "tool_use", "name": "MY_TOOL"}, {"type": "tool_use", "name": "bash"}]}
-    eager = RewriteContext("client-model", anthropic.tool_name_map(body))
+    eager = RewriteContext("client-model", anthropic.tool_name_map(body["tools"]))
     expected = anthropic.rewrite_response(json.loads(json.dumps(call)), eager)
     assert anthropic.rewrite_response(call, ctx) == expected
     assert [block["name"] for block in call["content"]] == ["my_Tool", "Bash"]

@@ -21,7 +21,7 @@ REQUESTED = "claude-opus-4-5-20251101(high)"
 
 
 def _ctx(body=None):
-    return RewriteContext(REQUESTED, tool_name_map(body or {}))
+    return RewriteContext(REQUESTED, tool_name_map((body or {}).get("tools")))
 
 
 def _parse(data):
@@ -254,9 +254,9 @@ def test_clean_beta_header(value, expected):
 
 
 def test_tool_name_map_without_tools_is_amps_canonical_list():
-    assert tool_name_map({}) == {name.lower(): name for name in CANONICAL_TOOL_NAMES}
-    assert tool_name_map({})["bash"] == "Bash"
-    assert tool_name_map({})["glob"] == "glob"
+    assert tool_name_map(None) == {name.lower(): name for name in CANONICAL_TOOL_NAMES}
+    assert tool_name_map(None)["bash"] == "Bash"
+    assert tool_name_map({"not": "a list"})["glob"] == "glob"
 
 
 def test_tool_name_map_prefers_the_request_tools_then_canonical_names():
@@ -269,7 +269,7 @@ def test_tool_name_map_prefers_the_request_tools_then_canonical_names():
             {"type": "web_search_20250305"},
         ]
     }
-    names = tool_name_map(body)
+    names = tool_name_map(body["tools"])
     assert names["bash"] == "bash"
     assert names["webfetch"] == "WebFetch"
     assert names["edit_file"] == "edit_file"

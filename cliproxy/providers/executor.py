@@ -86,7 +86,7 @@ class ModelCall:
     decision: RouteDecision
     protocol: Protocol
     endpoint: Endpoint
-    body: dict
+    body: Optional[dict]  # None once the answer streams (``release_request``)
     raw: Optional[bytes]  # the client's decoded bytes while ``body`` equals them
     stream: bool  # the Gemini path asked for streamGenerateContent
     query: str  # the client's query without credentials (Gemini's alt=sse)
@@ -97,6 +97,15 @@ class ModelCall:
     # The attempt made last: once ``execute`` is done, the one that answered (or the last
     # that failed). Its candidate's model and credential are what the logs report.
     answered_by: Optional[Choice]
+
+    def release_request(self):
+        """Let go of the request once its answer streams and no other attempt can
+        follow: a stream may last minutes, and a long conversation parsed (and, for a
+        translated call, read into the neutral model) is hundreds of KB that the answer
+        needs none of. Its pipeline keeps what it needs (names, the tool casing)."""
+        self.body = None
+        self.raw = None
+        self.translation = None
 
 
 class Executor:
@@ -282,6 +291,7 @@ class Executor:
             # model): it goes out as one body, head and all in one write, as it came.
             body = await self._relayed_whole(call, served, upstream, first, pipeline, started, ttfb)
         else:
+            call.release_request()
             body = self._relay_events(call, served, upstream, first, pipeline, started, ttfb)
         if translation is not None:
             return Response(upstream.status, Headers(translation.headers), body)

@@ -181,11 +181,10 @@ def clean_beta_header(value: Optional[str]) -> Optional[str]:
     return ",".join(kept) if kept else None
 
 
-def tool_name_map(body: dict) -> Dict[str, str]:
-    """Lowercase tool name → the casing to restore: the request's ``tools`` first, then
-    ``CANONICAL_TOOL_NAMES`` for names the request does not declare."""
+def tool_name_map(tools) -> Dict[str, str]:
+    """Lowercase tool name → the casing to restore: the request's ``tools`` (its value,
+    whatever it is) first, then ``CANONICAL_TOOL_NAMES`` for names it does not declare."""
     names = dict(_CANONICAL_BY_LOWER)
-    tools = body.get("tools")
     if isinstance(tools, list):
         for tool in tools:
             name = tool.get("name") if isinstance(tool, dict) else None

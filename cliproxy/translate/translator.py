@@ -137,7 +137,11 @@ class Translation:
         self.streams = conversation.stream
         self._context = AnswerContext(
             requested_model,
-            tool_names=functools.partial(anthropic_rewriter.tool_name_map, body) if client is Protocol.CLAUDE else None,
+            tool_names=(
+                functools.partial(anthropic_rewriter.tool_name_map, body.get("tools"))
+                if client is Protocol.CLAUDE
+                else None
+            ),
             include_usage=_include_usage(body) if client is Protocol.OPENAI else False,
             gemini_sse="alt=sse" in query,
         )
