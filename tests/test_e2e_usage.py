@@ -5,13 +5,15 @@ Providers are ``FakeModel`` (tests/support/agent_loop.py): every protocol on its
 each answer carrying its protocol's usage (30 prompt tokens of which 5 cached, 12 output).
 """
 
+import functools
 import json
 import logging
 
 import pytest
 
+from tests.support import agent_loop
 from tests.support.agent_loop import CLIENTS, FakeModel
-from tests.support.fakes import FakeUpstream, JSONReply
+from tests.support.fakes import FakeUpstream, JSONReply, SSEReply
 from tests.support.proxy import RunningProxy
 
 KEY = "sk-local"
@@ -41,12 +43,15 @@ def usage(proxy):
     return body
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("stream", [False, True, "sent whole"], ids=["whole", "stream", "stream-sent-whole"])
 @pytest.mark.parametrize("provider", sorted(MODELS))
 @pytest.mark.parametrize("client", sorted(CLIENTS))
-def test_every_answered_call_counts_the_providers_tokens(tmp_path, client, provider, stream):
+def test_every_answered_call_counts_the_providers_tokens(tmp_path, monkeypatch, client, provider, stream):
+    if stream == "sent whole":
+        # The provider writes its whole stream at once: the proxy relays it as one body.
+        monkeypatch.setattr(agent_loop, "SSEReply", functools.partial(SSEReply, whole=True))
     with FakeModel() as model, RunningProxy(document(model.url), tmp_path) as proxy:
-        CLIENTS[client](proxy.port, KEY).ask(MODELS[provider], stream)
+        CLIENTS[client](proxy.port, KEY).ask(MODELS[provider], bool(stream))
         report = usage(proxy)
     (row,) = report["by_labels"]
     assert (row["requested_model"], row["route"], row["status"]) == (MODELS[provider], "LOCAL_PROVIDER", "200")
