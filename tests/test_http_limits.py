@@ -28,7 +28,7 @@ from cliproxy.config.model import Limits
 from cliproxy.http.headers import Headers
 from cliproxy.http.server import Response, Server
 from tests.support.fakes import FakeUpstream, JSONReply, RawReply
-from tests.support.http_peers import advance, run_jumping
+from tests.support.http_peers import advance, read_head, run_jumping
 from tests.support.proxy import RunningProxy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -365,17 +365,21 @@ def server_warnings(caplog):
     ]
 
 
+def _get_user(proxy):
+    """The raw answer to an authenticated ``GET /api/user`` (an Amp management route)."""
+    return raw_exchange(
+        proxy.port,
+        b"GET /api/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % CLIENT_KEY.encode(),
+    )
+
+
 def test_an_amp_upstream_closing_mid_body_is_one_log_line(tmp_path, caplog):
     cut = RawReply(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100"
                    b"\r\n\r\n{\"partial\":")
     with FakeUpstream(default=cut) as amp:
         with caplog.at_level(logging.INFO):
             with management_proxy(tmp_path, amp) as proxy:
-                answer = raw_exchange(
-                    proxy.port,
-                    b"GET /api/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
-                    % CLIENT_KEY.encode(),
-                )
+                answer = _get_user(proxy)
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"partial":')
     [line] = server_warnings(caplog)
     assert line.getMessage() == (
@@ -391,11 +395,7 @@ def test_an_amp_upstream_hanging_mid_body_is_one_log_line(tmp_path, caplog):
     with HangingUpstream(hang) as amp:
         with caplog.at_level(logging.INFO):
             with management_proxy(tmp_path, amp, **{"read-timeout": 0.3}) as proxy:
-                answer = raw_exchange(
-                    proxy.port,
-                    b"GET /api/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
-                    % CLIENT_KEY.encode(),
-                )
+                answer = _get_user(proxy)
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"{}")
     [line] = server_warnings(caplog)
     assert line.getMessage() == (
@@ -433,12 +433,7 @@ class HangingUpstream:
                 continue
             conn.settimeout(5)
             self.accepted.append(conn)
-            received = b""
-            while b"\r\n\r\n" not in received:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
+            read_head(conn)
             conn.sendall(self.data)
 
     def __exit__(self, *exc):

@@ -271,6 +271,19 @@ def test_content_length_over_max_is_413_before_the_body_is_read():
     assert calls == []
 
 
+def test_an_error_answer_is_read_whole_while_the_client_still_sends_its_body():
+    # The server answers from the head and closes: lingering (the write side shut, the
+    # rest of the body read and dropped) lets the answer arrive rather than a reset.
+    async def main():
+        async with connected(echo_path, max_body_bytes=100) as (_, reader, writer):
+            writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 400000\r\n\r\n" + b"x" * 400000)
+            reply = await read_response(reader)
+            assert reply.status == 413 and reply.headers["connection"] == "close"
+            await assert_closed(reader)
+
+    run(main())
+
+
 def test_100_continue_is_sent_only_when_the_body_is_read():
     async def reads(request):
         return Response(200, body=await request.body.read(100))

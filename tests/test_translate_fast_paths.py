@@ -317,11 +317,14 @@ class CountingShape(DeltaShape):
         return pieces, end
 
 
-def _run(reader, events):
-    """Feed ``events`` then close; the calls, and the error raised if any."""
+def _run(reader, events, feed=None):
+    """Feed ``events`` (``feed(reader)`` instead, when given) then close; the calls, and
+    the error raised if any."""
     try:
-        for event in events:
-            reader.feed(event)
+        if feed is None:
+            reader.feed_events(events)
+        else:
+            feed(reader)
         reader.close()
     except Exception as error:  # noqa: BLE001 - compared, not handled
         return reader._sink.calls, (type(error), str(error))
@@ -330,12 +333,7 @@ def _run(reader, events):
 
 def _run_text(reader, text):
     """``_run`` for the events of ``text``, read with ``feed_text``."""
-    try:
-        reader.feed_text(text)
-        reader.close()
-    except Exception as error:  # noqa: BLE001 - compared, not handled
-        return reader._sink.calls, (type(error), str(error))
-    return reader._sink.calls, None
+    return _run(reader, (), feed=lambda r: r.feed_text(text))
 
 
 def _as_text(rng, events):

@@ -39,10 +39,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
-from cliproxy.http.sse import event_frame, next_event
+from cliproxy.http.sse import event_frame
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import EventReader, dumps, json_string, log_dropped, parse_data_url, safe_call_id
+from cliproxy.translate.codecs.common import ShapedEventReader, dumps, json_string, log_dropped, parse_data_url, safe_call_id
 from cliproxy.translate.codecs.shapes import DeltaShape
 from cliproxy.translate.errors import error_event
 from cliproxy.translate.ir import (
@@ -849,7 +849,7 @@ def _plain_delta(obj: dict):
     return delta, known.field, (index, known)
 
 
-class StreamReader(EventReader):
+class StreamReader(ShapedEventReader):
     """Reads an Anthropic Messages SSE stream into an ``AnswerSink`` (see ``ir``).
 
     Blocks without a neutral kind are skipped and later indexes renumbered; a delta of
@@ -867,22 +867,8 @@ class StreamReader(EventReader):
         self._done = False  # message_stop or error seen: later events are ignored
         self._shape = DeltaShape()  # delta events read without parsing
 
-    def feed_text(self, text: str) -> None:
-        """``feed`` each event of ``text`` (see ``EventReader``); a run of delta events
-        of one shape reaches the sink in one call."""
-        scan = self._shape.scan_text
-        position, size = 0, len(text)
-        while position < size:
-            if not self._done:
-                pieces, end = scan(text, position)
-                if end > position:
-                    if pieces:
-                        self._deltas(pieces)
-                    position = end
-                    continue
-            event, position = next_event(text, position)
-            if event is not None:
-                self.feed(event)
+    def _scanning(self) -> bool:
+        return not self._done
 
     def _deltas(self, pieces) -> None:
         """The strings of a run of delta events of the shape's kind, non-empty, as

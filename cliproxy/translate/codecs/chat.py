@@ -32,10 +32,10 @@ from typing import Dict, List, Optional
 
 from cliproxy.config.model import Protocol
 from cliproxy.errors import BadRequest, ProxyError, UpstreamError
-from cliproxy.http.sse import event_frame, next_event
+from cliproxy.http.sse import event_frame
 from cliproxy.jsontext import loads
 from cliproxy.routing.suffix import LEVELS, ThinkingKind, ThinkingSuffix
-from cliproxy.translate.codecs.common import EventReader, data_url, dumps, json_string, log_dropped, parse_data_url
+from cliproxy.translate.codecs.common import ShapedEventReader, data_url, dumps, json_string, log_dropped, parse_data_url
 from cliproxy.translate.codecs.shapes import DeltaShape
 from cliproxy.translate.context import encode_json_value
 from cliproxy.translate.errors import error_event
@@ -811,7 +811,7 @@ class _Call:
         self.done = False
 
 
-class StreamReader(EventReader):
+class StreamReader(ShapedEventReader):
     """A provider's ``chat.completion.chunk`` stream → the sink's events (see the module
     docstring). ``[DONE]`` ends the answer; EOF after a ``finish_reason`` does too."""
 
@@ -833,24 +833,15 @@ class StreamReader(EventReader):
         self._refused = False
         self._shape = DeltaShape()  # plain delta chunks read without parsing
 
-    def feed_text(self, text: str) -> None:
-        """``feed`` each event of ``text`` (see ``EventReader``); a run of plain delta
-        chunks of one shape reaches the sink as one ``deltas`` call."""
-        scan = self._shape.scan_text
-        position, size = 0, len(text)
-        while position < size:
-            if not (self._over or self._finished):
-                pieces, end = scan(text, position)
-                if end > position:
-                    if pieces:
-                        kind = self._shape.tag
-                        index = self._open_index if self._open_kind is kind else self._block(kind)
-                        self._sink.deltas(index, kind, pieces)
-                    position = end
-                    continue
-            event, position = next_event(text, position)
-            if event is not None:
-                self.feed(event)
+    def _scanning(self) -> bool:
+        return not (self._over or self._finished)
+
+    def _deltas(self, pieces) -> None:
+        """A run of plain delta chunks of the shape's kind reaches the sink as one
+        ``deltas`` call."""
+        kind = self._shape.tag
+        index = self._open_index if self._open_kind is kind else self._block(kind)
+        self._sink.deltas(index, kind, pieces)
 
     def feed(self, event) -> None:
         """Read one SSE event; comments and events after the end are ignored. Raises

@@ -11,7 +11,7 @@ import re
 from typing import Iterable, Optional, Tuple
 
 from cliproxy.config.model import Protocol
-from cliproxy.http.sse import text_events
+from cliproxy.http.sse import next_event, text_events
 from cliproxy.translate.context import dumps
 
 __all__ = ["EventReader", "data_url", "dumps", "json_string", "log_dropped", "parse_data_url", "safe_call_id"]
@@ -41,6 +41,34 @@ class EventReader:
 
     def feed_text(self, text: str) -> None:
         self.feed_events(text_events(text))
+
+
+class ShapedEventReader(EventReader):
+    """A stream reader that knows its delta events by their text (``self._shape``, a
+    ``shapes.DeltaShape``): ``feed_text`` hands each run of them to ``_deltas(pieces)``
+    (their strings, non-empty) without cutting it into events, while ``_scanning()``
+    says such events may still come; every other event goes to ``feed``."""
+
+    def _scanning(self) -> bool:
+        raise NotImplementedError
+
+    def _deltas(self, pieces) -> None:
+        raise NotImplementedError
+
+    def feed_text(self, text: str) -> None:
+        scan = self._shape.scan_text
+        position, size = 0, len(text)
+        while position < size:
+            if self._scanning():
+                pieces, end = scan(text, position)
+                if end > position:
+                    if pieces:
+                        self._deltas(pieces)
+                    position = end
+                    continue
+            event, position = next_event(text, position)
+            if event is not None:
+                self.feed(event)
 
 
 def data_url(media_type: Optional[str], data: str) -> str:

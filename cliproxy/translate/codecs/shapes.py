@@ -84,7 +84,7 @@ class DeltaShape:
             if self._walk is None:
                 value, end = _scanstring(text, self._start)
             else:
-                value, end = self._read_strings(text)
+                value, end = _walk_strings(text, self._start, self._walk)
         except ValueError:
             return None
         if end != len(text) - self._after:  # the last string ends where the suffix starts
@@ -121,7 +121,7 @@ class DeltaShape:
         else:
             while text.startswith(head, position):
                 try:
-                    value, end = self._walk_text(text, position + skip)
+                    value, end = _walk_strings(text, position + skip, self._text_walk)
                 except ValueError:
                     break
                 if value:
@@ -130,31 +130,6 @@ class DeltaShape:
         if position > first:
             self.learning = True
         return pieces, position
-
-    def _walk_text(self, text: str, end: int) -> Tuple[Optional[str], int]:
-        value = None
-        for is_open, between in self._text_walk:
-            read, end = _scanstring(text, end)
-            if is_open:
-                value = read
-            if not text.startswith(between, end):
-                raise ValueError("another text")
-            end += len(between)
-        return value, end
-
-    def _read_strings(self, text: str) -> Tuple[Optional[str], int]:
-        """(the open string, the end of the last string) of a text read along ``_walk``;
-        ValueError where it differs from the shape."""
-        value = None
-        end = self._start
-        for is_open, between in self._walk:
-            read, end = _scanstring(text, end)
-            if is_open:
-                value = read
-            if not text.startswith(between, end):
-                raise ValueError("another text")
-            end += len(between)
-        return value, end
 
     def learn(self, text: str, document: dict, open_place: Place, tag, ignored: Sequence[Place] = (),
               frame: Optional[Tuple[str, str]] = None) -> None:
@@ -206,6 +181,21 @@ class DeltaShape:
         else:
             # The last string's "between" is empty: the suffix and the frame follow it.
             self._text_walk = self._walk[:-1] + [(self._walk[-1][0], self._tail)]
+
+
+def _walk_strings(text: str, end: int, walk) -> Tuple[Optional[str], int]:
+    """(the open string, the end of the walk) of ``text`` read from ``end`` along
+    ``walk`` (``DeltaShape._walk`` or ``_text_walk``: each string, whether it is the open
+    one, and the text between it and the next); ValueError where the text differs."""
+    value = None
+    for is_open, between in walk:
+        read, end = _scanstring(text, end)
+        if is_open:
+            value = read
+        if not text.startswith(between, end):
+            raise ValueError("another text")
+        end += len(between)
+    return value, end
 
 
 def _candidates(text: str, key: str, value: str):
