@@ -11,6 +11,7 @@ import pytest
 from cliproxy import app as app_module
 from cliproxy.app import App
 from tests.support.fakes import FakeUpstream, JSONReply
+from tests.support.logs import recording
 from tests.support.proxy import RunningProxy
 
 CLIENT_KEY = "sk-local-client-key-0001"
@@ -34,24 +35,12 @@ def document(provider, **extra):
     return document
 
 
-class Captured(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
 
 
 @pytest.fixture
 def captured():
-    handler = Captured()
-    logger = logging.getLogger("cliproxy")
-    old_level = logger.level
-    logger.addHandler(handler)
-    yield handler, logger
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with recording() as handler:
+        yield handler, logging.getLogger("cliproxy")
 
 
 def post(proxy, body=None, headers=None):

@@ -32,6 +32,7 @@ from tests.support.hostile import (
     run_fuzz,
     upstream_leaks,
 )
+from tests.support.logs import RecordingHandler
 from tests.support.proxy import RunningProxy
 
 SLICE = 5000
@@ -44,17 +45,6 @@ DESCRIPTOR_SLACK = 2 * 32 + 8
 # Families whose every route answers 404 or an error: no 2xx is expected of them.
 ERRORS_ONLY = ("unknown",)
 SETTLE_SECONDS = 3.0
-
-
-class _Capture(logging.Handler):
-    """Every record of the ``cliproxy`` loggers."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
 
 
 @dataclass
@@ -90,7 +80,7 @@ def _watch_loop(proxy, errors):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    capture = _Capture()
+    capture = RecordingHandler()
     logger = logging.getLogger("cliproxy")
     level = logger.level
     logger.addHandler(capture)

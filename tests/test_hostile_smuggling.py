@@ -14,6 +14,7 @@ import logging
 import pytest
 
 from tests.support.hostile import VECTORS, RawUpstream, run_vector, smuggling_document
+from tests.support.logs import recording
 from tests.support.proxy import RunningProxy
 
 # What the brief of the corpus names, by vector-name prefix: each must stay covered.
@@ -25,15 +26,6 @@ CATEGORIES = (
 )
 
 
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory):
     with RawUpstream() as upstream:
@@ -43,16 +35,8 @@ def proxied(tmp_path_factory):
 
 @pytest.fixture
 def log_records():
-    capture = _Capture()
-    logger = logging.getLogger("cliproxy")
-    level = logger.level
-    logger.addHandler(capture)
-    logger.setLevel(logging.INFO)
-    try:
+    with recording(logging.INFO) as capture:
         yield capture.records
-    finally:
-        logger.removeHandler(capture)
-        logger.setLevel(level)
 
 
 # Notices logged once per client address, whatever the request: not about the vector.
