@@ -56,10 +56,10 @@ def test_running_dry_counts_afresh_and_resumes_only_a_paused_transport():
 def test_wait_writable_returns_at_once_unless_writing_is_paused():
     async def scenario():
         conn = connected()
-        assert await conn.wait_writable(asyncio.get_running_loop(), 0) is True
+        assert await conn.wait_writable(0) is True
         conn.pause_writing()
         conn.lost = True
-        assert await conn.wait_writable(asyncio.get_running_loop(), 0) is True
+        assert await conn.wait_writable(0) is True
 
     asyncio.run(scenario())
 
@@ -69,7 +69,7 @@ def test_wait_writable_ends_when_writing_resumes_or_the_connection_goes():
         loop = asyncio.get_running_loop()
         conn = connected()
         conn.pause_writing()
-        waiting = loop.create_task(conn.wait_writable(loop, None))
+        waiting = loop.create_task(conn.wait_writable(None))
         await asyncio.sleep(0)
         assert conn.drain_waiter is not None and not waiting.done()
         end(conn)
@@ -90,10 +90,9 @@ def test_wait_writable_ends_when_writing_resumes_or_the_connection_goes():
 
 def test_wait_writable_gives_up_after_its_timeout():
     async def scenario():
-        loop = asyncio.get_running_loop()
         conn = connected()
         conn.pause_writing()
-        assert await conn.wait_writable(loop, 0) is False
+        assert await conn.wait_writable(0) is False
         assert conn.drain_waiter is None and conn.writing_paused
 
     asyncio.run(scenario())

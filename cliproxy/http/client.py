@@ -367,7 +367,7 @@ class _Connection(FlowControlled):
         """Return once the transport accepts more writes. Raises ``OSError`` when the
         connection failed or is gone, ``_TimedOut`` when the peer took no byte for
         ``timeout`` seconds (``None``: wait as long as it takes)."""
-        if not await self.wait_writable(self.loop, timeout):
+        if not await self.wait_writable(timeout):
             raise _TimedOut()
         if self.lost:
             raise self.error or ConnectionResetError("connection lost")

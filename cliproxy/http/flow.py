@@ -61,12 +61,13 @@ class FlowControlled(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    async def wait_writable(self, loop, timeout):
+    async def wait_writable(self, timeout):
         """Wait while the transport has paused writing: True once it resumed or the
         connection was lost (the caller checks ``lost``), False when ``timeout`` seconds
         passed first (``None``: no limit)."""
         if not self.writing_paused or self.lost:
             return True
+        loop = asyncio.get_running_loop()
         waiter = self.drain_waiter = loop.create_future()
         # Waits for a full socket buffer are rare: a timer of their own costs little and
         # leaves each connection's read deadline alone.

@@ -571,19 +571,12 @@ class _Cycle:
         head that cannot be written."""
         body = response.body
         fields, bodiless, _, _ = self._frame(response, len(body))
-        data = encode_response_head(response.status, fields)
-        conn = self.conn
-        transport = conn.transport
-        if conn.lost or transport.is_closing():
-            raise _ClientGone()
+        head = encode_response_head(response.status, fields)
+        joined = not bodiless and len(body) <= SMALL_BODY  # one write for a small body
+        self.conn.write_now(head + bytes(body) if joined else head)
         self.response_started = True
-        if bodiless:
-            transport.write(data)
-        elif len(body) <= SMALL_BODY:
-            transport.write(data + bytes(body))
-        else:
-            transport.write(data)
-            transport.write(body)
+        if not (bodiless or joined):
+            self.conn.transport.write(body)
 
     def _frame(self, response, size):
         """The head's fields for ``response`` and how its body goes out: (fields,
@@ -1133,7 +1126,7 @@ class _Connection(FlowControlled):
         aborted)."""
         cycle = self.cycle
         timeout = (self.server._limits() if cycle is None else cycle.limits).read_timeout
-        if not await self.wait_writable(self.loop, timeout):
+        if not await self.wait_writable(timeout):
             log.info(
                 "client %s read nothing of its response for %gs; connection cut",
                 self.peer[0],
