@@ -444,26 +444,6 @@ def _chat_events(rng):
     return events
 
 
-def test_chat_reader_shapes_give_what_parsing_gives():
-    rng = random.Random(31)
-    CountingShape.served = 0
-    for _ in range(3000):
-        events = _chat_events(rng)
-        shaped, general = _both_ways(chat, events)
-        assert shaped == general, [event.data for event in events]
-    assert CountingShape.served > 5000  # the shapes did serve, thousands of events
-
-
-def test_chat_reader_reading_a_text_gives_what_parsing_gives():
-    rng = random.Random(33)
-    CountingShape.served = 0
-    for _ in range(3000):
-        events = _chat_events(rng)
-        shaped, general = _text_and_general(chat, events, rng)
-        assert shaped == general, [event.data for event in events]
-    assert CountingShape.served > 5000
-
-
 def _anthropic_events(rng):
     spaced = rng.random() < 0.2
     blocks = [("text", '{"type":"text","text":""}'), ("thinking", '{"type":"thinking","thinking":"","signature":""}'),
@@ -506,24 +486,27 @@ def _anthropic_events(rng):
     return [Event(None, name, data) for name, data in events]
 
 
-def test_anthropic_reader_shapes_give_what_parsing_gives():
-    rng = random.Random(32)
-    CountingShape.served = 0
-    for _ in range(3000):
-        events = _anthropic_events(rng)
-        shaped, general = _both_ways(anthropic, events)
-        assert shaped == general, [(event.event, event.data) for event in events]
-    assert CountingShape.served > 5000
+def _event_by_event(module, events, rng):
+    return _both_ways(module, events)
 
 
-def test_anthropic_reader_reading_a_text_gives_what_parsing_gives():
-    rng = random.Random(34)
+_EVENTS = {chat: _chat_events, anthropic: _anthropic_events}
+
+
+@pytest.mark.parametrize("module, reading, seed", [
+    (chat, _event_by_event, 31),
+    (anthropic, _event_by_event, 32),
+    (chat, _text_and_general, 33),  # a text of whole events, read with ``feed_text``
+    (anthropic, _text_and_general, 34),
+], ids=["chat-events", "anthropic-events", "chat-text", "anthropic-text"])
+def test_a_reader_with_shapes_gives_what_parsing_gives(module, reading, seed):
+    rng = random.Random(seed)
     CountingShape.served = 0
     for _ in range(3000):
-        events = _anthropic_events(rng)
-        shaped, general = _text_and_general(anthropic, events, rng)
+        events = _EVENTS[module](rng)
+        shaped, general = reading(module, events, rng)
         assert shaped == general, [(event.event, event.data) for event in events]
-    assert CountingShape.served > 5000
+    assert CountingShape.served > 5000  # the shapes did serve, thousands of events
 
 
 # -- the pipeline: FieldParser and shapes against SSEParser and parsing -------------------
