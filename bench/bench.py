@@ -19,12 +19,14 @@ Chat). Phase b: 1,000 streams, an event every 250 ms, for 30 s: every event in o
 p99 added latency, the proxy's RSS at the peak and after. A direct run (load generator
 straight to the upstream) shows what the two harness programs add on their own.
 
-Then, unless ``--no-calibration``, three Python programs of this folder run through the
+Then, unless ``--no-calibration``, four Python programs of this folder run through the
 c=32, SSE, 60 KB and trickle scenarios in place of cliproxy, each against its own direct
 run: ``pump.py`` (a byte pump, no parsing), ``lean.py`` (only the work the targets
-describe) and ``lean.py --strict`` (the same with cliproxy's HTTP/1.1 parser and writer).
-Their rows show what this machine gives any Python proxy, next to cliproxy's; the issue's
-targets are ratios to them. Last, start-up times (bench/startup.py) on the oldest and
+describe), ``lean.py --strict`` (the same with cliproxy's HTTP/1.1 parser and writer) and
+``shell.py`` (the same work on cliproxy's own server and client). Their rows show what this
+machine gives any Python proxy, next to cliproxy's; the issue's targets are ratios to them,
+and ``shell.py``'s row splits cliproxy's distance to ``lean.py --strict`` into what its I/O
+shell costs and what its application layer does on it. Last, start-up times (bench/startup.py) on the oldest and
 newest CPython, once the load is over.
 
 The numbers are printed as measured, targets marked PASS or MISS (``----`` when a row they
@@ -207,6 +209,9 @@ CALIBRATIONS = [
     Calibration("lean.py --strict", "lean.py", ("--strict",),
                 ("json 2KB c=32", "sse 200ev c=8", "sse translated c=8", "json 60KB c=8"),
                 "the same with cliproxy's parser and writer (SPEC section 4 checks)"),
+    Calibration("shell.py", "shell.py", (), ("json 2KB c=32", "sse 200ev c=8", "json 60KB c=8"),
+                "lean.py's work on cliproxy's own server and client (a task per request,"
+                " the pool): the I/O shell without the application"),
 ]
 
 
@@ -260,12 +265,14 @@ TRICKLE_PROGRAMS = {
     "lean.py --strict translated": TrickleProgram(
         "lean.py --strict translated", "lean.py", ("--strict",), True, False,
         "the same with the least translation: one json.loads per event"),
+    "shell.py": TrickleProgram("shell.py", "shell.py", (), False, False,
+                               "cliproxy's server and client, each chunk relayed by an async generator"),
 }
 # Which programs each phase runs, in order; cliproxy's rows run with its other scenarios,
 # the calibration programs' after them (skipped with --no-calibration).
 TRICKLE_RUNS = {
     "trickle a": ("cliproxy", "cliproxy translated", "pump.py", "lean.py --strict",
-                  "lean.py --strict translated"),
+                  "lean.py --strict translated", "shell.py"),
     "trickle b": ("direct", "cliproxy", "cliproxy again", "pump.py"),
 }
 
@@ -876,6 +883,39 @@ def translation_floor(results, rows):
     return cpus[0], cpus[0] / cpus[1], cpus[1], cpus[2] / cpus[0]
 
 
+def distance_lines(results, rows, trickle_rows):
+    """Where cliproxy's distance to ``lean.py --strict`` lies, per scenario and for trickle
+    phase a: from ``lean.py --strict`` to ``shell.py`` (the same work on cliproxy's I/O
+    shell) and from there to cliproxy (its application layer). Empty when rows are
+    missing."""
+    cpu = {}
+    for row in rows:
+        cpu[row.calibration.label, row.result.scenario.name] = row.result.proxy.cpu_us_per_request
+    for r in results:
+        cpu["cliproxy", r.scenario.name] = r.proxy.cpu_us_per_request
+    steps = [(name, [cpu.get((label, name)) for label in DISTANCE_STEPS], "us/request")
+             for name in ("json 2KB c=32", "sse 200ev c=8", "json 60KB c=8")]
+    steps.append(("trickle a", [_trickle_cpu(trickle_rows, label) for label in DISTANCE_STEPS],
+                  "us/event"))
+    lines = []
+    for name, (lean, shell, ours), unit in steps:
+        if lean and shell and ours:
+            lines.append("  %-14s lean.py --strict %.1f -> shell.py %.1f (%.2fx: the I/O shell) -> "
+                         "cliproxy %.1f (%.2fx: the application); %.2fx in all, %s"
+                         % (name, lean, shell, shell / lean, ours, ours / shell, ours / lean, unit))
+    return lines
+
+
+DISTANCE_STEPS = ("lean.py --strict", "shell.py", "cliproxy")
+
+
+def _trickle_cpu(rows, label):
+    row = _trickle_row(rows or [], "trickle a", label)
+    if row is None or _trickle_problem(row):
+        return None
+    return row.cpu_per_event_us
+
+
 def _calibration_line(program, result, what):
     cpu = result.proxy.cpu_us_per_request
     return "%-17s %-18s %7s %10s  %s" % (
@@ -1224,6 +1264,10 @@ def report(run, proxy_name):
             if row.program.label not in shown:
                 shown.append(row.program.label)
                 print("  %-28s %s" % (row.program.label + ":", row.program.what))
+    distance = distance_lines(run.results, run.calibration, run.trickle)
+    if distance:
+        print("\nwhere the distance to lean.py --strict lies (CPU, same run):")
+        print("\n".join(distance))
     if run.startup is not None:
         print("\nstart-up, median of %d runs, beyond a bare interpreter:" % STARTUP_RUNS)
         print(startup.table(run.startup))
