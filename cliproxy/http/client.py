@@ -528,7 +528,18 @@ class ClientResponse:
             if event is NEED_DATA:
                 if pieces is not None:
                     break
-                await self._receive(conn)
+                # The wait is awaited here, not in a helper coroutine: a trickling stream
+                # waits once per event, and every open stream keeps its waiting frames.
+                try:
+                    await self._more(conn)
+                except _TimedOut:
+                    self._abort()
+                    raise UpstreamTimeout(
+                        "upstream %s sent nothing for %gs" % (conn.origin, self._read_timeout)
+                    ) from None
+                except BaseException:
+                    self._abort()  # cancelled mid-body: the connection state is unknown
+                    raise
                 continue
             kind = type(event)
             if kind is Data:
@@ -547,24 +558,14 @@ class ClientResponse:
             raise UpstreamError("upstream %s closed the connection mid-body" % conn.origin)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def _receive(self, conn):
-        """Wait for more bytes (or EOF) on ``conn``; errors close the connection."""
+    def _more(self, conn):
+        """The future of more bytes (or EOF) on ``conn``, failing with ``_TimedOut`` after
+        ``read_timeout``; ``UpstreamError`` at once when the connection has ended."""
         if conn.error is not None or conn.lost or conn.eof:
-            self._abort()
             reason = "the connection was lost" if conn.error is None else _describe(conn.error)
             raise UpstreamError("upstream %s: %s while reading the body" % (conn.origin, reason))
         timeout = self._read_timeout
-        deadline = None if timeout is None else conn.loop.time() + timeout
-        try:
-            await conn.wait(deadline)
-        except _TimedOut:
-            self._abort()
-            raise UpstreamTimeout(
-                "upstream %s sent nothing for %gs" % (conn.origin, timeout)
-            ) from None
-        except BaseException:
-            self._abort()  # cancelled mid-body: the connection state is unknown
-            raise
+        return conn.wait(None if timeout is None else conn.loop.time() + timeout)
 
     async def read(self, limit=None):
         """The whole remaining body. Raises ``UpstreamError`` when it exceeds ``limit``

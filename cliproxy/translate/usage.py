@@ -8,18 +8,18 @@ without parsing, so its counts are picked out here at the least cost:
   ``usageMetadata``) is decoded alone, not the whole document (a key inside a JSON string
   has escaped quotes, so a raw match is a real key; the top-level one comes last in every
   protocol's answers);
-- a stream: ``UsageTap`` looks at the runs of whole events the relay cuts anyway, keeps
-  the text of the first and of the last event holding the usage key, and parses those two
-  only when asked, after the stream (Anthropic puts the input counts in ``message_start``
-  and the output in ``message_delta``; the others repeat or complete them in later
-  events, whose counts replace earlier ones).
+- a stream: ``UsageTap`` looks at the runs of whole events the relay cuts anyway, reads
+  the counts of the first event holding the usage key when it comes, and keeps the text of
+  the last one, parsed only when asked, after the stream (Anthropic puts the input counts
+  in ``message_start`` and the output in ``message_delta``; the others repeat or complete
+  them in later events, whose counts replace earlier ones).
 
 The counts become a neutral ``Usage`` through the protocol codec's ``read_usage``.
 """
 
 import json
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 from cliproxy.config.model import Protocol
 from cliproxy.translate.ir import Usage
@@ -65,30 +65,38 @@ _QUOTED_KEYS = {value: '"%s"' % key for value, key in _KEYS.items()}
 
 class UsageTap:
     """Keeps the stream events that carry usage (see the module docstring); ``take(run)``
-    is given runs of whole SSE events, ``usage()`` reads them once the stream is over."""
+    is given runs of whole SSE events, ``usage()`` reads them once the stream is over.
 
-    __slots__ = ("_protocol", "key", "_first", "_last")
+    The first such event is read when it arrives (once per stream) rather than kept: a
+    stream may last minutes, and its ``message_start`` is the largest event it holds."""
+
+    __slots__ = ("_protocol", "key", "_first_seen", "_first", "_last")
 
     def __init__(self, protocol: Protocol):
         self._protocol = protocol
         self.key = _QUOTED_KEYS[protocol].encode("ascii")  # in every event to keep
-        self._first = None  # type: Optional[bytes]
-        self._last = None  # type: Optional[bytes]
+        self._first_seen = False
+        self._first = None  # type: Optional[Usage]  # the first event's counts
+        self._last = None  # type: Optional[bytes]  # the latest event after the first
 
     def take(self, run: bytes) -> None:
         """Note the events of ``run`` (whole events, ``\\n\\n``-separated) that hold the
         usage key; call it only when ``self.key in run``."""
-        end = run.rfind(self.key)
-        self._last = _event_around(run, end)
-        if self._first is None:
-            self._first = _event_around(run, run.find(self.key))
+        last = run.rfind(self.key)
+        if not self._first_seen:
+            self._first_seen = True
+            start, end = _event_span(run, run.find(self.key))
+            self._first = self._event_usage(run[start:end])
+            if last < end:
+                return  # one event holds the key: it was the first
+        start, end = _event_span(run, last)
+        self._last = run[start:end]
 
     def usage(self) -> Optional[Usage]:
         """The counts of the kept events, later ones replacing earlier ones; None when
         no event carried any."""
         found = None
-        for event in (self._first, self._last) if self._first is not self._last else (self._last,):
-            usage = self._event_usage(event)
+        for usage in (self._first, self._event_usage(self._last)):
             if usage is not None:
                 if found is None:
                     found = Usage()
@@ -115,11 +123,11 @@ class UsageTap:
         return CODECS[self._protocol].read_usage(usage) if isinstance(usage, dict) else None
 
 
-def _event_around(run: bytes, offset: int) -> bytes:
-    """The whole event of ``run`` that holds byte ``offset``."""
+def _event_span(run: bytes, offset: int) -> Tuple[int, int]:
+    """Where the whole event of ``run`` that holds byte ``offset`` starts and ends."""
     start = run.rfind(b"\n\n", 0, offset)
     end = run.find(b"\n\n", offset)
-    return run[start + 2 if start >= 0 else 0 : end if end >= 0 else len(run)]
+    return (start + 2 if start >= 0 else 0), (end if end >= 0 else len(run))
 
 
 def _data_of(event: bytes) -> Optional[str]:
