@@ -15,6 +15,7 @@ from cliproxy.http.sse import (
     encode_event,
     event_frame,
     next_event,
+    run_events,
     text_events,
 )
 
@@ -474,6 +475,20 @@ def test_field_parser_text_read_event_by_event_gives_its_events():
                 if event is not None:
                     stepped.append(event)
             assert position == len(text) and _carrying(stepped) == _carrying(expected), stream
+
+
+def test_run_events_gives_what_a_fresh_parser_gives_for_a_run():
+    # A relay hands run_events the part of a run (EventRuns' whole events) up to an event
+    # it must rewrite; a fresh SSEParser fed the same bytes is the path it skips.
+    rng = random.Random(79)
+    for _ in range(3000):
+        stream = _random_stream(rng, [b"\n"])
+        end = stream.rfind(b"\n\n") + 2
+        if end < 2:
+            continue
+        run = stream[:end]
+        expected = [(event.raw, event.fields()) for event in SSEParser().feed(run)]
+        assert [(event.raw, event.fields()) for event in run_events(run)] == expected, run
 
 
 @pytest.mark.parametrize("name", [None, "content_block_delta", "e", "x:y", "two words"])

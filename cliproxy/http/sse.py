@@ -37,9 +37,19 @@ comments; ``data`` lines are joined with ``\\n``; ``id`` values containing NUL a
 """
 
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
-__all__ = ["Event", "EventRuns", "FieldParser", "SSEParser", "encode_event", "event_frame", "next_event", "text_events"]
+__all__ = [
+    "Event",
+    "EventRuns",
+    "FieldParser",
+    "SSEParser",
+    "encode_event",
+    "event_frame",
+    "next_event",
+    "run_events",
+    "text_events",
+]
 
 _LF = 0x0A
 _CR = 0x0D
@@ -184,18 +194,7 @@ class SSEParser:
                 self._buf = bytearray(chunk)
             self._scan = max(start, len(data) - 1)
             return []
-        pieces = (data[start:] if start else data).split(b"\n\n")
-        pieces.pop()  # after the last blank line: the beginning of the next event
-        events = []
-        begin = 0  # the first byte of the next event's raw
-        end = start  # the end of the pieces seen so far, their blank line included
-        for piece in pieces:
-            end += len(piece) + 2
-            if piece[:1] == b"\n":
-                piece = piece[1:]  # a blank line before the event: filler, in raw only
-            if piece:
-                events.append(_event(bytes(data[begin:end]), piece.decode("utf-8", "replace").split("\n")))
-                begin = end
+        events, begin, end = _whole_events(data, start)
         if data is chunk:
             self._buf = bytearray(data[begin:])
         elif begin:
@@ -345,6 +344,37 @@ class EventRuns:
         self._pending = bytearray()
         self._scan = 0
         return rest
+
+
+def run_events(run):
+    # type: (bytes) -> List[Event]
+    """The events of ``run``, whole LF-delimited events each ending in a blank line (as
+    ``EventRuns.feed`` gives them) read from a stream's start: what a fresh
+    ``SSEParser`` returns for the same bytes, raw bytes included, without its state.
+    Blank lines after the last event belong to no event."""
+    # A byte-order mark opening the stream is in the first event's raw only.
+    return _whole_events(run, len(_BOM) if run[:3] == _BOM else 0)[0]
+
+
+def _whole_events(data, start):
+    # type: (Union[bytes, bytearray], int) -> Tuple[List[Event], int, int]
+    """The events of ``data`` from ``start`` (the first byte to parse) to its last blank
+    line, each with its raw from the end of the one before (from 0 for the first), and
+    ``(begin, end)``: where the next event's raw begins, and where the parsed part ends
+    (blank lines after the last event are filler, to be skipped)."""
+    pieces = (data[start:] if start else data).split(b"\n\n")
+    pieces.pop()  # after the last blank line: the beginning of the next event
+    events = []
+    begin = 0  # the first byte of the next event's raw
+    end = start  # the end of the pieces seen so far, their blank line included
+    for piece in pieces:
+        end += len(piece) + 2
+        if piece[:1] == b"\n":
+            piece = piece[1:]  # a blank line before the event: filler, in raw only
+        if piece:
+            events.append(_event(bytes(data[begin:end]), piece.decode("utf-8", "replace").split("\n")))
+            begin = end
+    return events, begin, end
 
 
 class FieldParser:

@@ -8,7 +8,7 @@ to the end of the last event holding one; the rest of the run goes out as receiv
 bytes in, bytes out.
 """
 
-from cliproxy.http.sse import EventRuns, SSEParser
+from cliproxy.http.sse import EventRuns, SSEParser, run_events
 
 
 class EventRelay:
@@ -50,13 +50,16 @@ class EventRelay:
         if last < 0:
             return run
         end = run.find(b"\n\n", last) + 2
-        head = self._rewritten(SSEParser().feed(run[:end]))
+        head = self._rewritten(run_events(run[:end]))
         return head + run[end:] if end < len(run) else head
 
     def flush(self):
         if self._parser is None:
+            rest = self._runs.flush()
+            if not rest:
+                return b""  # the stream ended with its last event's blank line, as usual
             parser = SSEParser()
-            return self._rewrite(parser.feed(self._runs.flush()) + parser.flush())
+            return self._rewrite(parser.feed(rest) + parser.flush())
         return self._rewrite(self._parser.flush())
 
     def usage(self):
