@@ -34,6 +34,13 @@ def test_usage_of_a_whole_answer(protocol):
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read) == (55, 7, 30)
 
 
+def test_usage_after_text_that_is_not_ascii_or_not_utf8():
+    # Only the end of the answer is decoded: what comes before the key may be anything.
+    data = b'{"content":"caf\xc3\xa9 \xff\xe2\x82","usage":{"prompt_tokens":3,"completion_tokens":4}}'
+    usage = usage_of_answer(Protocol.OPENAI, data)
+    assert (usage.input_tokens, usage.output_tokens) == (3, 4)
+
+
 @pytest.mark.parametrize("data", [b"", b"not json", b'{"usage": 5}', b'{"usage": {', b'{"model": "x"}'])
 def test_no_usage_is_none(data):
     assert usage_of_answer(Protocol.OPENAI, data) is None

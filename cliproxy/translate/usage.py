@@ -41,15 +41,18 @@ _decode = json.JSONDecoder().raw_decode
 def usage_of_answer(protocol: Protocol, data: bytes) -> Optional[Usage]:
     """The usage of a whole JSON answer ``data`` of ``protocol``, or None when it holds
     none that decodes."""
-    return _usage_at_last_key(protocol, data.decode("utf-8", "replace"))
-
-
-def _usage_at_last_key(protocol: Protocol, text: str) -> Optional[Usage]:
     key = _QUOTED_KEYS[protocol]
-    position = text.rfind(key)
+    position = data.rfind(key)
     if position < 0:
         return None
-    match = _VALUE_START.match(text, position + len(key))
+    # Only the text from the key on is decoded: the key is ASCII, so it starts a
+    # character, and a long answer is not decoded whole for its last few dozen bytes.
+    return _usage_at(protocol, data[position + len(key) :].decode("utf-8", "replace"))
+
+
+def _usage_at(protocol: Protocol, text: str) -> Optional[Usage]:
+    """The usage whose value ``text`` (what follows the usage key) starts with."""
+    match = _VALUE_START.match(text)
     if match is None:
         return None
     try:
@@ -60,7 +63,7 @@ def _usage_at_last_key(protocol: Protocol, text: str) -> Optional[Usage]:
 
 
 _VALUE_START = re.compile(r"\s*:\s*")
-_QUOTED_KEYS = {value: '"%s"' % key for value, key in _KEYS.items()}
+_QUOTED_KEYS = {value: ('"%s"' % key).encode("ascii") for value, key in _KEYS.items()}
 
 
 class UsageTap:
@@ -74,7 +77,7 @@ class UsageTap:
 
     def __init__(self, protocol: Protocol):
         self._protocol = protocol
-        self.key = _QUOTED_KEYS[protocol].encode("ascii")  # in every event to keep
+        self.key = _QUOTED_KEYS[protocol]  # in every event to keep
         self._first_seen = False
         self._first = None  # type: Optional[Usage]  # the first event's counts
         self._last = None  # type: Optional[bytes]  # the latest event after the first
