@@ -3,13 +3,14 @@
 
 Strategy: nginx (one worker, canned answers) is the upstream and wrk (one thread, a Lua
 script for the POST) the load generator, both native code so that on a 2-core machine the
-proxy is the bottleneck being measured and not the harness. Every scenario runs twice, one
-after the other: straight to nginx, then through cliproxy serving a locally configured
-Anthropic model (the body is parsed for the model, the credentials are swapped). For the
-proxied run the proxy's CPU time (utime + stime from /proc/<pid>/stat) is read before and
-after and divided by the requests wrk completed; its memory is read from
-/proc/<pid>/status (VmRSS now, VmHWM the peak). A 1 GB body is then streamed through an
-Amp management route with http.client while the proxy's RSS is sampled every 100 MB.
+proxy is the bottleneck being measured and not the harness. Every scenario runs straight
+to nginx, then through cliproxy serving a locally configured Anthropic model (the body is
+parsed for the model, the credentials are swapped), then through the calibration programs
+below, one after the other, in ``--rounds`` rounds. For each proxied run the proxy's CPU
+time (utime + stime from /proc/<pid>/stat) is read before and after and divided by the
+requests wrk completed; its memory is read from /proc/<pid>/status (VmRSS now, VmHWM the
+peak). A 1 GB body is then streamed through an Amp management route with http.client
+while the proxy's RSS is sampled every 100 MB.
 
 Trickle streams (bench/trickle.py) come next: an upstream of its own writes one SSE event
 per write and a Python load generator, a separate process, reads them and times each
@@ -19,15 +20,16 @@ Chat). Phase b: 1,000 streams, an event every 250 ms, for 30 s: every event in o
 p99 added latency, the proxy's RSS at the peak and after. A direct run (load generator
 straight to the upstream) shows what the two harness programs add on their own.
 
-Then, unless ``--no-calibration``, four Python programs of this folder run through the
-c=32, SSE, 60 KB and trickle scenarios in place of cliproxy, each against its own direct
-run: ``pump.py`` (a byte pump, no parsing), ``lean.py`` (only the work the targets
+The calibration programs (unless ``--no-calibration``) are four Python programs of this
+folder, run beside cliproxy through the c=32, SSE, 60 KB and trickle scenarios and
+measured right after it in each round, so that the machine's drift over a run hits every
+row alike: ``pump.py`` (a byte pump, no parsing), ``lean.py`` (only the work the targets
 describe), ``lean.py --strict`` (the same with cliproxy's HTTP/1.1 parser and writer) and
-``shell.py`` (the same work on cliproxy's own server and client). Their rows show what this
-machine gives any Python proxy, next to cliproxy's; the issue's targets are ratios to them,
-and ``shell.py``'s row splits cliproxy's distance to ``lean.py --strict`` into what its I/O
-shell costs and what its application layer does on it. Last, start-up times (bench/startup.py) on the oldest and
-newest CPython, once the load is over.
+``shell.py`` (the same work on cliproxy's own server and client). Their rows show what
+this machine gives any Python proxy, next to cliproxy's; the issue's targets are ratios to
+them, and ``shell.py``'s row splits cliproxy's distance to ``lean.py --strict`` into what
+its I/O shell costs and what its application layer does on it. Last, start-up times
+(bench/startup.py) on the oldest and newest CPython, once the load is over.
 
 The numbers are printed as measured, targets marked PASS or MISS (``----`` when a row they
 need was not run); a proxied scenario whose responses are not 2xx is reported as such,
@@ -687,57 +689,75 @@ def scenarios(workdir):
     ]
 
 
-def run_scenario(scenario, nginx_port, proxy_port, proxy_pid, args, workdir):
-    """Direct then proxied, ``args.rounds`` times (alternating, so that a burst of noise
-    from other processes hits both sides); the median run of each side is kept, the CPU
-    per request is the proxy's CPU over all its measured runs / all their requests."""
+@dataclasses.dataclass
+class Program:
+    """A running program measured through a scenario: cliproxy or a calibration."""
+    label: str
+    port: int
+    pid: int
+
+
+def run_scenario(scenario, nginx_port, programs, args, workdir):
+    """Direct, then each of ``programs`` in turn, ``args.rounds`` times: every row of a
+    scenario is measured within a minute of the others, so that the machine's drift over
+    the minutes of a run (on a shared VM it moves every figure by 10-40%) hits them alike
+    and their ratios hold. The median run of each is kept; a program's CPU per request
+    is its CPU over all its measured runs / all their requests. Returns {label:
+    ScenarioResult}, each with the same direct run."""
     script = write_lua(workdir, scenario)
     with open(scenario.body_file, "rb") as handle:
         body = handle.read()
     direct_url = "http://127.0.0.1:%d%s" % (nginx_port, scenario.direct_path)
-    proxy_url = "http://127.0.0.1:%d%s" % (proxy_port, PROXY_PATH)
     straight = probe(nginx_port, scenario.direct_path, body, scenario.stream)
     if straight.status != 200 or (scenario.stream and straight.events != SSE_EVENTS):
         raise BenchError("nginx answered %s %d with %d events: %s" % (
             scenario.direct_path, straight.status, straight.events, straight.body_prefix))
-    checked = probe(proxy_port, PROXY_PATH, body, scenario.stream)
-    print("[bench] %-15s (proxy probe: HTTP %d) %d round(s) of 2 x %d s ..."
-          % (scenario.name, checked.status, args.rounds, args.warmup + args.duration), flush=True)
-    directs, proxied = [], []
-    spent = 0.0
+    checked = {program.label: probe(program.port, PROXY_PATH, body, scenario.stream)
+               for program in programs}
+    print("[bench] %-15s (probe: %s) %d round(s) of %d x %d s ..."
+          % (scenario.name, ", ".join("%s HTTP %d" % (label, check.status)
+                                      for label, check in checked.items()),
+             args.rounds, 1 + len(programs), args.warmup + args.duration), flush=True)
+    directs = []
+    runs = {program.label: [] for program in programs}
+    spent = dict.fromkeys(runs, 0.0)
     for _ in range(args.rounds):
         if args.warmup:
             run_wrk(direct_url, script, scenario.connections, args.warmup)
         directs.append(run_wrk(direct_url, script, scenario.connections, args.duration))
-        if args.warmup:
-            run_wrk(proxy_url, script, scenario.connections, args.warmup)
-        before = cpu_us(proxy_pid)
-        proxied.append(run_wrk(proxy_url, script, scenario.connections, args.duration))
-        spent += cpu_us(proxy_pid) - before
-    requests = sum(run.requests for run in proxied)
-    run = ProxyRun(wrk=_median(proxied), cpu_us_per_request=spent / requests if requests else None,
-                   rss_mb=memory_mb(proxy_pid, "VmRSS"))
-    return ScenarioResult(scenario=scenario, direct=_median(directs), proxy=run, probe=checked)
+        for program in programs:
+            url = "http://127.0.0.1:%d%s" % (program.port, PROXY_PATH)
+            if args.warmup:
+                run_wrk(url, script, scenario.connections, args.warmup)
+            before = cpu_us(program.pid)
+            runs[program.label].append(run_wrk(url, script, scenario.connections, args.duration))
+            spent[program.label] += cpu_us(program.pid) - before
+    results = {}
+    for program in programs:
+        requests = sum(run.requests for run in runs[program.label])
+        run = ProxyRun(wrk=_median(runs[program.label]),
+                       cpu_us_per_request=spent[program.label] / requests if requests else None,
+                       rss_mb=memory_mb(program.pid, "VmRSS"))
+        results[program.label] = ScenarioResult(scenario=scenario, direct=_median(directs),
+                                                proxy=run, probe=checked[program.label])
+    return results
 
 
-def run_calibrations(chosen, nginx_port, args, workdir):
-    """Each calibration program through the chosen scenarios it can serve, one program at a
-    time on the proxy's port, each run against its own direct run."""
-    rows = []
-    for calibration in CALIBRATIONS:
-        wanted = [s for s in chosen if s.name in calibration.scenarios]
-        if not wanted:
-            continue
-        port = free_port()
-        process, _ = start_proxy(os.path.join(HERE, calibration.program), workdir, port,
-                                 nginx_port, calibration.arguments, name="calibration")
-        try:
-            for scenario in wanted:
-                rows.append(CalibrationRow(calibration, run_scenario(
-                    scenario, nginx_port, port, process.pid, args, workdir)))
-        finally:
-            stop(process)
-    return rows
+def start_calibrations(calibrations, workdir, nginx_port, servers, name, **config):
+    """Start each program of ``calibrations`` (one process per program and arguments) on
+    a port of its own; return {label: Program}. The processes go into ``servers``."""
+    started, programs = {}, {}
+    for calibration in calibrations:
+        key = (calibration.program, calibration.arguments)
+        if key not in started:
+            port = free_port()
+            process, _ = start_proxy(os.path.join(HERE, calibration.program), workdir, port,
+                                     nginx_port, calibration.arguments,
+                                     name="%s-%d" % (name, len(started)), **config)
+            servers["%s %d" % (name, len(started))] = process
+            started[key] = Program(calibration.label, port, process.pid)
+        programs[calibration.label] = dataclasses.replace(started[key], label=calibration.label)
+    return programs
 
 
 # ---------------------------------------------------------------------------------------
@@ -808,43 +828,35 @@ def run_trickle(phase, program, port, pid, upstream_pid):
     return row
 
 
-def run_trickle_product(phases, proxy_port, proxy_pid, trickle_port, upstream_pid):
-    """cliproxy's rows of the chosen phases, and phase b's direct run (the harness alone)."""
+def run_trickle_phases(phases, cliproxy, trickle_port, upstream_pid, workdir, nginx_port, calibrate):
+    """Every row of the chosen phases in ``TRICKLE_RUNS`` order, cliproxy's (``cliproxy``:
+    its Program) next to the calibration programs' (unless not ``calibrate``), so that
+    the rows of a phase are measured minutes apart at most. The calibration programs are
+    started fresh for each phase (each phase b row's memory is its own) and connect to
+    the trickling upstream."""
     rows = []
     for phase in phases:
-        for label in TRICKLE_RUNS[phase.name]:
-            program = TRICKLE_PROGRAMS[label]
-            if program.program is not None:
-                continue
-            port = trickle_port if program.direct else proxy_port
-            rows.append(run_trickle(phase, program, port, proxy_pid, upstream_pid))
-    return rows
-
-
-def run_trickle_calibrations(phases, nginx_port, trickle_port, upstream_pid, workdir):
-    """The calibration programs' rows of the chosen phases: one fresh process per program
-    and phase, connecting to the trickling upstream."""
-    rows = []
-    for phase in phases:
+        labels = [label for label in TRICKLE_RUNS[phase.name]
+                  if calibrate or TRICKLE_PROGRAMS[label].program is None]
+        calibrations = [TRICKLE_PROGRAMS[label] for label in labels
+                        if TRICKLE_PROGRAMS[label].program is not None]
         started = {}
         try:
-            for label in TRICKLE_RUNS[phase.name]:
+            programs = start_calibrations(calibrations, workdir, nginx_port, started,
+                                          "calibration-trickle", trickle_port=trickle_port,
+                                          phases=phases,
+                                          amp_upstream="http://127.0.0.1:%d" % trickle_port)
+            for label in labels:
                 program = TRICKLE_PROGRAMS[label]
-                if program.program is None:
-                    continue
-                key = (program.program, program.arguments)
-                if key not in started:
-                    port = free_port()
-                    process, _ = start_proxy(
-                        os.path.join(HERE, program.program), workdir, port, nginx_port,
-                        program.arguments, name="calibration-trickle",
-                        trickle_port=trickle_port, phases=phases,
-                        amp_upstream="http://127.0.0.1:%d" % trickle_port)
-                    started[key] = (port, process)
-                port, process = started[key]
-                rows.append(run_trickle(phase, program, port, process.pid, upstream_pid))
+                if program.direct:
+                    port, pid = trickle_port, cliproxy.pid
+                elif program.program is None:
+                    port, pid = cliproxy.port, cliproxy.pid
+                else:
+                    port, pid = programs[label].port, programs[label].pid
+                rows.append(run_trickle(phase, program, port, pid, upstream_pid))
         finally:
-            for _, process in started.values():
+            for process in started.values():
                 stop(process)
     return rows
 
@@ -1388,9 +1400,10 @@ def parse_args(argv):
     parser.add_argument("--duration", type=int, default=8,
                         help="seconds per measured run (trickle phase a: its CPU window)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of discarded warm-up")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="direct/proxied pairs per wrk scenario; the median is reported "
-                             "(the trickle phases run once)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per wrk scenario, each measuring direct, cliproxy and the "
+                             "calibration programs in turn; the median is reported (the "
+                             "trickle phases run once)")
     parser.add_argument("--stream-mb", type=int, default=1024,
                         help="size of the memory-flat stream (0 skips it)")
     parser.add_argument("--trickle-seconds", type=int, default=30,
@@ -1435,9 +1448,10 @@ class Run:
 
 
 def measure(args, workdir, servers):
-    """Every selected part of the run, in order: cliproxy's wrk scenarios, the 1 GB stream,
-    its trickle phases; then the calibration programs; then start-up. ``servers`` collects
-    the processes started, for the caller to stop."""
+    """Every selected part of the run, in order: the wrk scenarios (cliproxy and, unless
+    --no-calibration, the calibration programs, round by round), cliproxy's 1 GB stream,
+    the trickle phases (likewise); then start-up. ``servers`` collects the processes
+    started, for the caller to stop."""
     nginx_port, proxy_port = free_port(), free_port()
     phases = []
     if args.proxy.endswith(".pyz"):
@@ -1450,10 +1464,23 @@ def measure(args, workdir, servers):
     proxy, proxy_log = start_proxy(args.proxy, workdir, proxy_port, nginx_port,
                                    trickle_port=trickle_port, phases=phases)
     servers["proxy"] = proxy
+    cliproxy = Program("cliproxy", proxy_port, proxy.pid)
+    calibrate = args.calibration and args.proxy == DEFAULT_PYZ
     machine = machine_line()
     chosen = [s for s in scenarios(workdir) if selected(args, s.name)]
-    results = [run_scenario(s, nginx_port, proxy_port, proxy.pid, args, workdir)
-               for s in chosen]
+    calibrations = [c for c in CALIBRATIONS if calibrate and any(s.name in c.scenarios for s in chosen)]
+    programs = start_calibrations(calibrations, workdir, nginx_port, servers, "calibration")
+    results, calibration = [], []
+    for scenario in chosen:
+        serving = [c for c in calibrations if scenario.name in c.scenarios]
+        measured = run_scenario(scenario, nginx_port, [cliproxy] + [programs[c.label] for c in serving],
+                                args, workdir)
+        results.append(measured["cliproxy"])
+        calibration += [CalibrationRow(c, measured[c.label]) for c in serving]
+    calibration.sort(key=lambda row: calibrations.index(row.calibration))  # by program
+    for label in list(servers):
+        if label.startswith("calibration"):
+            stop(servers.pop(label))
     peak_before_stream = memory_mb(proxy.pid, "VmHWM")
     stream = None
     if args.stream_mb and selected(args, STREAM_PART):
@@ -1463,18 +1490,12 @@ def measure(args, workdir, servers):
     peak = memory_mb(proxy.pid, "VmHWM")
     trickle_rows = []
     if phases:
-        trickle_rows = run_trickle_product(phases, proxy_port, proxy.pid, trickle_port, upstream.pid)
+        trickle_rows = run_trickle_phases(phases, cliproxy, trickle_port, upstream.pid, workdir,
+                                          nginx_port, calibrate)
     if proxy.poll() is not None:
         raise BenchError("cliproxy died during the run: %s" % tail(proxy_log))
-    stop(proxy)
-    calibration = []
-    if args.calibration and args.proxy == DEFAULT_PYZ:
-        calibration = run_calibrations(chosen, nginx_port, args, workdir)
-        if phases:
-            trickle_rows += run_trickle_calibrations(phases, nginx_port, trickle_port,
-                                                     upstream.pid, workdir)
     # Start-up is timed on a quiet machine: every server of the run stopped first.
-    for name in ("trickle", "nginx"):
+    for name in ("proxy", "trickle", "nginx"):
         stop(servers.get(name))
     startup_rows = None
     if args.extras and selected(args, STARTUP_PART):
