@@ -828,12 +828,14 @@ def run_trickle(phase, program, port, pid, upstream_pid):
     return row
 
 
-def run_trickle_phases(phases, cliproxy, trickle_port, upstream_pid, workdir, nginx_port, calibrate):
+def run_trickle_phases(phases, cliproxy, trickle_port, upstream_pid, workdir, nginx_port,
+                       calibrate, rounds):
     """Every row of the chosen phases in ``TRICKLE_RUNS`` order, cliproxy's (``cliproxy``:
     its Program) next to the calibration programs' (unless not ``calibrate``), so that
-    the rows of a phase are measured minutes apart at most. The calibration programs are
-    started fresh for each phase (each phase b row's memory is its own) and connect to
-    the trickling upstream."""
+    the rows of a phase are measured minutes apart at most; phase a's, whose CPU figures
+    are compared, ``rounds`` times over, each row keeping its median run. The
+    calibration programs are started fresh for each phase (each phase b row's memory is
+    its own) and connect to the trickling upstream."""
     rows = []
     for phase in phases:
         labels = [label for label in TRICKLE_RUNS[phase.name]
@@ -846,19 +848,31 @@ def run_trickle_phases(phases, cliproxy, trickle_port, upstream_pid, workdir, ng
                                           "calibration-trickle", trickle_port=trickle_port,
                                           phases=phases,
                                           amp_upstream="http://127.0.0.1:%d" % trickle_port)
-            for label in labels:
-                program = TRICKLE_PROGRAMS[label]
-                if program.direct:
-                    port, pid = trickle_port, cliproxy.pid
-                elif program.program is None:
-                    port, pid = cliproxy.port, cliproxy.pid
-                else:
-                    port, pid = programs[label].port, programs[label].pid
-                rows.append(run_trickle(phase, program, port, pid, upstream_pid))
+            runs = {label: [] for label in labels}
+            for _ in range(rounds if phase.repeat else 1):
+                for label in labels:
+                    program = TRICKLE_PROGRAMS[label]
+                    if program.direct:
+                        port, pid = trickle_port, cliproxy.pid
+                    elif program.program is None:
+                        port, pid = cliproxy.port, cliproxy.pid
+                    else:
+                        port, pid = programs[label].port, programs[label].pid
+                    runs[label].append(run_trickle(phase, program, port, pid, upstream_pid))
+            rows += [_median_trickle(runs[label]) for label in labels]
         finally:
             for process in started.values():
                 stop(process)
     return rows
+
+
+def _median_trickle(rows):
+    """The run of median CPU per event among ``rows`` (one program's rounds), or the
+    first that could not be judged."""
+    for row in rows:
+        if _trickle_problem(row) or not row.cpu_per_event_us:
+            return row
+    return sorted(rows, key=lambda row: row.cpu_per_event_us)[(len(rows) - 1) // 2]
 
 
 def calibration_table(results, rows):
@@ -1401,9 +1415,9 @@ def parse_args(argv):
                         help="seconds per measured run (trickle phase a: its CPU window)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of discarded warm-up")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds per wrk scenario, each measuring direct, cliproxy and the "
-                             "calibration programs in turn; the median is reported (the "
-                             "trickle phases run once)")
+                        help="rounds per wrk scenario and of trickle phase a, each measuring "
+                             "direct, cliproxy and the calibration programs in turn; the median "
+                             "is reported (trickle phase b runs once)")
     parser.add_argument("--stream-mb", type=int, default=1024,
                         help="size of the memory-flat stream (0 skips it)")
     parser.add_argument("--trickle-seconds", type=int, default=30,
@@ -1491,7 +1505,7 @@ def measure(args, workdir, servers):
     trickle_rows = []
     if phases:
         trickle_rows = run_trickle_phases(phases, cliproxy, trickle_port, upstream.pid, workdir,
-                                          nginx_port, calibrate)
+                                          nginx_port, calibrate, args.rounds)
     if proxy.poll() is not None:
         raise BenchError("cliproxy died during the run: %s" % tail(proxy_log))
     # Start-up is timed on a quiet machine: every server of the run stopped first.
