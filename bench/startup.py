@@ -6,7 +6,9 @@ Strategy: each figure is the median of several runs, wall clock, measured from p
 start: ``python3 -c pass`` (the interpreter alone), ``cliproxy.pyz --version``,
 ``cliproxy.pyz check`` (a small config), and the time until the first ``/healthz`` answer of
 a serving instance (polled every 2 ms). The pyz figures are printed as milliseconds beyond
-the bare interpreter's, which is what cliproxy itself adds. The medians are of starts that
+the bare interpreter's, which is what cliproxy itself adds: each start beyond a bare start
+made just before it, in rounds of all four, so that the machine's drift over the seconds
+of a measurement does not move one figure and not the others. The medians are of starts that
 find cliproxy's modules compiled in the bytecode cache (``CLIPROXY_CACHE_DIR``, see
 cliproxy/bytecache.py; "warm"); each of the three is also run once against an empty cache
 of its own, compiling what it imports, and shown apart ("cold"). Interpreters: this one,
@@ -62,41 +64,35 @@ def interpreters():
     return sorted(labelled, key=lambda item: tuple(int(p) for p in item[0].split(".")))
 
 
-def timed(command, runs, env=None):
-    """Median wall-clock seconds of ``command`` over ``runs`` runs."""
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        # A blocking wait: with a timeout, Popen.wait polls with sleeps of up to 50 ms,
-        # which would round every figure up to them.
-        process.wait()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def timed(command, env=None):
+    """Wall-clock seconds of one run of ``command``."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # A blocking wait: with a timeout, Popen.wait polls with sleeps of up to 50 ms,
+    # which would round every figure up to them.
+    process.wait()
+    return time.perf_counter() - started
 
 
-def first_health(python, pyz, config, runs, env=None):
-    """Median seconds from process start to the first 200 from /healthz."""
-    times = []
-    for _ in range(runs):
-        port = free_port()
-        started = time.perf_counter()
-        process = subprocess.Popen([python, pyz, "--config", config, "--port", str(port)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            deadline = started + HEALTH_TIMEOUT
-            while time.perf_counter() < deadline:
-                try:
-                    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as answer:
-                        if answer.status == 200:
-                            times.append(time.perf_counter() - started)
-                            break
-                except OSError:
-                    time.sleep(POLL)
-        finally:
-            process.terminate()
-            process.wait(10)
-    return statistics.median(times) if times else None
+def first_health(python, pyz, config, env=None):
+    """Seconds from process start to the first 200 from /healthz (None: none came)."""
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen([python, pyz, "--config", config, "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = started + HEALTH_TIMEOUT
+        while time.perf_counter() < deadline:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(POLL)
+        return None
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @dataclasses.dataclass
@@ -129,28 +125,37 @@ def measure(pyz, runs):
             def cache(name):
                 return dict(os.environ, CLIPROXY_CACHE_DIR=os.path.join(workdir, name + "-" + version))
 
-            bare = timed([python, "-c", "pass"], runs)
             # Cold first, each with a cache of its own; the warm runs then share one that
-            # the cold serving start has filled.
-            version_cold = timed([python] + version_command, 1, cache("cold-version"))
-            check_cold = timed([python] + check_command, 1, cache("cold-check"))
+            # the cold serving start has filled. Each start is set against a bare start
+            # made just before it: the machine's speed drifts over a run, and a figure
+            # beyond a bare start timed minutes earlier drifted with it.
             warm = cache("warm")
-            health_cold = first_health(python, pyz, config, 1, warm)
+            bare = [timed([python, "-c", "pass"])]
+            version_cold = timed([python] + version_command, cache("cold-version")) - bare[-1]
+            check_cold = timed([python] + check_command, cache("cold-check")) - bare[-1]
+            health_cold = _beyond(first_health(python, pyz, config, warm), bare[-1])
+            version_warm, check_warm, health_warm = [], [], []
+            for _ in range(runs):
+                bare.append(timed([python, "-c", "pass"]))
+                version_warm.append(timed([python] + version_command, warm) - bare[-1])
+                check_warm.append(timed([python] + check_command, warm) - bare[-1])
+                health_warm.append(_beyond(first_health(python, pyz, config, warm), bare[-1]))
+            answered = [seconds for seconds in health_warm if seconds is not None]
             rows.append(StartupRow(
-                version=version, bare_ms=bare * 1000,
-                version_ms=(timed([python] + version_command, runs, warm) - bare) * 1000,
-                check_ms=(timed([python] + check_command, runs, warm) - bare) * 1000,
-                health_ms=_ms_beyond(first_health(python, pyz, config, runs, warm), bare),
-                version_cold_ms=(version_cold - bare) * 1000,
-                check_cold_ms=(check_cold - bare) * 1000,
-                health_cold_ms=_ms_beyond(health_cold, bare)))
+                version=version, bare_ms=statistics.median(bare) * 1000,
+                version_ms=statistics.median(version_warm) * 1000,
+                check_ms=statistics.median(check_warm) * 1000,
+                health_ms=statistics.median(answered) * 1000 if len(answered) == runs else None,
+                version_cold_ms=version_cold * 1000,
+                check_cold_ms=check_cold * 1000,
+                health_cold_ms=None if health_cold is None else health_cold * 1000))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows
 
 
-def _ms_beyond(seconds, bare):
-    return None if seconds is None else (seconds - bare) * 1000
+def _beyond(seconds, bare):
+    return None if seconds is None else seconds - bare
 
 
 def table(rows):
