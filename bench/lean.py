@@ -339,9 +339,18 @@ async def serve(config, client_class):
         await server.serve_forever()
 
 
-def main(argv):
+def run_with_config(serve, argv, *arguments):
+    """Run ``serve(config, *arguments)`` with the bench's config (``--config PATH`` among
+    ``argv``) until interrupted: the calibration programs' common start."""
     with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
         config = json.load(handle)
+    try:
+        asyncio.run(serve(config, *arguments))
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv):
     client_class = Client
     if "--strict" in argv:
         global http_parser, http_writer
@@ -349,10 +358,7 @@ def main(argv):
         from cliproxy.http import parser, writer
         http_parser, http_writer = parser, writer
         client_class = StrictClient
-    try:
-        asyncio.run(serve(config, client_class))
-    except KeyboardInterrupt:
-        pass
+    run_with_config(serve, argv, client_class)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ bench's ``--config PATH`` (``port`` and ``ampcode.upstream-url``) and ignores th
 """
 
 import asyncio
-import json
 import sys
 from urllib.parse import urlsplit
+
+from lean import run_with_config  # bench/lean.py, next to this file: the common start
 
 PROXY_PATH = b"/api/provider/anthropic/v1/messages"
 UPSTREAM_PATH = b"/v1/messages"
@@ -74,12 +75,7 @@ async def serve(config):
 
 
 def main(argv):
-    with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
-        config = json.load(handle)
-    try:
-        asyncio.run(serve(config))
-    except KeyboardInterrupt:
-        pass
+    run_with_config(serve, argv)
 
 
 if __name__ == "__main__":

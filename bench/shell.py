@@ -34,7 +34,7 @@ from cliproxy.http.client import HttpClient  # noqa: E402  (the source tree, not
 from cliproxy.http.headers import HOP_BY_HOP, Headers, strip_hop_by_hop  # noqa: E402
 from cliproxy.http.server import Response, Server  # noqa: E402
 
-from lean import ANTHROPIC_ROUTE, CREDENTIALS, client_key, model_routes  # noqa: E402
+from lean import ANTHROPIC_ROUTE, CREDENTIALS, client_key, model_routes, run_with_config  # noqa: E402
 
 # Request fields not sent upstream: hop-by-hop, the client's credentials, and the framing
 # and Host the client writes anew.
@@ -88,12 +88,7 @@ async def serve(config):
 
 
 def main(argv):
-    with open(argv[argv.index("--config") + 1], encoding="utf-8") as handle:
-        config = json.load(handle)
-    try:
-        asyncio.run(serve(config))
-    except KeyboardInterrupt:
-        pass
+    run_with_config(serve, argv)
 
 
 if __name__ == "__main__":
