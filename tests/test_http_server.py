@@ -517,6 +517,50 @@ def test_a_streamed_head_and_each_chunk_leave_without_waiting_for_what_follows()
     run(main())
 
 
+def test_a_body_that_never_waits_still_lets_the_loop_serve_others():
+    # An inflating gzip bomb is a body whose pieces are always ready; read by a client
+    # that takes them as fast, the transport never pauses. The loop must still get a turn
+    # now and then: here a ticker task counts its turns while 16 MiB go out.
+    piece = b"x" * 65536
+    pieces = 256
+    turns = []
+
+    def read_all(sock):
+        with sock:
+            sock.sendall(get())
+            while True:
+                data = sock.recv(1 << 20)
+                if not data or data.endswith(b"0\r\n\r\n"):
+                    return
+
+    async def main():
+        ticks = [0]
+
+        async def ticker():
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        async def handler(request):
+            async def body():
+                for _ in range(pieces):
+                    turns.append(ticks[0])
+                    yield piece
+
+            return Response(200, body=body())
+
+        async with serving(handler) as (_, port):
+            counting = asyncio.ensure_future(ticker())
+            sock = socket.create_connection(("127.0.0.1", port))
+            await asyncio.get_running_loop().run_in_executor(None, read_all, sock)
+            counting.cancel()
+
+    run(main())
+    assert len(turns) == pieces
+    # At least once per MiB, whether or not the client ever fell behind.
+    assert len(set(turns)) >= pieces * len(piece) // (1 << 20)
+
+
 def test_streaming_response_to_http10_is_close_delimited():
     async def handler(request):
         async def body():

@@ -33,7 +33,9 @@ per-request cost of the shell is what bounds the proxy's throughput:
 - Writing: a response head and a bytes body of up to ``SMALL_BODY`` go out in one
   ``transport.write``; a writer awaits only while the transport has paused us
   (``pause_writing``/``resume_writing``), and for ``read_timeout`` at most: a client that
-  takes no byte for that long is cut.
+  takes no byte for that long is cut. A streamed body whose pieces never make it wait (a
+  gzip bomb inflating, read by a fast client) yields the loop once per
+  ``FAIR_SHARE_BYTES``, so that other connections are answered meanwhile.
 - A body the handler did not read: if what is left is known and at most ``DISCARD_MAX``
   bytes it is read and dropped after the response and the connection is kept; a larger or
   chunked (unknown size) remainder, or a ``100-continue`` request whose ``100`` was never
@@ -99,6 +101,9 @@ HIGH_WATER = 65536
 DISCARD_MAX = 65536
 # Bytes bodies up to this size are written together with the head in one write.
 SMALL_BODY = 65536
+# A streamed body lets the event loop run other work at least once per this many bytes
+# written, even when its pieces are always ready (see ``_Cycle._stream``).
+FAIR_SHARE_BYTES = 1 << 20
 # After an error answer, read and drop at most this much input for at most this long before
 # closing, so the client reads our answer rather than a reset (nginx's lingering close).
 LINGER_SECONDS = 1.0
@@ -637,6 +642,7 @@ class _Cycle:
         server = conn.server
         iterator = body.__aiter__()
         sent = 0
+        fair_share = FAIR_SHARE_BYTES
         server.open_streams += 1
         try:
             while True:
@@ -651,6 +657,12 @@ class _Cycle:
                 conn.write_now(encode_chunk(chunk) if chunked else chunk)
                 if conn.writing_paused:
                     await conn.drain()
+                elif sent >= fair_share:
+                    # A body that never waits (one read of a gzip bomb inflates into a
+                    # thousand ready pieces) to a client that takes them as fast would
+                    # otherwise hold the loop for seconds: other connections get a turn.
+                    fair_share = sent + FAIR_SHARE_BYTES
+                    await asyncio.sleep(0)
             if chunked:
                 await conn.write(LAST_CHUNK)
             elif expected is not None and sent != expected:
