@@ -732,32 +732,40 @@ def run_scenario(scenario, nginx_port, programs, args, workdir):
             before = cpu_us(program.pid)
             runs[program.label].append(run_wrk(url, script, scenario.connections, args.duration))
             spent[program.label] += cpu_us(program.pid) - before
+    direct = _median(directs)
     results = {}
     for program in programs:
         requests = sum(run.requests for run in runs[program.label])
         run = ProxyRun(wrk=_median(runs[program.label]),
                        cpu_us_per_request=spent[program.label] / requests if requests else None,
                        rss_mb=memory_mb(program.pid, "VmRSS"))
-        results[program.label] = ScenarioResult(scenario=scenario, direct=_median(directs),
-                                                proxy=run, probe=checked[program.label])
+        results[program.label] = ScenarioResult(scenario=scenario, direct=direct, proxy=run,
+                                                probe=checked[program.label])
     return results
 
 
-def start_calibrations(calibrations, workdir, nginx_port, servers, name, **config):
+def start_calibrations(calibrations, workdir, nginx_port, processes, name, **config):
     """Start each program of ``calibrations`` (one process per program and arguments) on
-    a port of its own; return {label: Program}. The processes go into ``servers``."""
-    started, programs = {}, {}
+    a port of its own; return {label: Program}. ``processes`` ((program, arguments) ->
+    (port, process)) collects what was started, for the caller to stop."""
+    programs = {}
     for calibration in calibrations:
         key = (calibration.program, calibration.arguments)
-        if key not in started:
+        if key not in processes:
             port = free_port()
             process, _ = start_proxy(os.path.join(HERE, calibration.program), workdir, port,
                                      nginx_port, calibration.arguments,
-                                     name="%s-%d" % (name, len(started)), **config)
-            servers["%s %d" % (name, len(started))] = process
-            started[key] = Program(calibration.label, port, process.pid)
-        programs[calibration.label] = dataclasses.replace(started[key], label=calibration.label)
+                                     name="%s-%d" % (name, len(processes)), **config)
+            processes[key] = (port, process)
+        port, process = processes[key]
+        programs[calibration.label] = Program(calibration.label, port, process.pid)
     return programs
+
+
+def stop_all(processes):
+    """Stop what ``start_calibrations`` started."""
+    for _, process in processes.values():
+        stop(process)
 
 
 # ---------------------------------------------------------------------------------------
@@ -844,25 +852,23 @@ def run_trickle_phases(phases, cliproxy, trickle_port, upstream_pid, workdir, ng
                         if TRICKLE_PROGRAMS[label].program is not None]
         started = {}
         try:
-            programs = start_calibrations(calibrations, workdir, nginx_port, started,
-                                          "calibration-trickle", trickle_port=trickle_port,
-                                          phases=phases,
-                                          amp_upstream="http://127.0.0.1:%d" % trickle_port)
+            targets = start_calibrations(calibrations, workdir, nginx_port, started,
+                                         "calibration-trickle", trickle_port=trickle_port,
+                                         phases=phases,
+                                         amp_upstream="http://127.0.0.1:%d" % trickle_port)
+            for label in labels:
+                if TRICKLE_PROGRAMS[label].direct:  # the load generator reads the upstream
+                    targets[label] = Program(label, trickle_port, cliproxy.pid)
+                elif TRICKLE_PROGRAMS[label].program is None:
+                    targets[label] = cliproxy
             runs = {label: [] for label in labels}
             for _ in range(rounds if phase.repeat else 1):
                 for label in labels:
-                    program = TRICKLE_PROGRAMS[label]
-                    if program.direct:
-                        port, pid = trickle_port, cliproxy.pid
-                    elif program.program is None:
-                        port, pid = cliproxy.port, cliproxy.pid
-                    else:
-                        port, pid = programs[label].port, programs[label].pid
-                    runs[label].append(run_trickle(phase, program, port, pid, upstream_pid))
+                    runs[label].append(run_trickle(phase, TRICKLE_PROGRAMS[label], targets[label].port,
+                                                   targets[label].pid, upstream_pid))
             rows += [_median_trickle(runs[label]) for label in labels]
         finally:
-            for process in started.values():
-                stop(process)
+            stop_all(started)
     return rows
 
 
@@ -1483,18 +1489,19 @@ def measure(args, workdir, servers):
     machine = machine_line()
     chosen = [s for s in scenarios(workdir) if selected(args, s.name)]
     calibrations = [c for c in CALIBRATIONS if calibrate and any(s.name in c.scenarios for s in chosen)]
-    programs = start_calibrations(calibrations, workdir, nginx_port, servers, "calibration")
     results, calibration = [], []
-    for scenario in chosen:
-        serving = [c for c in calibrations if scenario.name in c.scenarios]
-        measured = run_scenario(scenario, nginx_port, [cliproxy] + [programs[c.label] for c in serving],
-                                args, workdir)
-        results.append(measured["cliproxy"])
-        calibration += [CalibrationRow(c, measured[c.label]) for c in serving]
+    started = {}
+    try:
+        programs = start_calibrations(calibrations, workdir, nginx_port, started, "calibration")
+        for scenario in chosen:
+            serving = [c for c in calibrations if scenario.name in c.scenarios]
+            measured = run_scenario(scenario, nginx_port,
+                                    [cliproxy] + [programs[c.label] for c in serving], args, workdir)
+            results.append(measured["cliproxy"])
+            calibration += [CalibrationRow(c, measured[c.label]) for c in serving]
+    finally:
+        stop_all(started)
     calibration.sort(key=lambda row: calibrations.index(row.calibration))  # by program
-    for label in list(servers):
-        if label.startswith("calibration"):
-            stop(servers.pop(label))
     peak_before_stream = memory_mb(proxy.pid, "VmHWM")
     stream = None
     if args.stream_mb and selected(args, STREAM_PART):

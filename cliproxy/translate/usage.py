@@ -47,11 +47,7 @@ def usage_of_answer(protocol: Protocol, data: bytes) -> Optional[Usage]:
         return None
     # Only the text from the key on is decoded: the key is ASCII, so it starts a
     # character, and a long answer is not decoded whole for its last few dozen bytes.
-    return _usage_at(protocol, data[position + len(key) :].decode("utf-8", "replace"))
-
-
-def _usage_at(protocol: Protocol, text: str) -> Optional[Usage]:
-    """The usage whose value ``text`` (what follows the usage key) starts with."""
+    text = data[position + len(key) :].decode("utf-8", "replace")
     match = _VALUE_START.match(text)
     if match is None:
         return None
